@@ -1,0 +1,289 @@
+"""Local launcher: a Ray head and a real redis-server on loopback, stopped by pid file.
+
+``python -m cluster.local up|down|status|env``. Everything it starts runs in its
+own process group recorded in ``.run/*.pid``; ``down`` signals exactly those
+groups, never ``ray stop`` or a kill by name, so other Rays on the machine are
+left alone. Token authentication stays on: ``up`` writes a fresh token to
+``.run/auth_token`` and ``.run/env`` exports ``RAY_AUTH_TOKEN_PATH`` for
+``ray job submit`` and ``serve deploy``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    run_dir: Path = ROOT / ".run"
+    ray_port: int = int(os.environ.get("TANDEM_RAY_PORT", "6390"))
+    dashboard_port: int = int(os.environ.get("TANDEM_DASHBOARD_PORT", "8265"))
+    redis_port: int = int(os.environ.get("TANDEM_REDIS_PORT", "6399"))
+    serve_port: int = int(os.environ.get("TANDEM_SERVE_PORT", "8000"))
+    num_cpus: int | None = None
+
+    @property
+    def token_path(self) -> Path:
+        return self.run_dir / "auth_token"
+
+    @property
+    def ray_temp_dir(self) -> str:
+        # Unix socket paths are limited to ~107 bytes, so keep the temp dir short.
+        digest = hashlib.sha1(str(self.run_dir).encode()).hexdigest()[:8]
+        return f"/tmp/tandem-{digest}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+
+# -- process helpers ---------------------------------------------------------
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.3)
+        return s.connect_ex((host, port)) == 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_pid(path: Path) -> int | None:
+    try:
+        pid = int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if pid_alive(pid) else None
+
+
+def spawn(cmd: list[str], log: Path, pid_file: Path, env: dict[str, str] | None = None) -> int:
+    """Start ``cmd`` in a new process group; record its pid."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, start_new_session=True, cwd=ROOT)
+    pid_file.write_text(str(proc.pid))
+    return proc.pid
+
+
+def stop_group(pid_file: Path, name: str, timeout: float = 20.0) -> bool:
+    """SIGTERM the process group recorded in ``pid_file``, then SIGKILL after ``timeout``."""
+    pid = read_pid(pid_file)
+    if pid is None:
+        pid_file.unlink(missing_ok=True)
+        return False
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.time() + wait
+        while time.time() < deadline and _group_alive(pid):
+            time.sleep(0.2)
+        if not _group_alive(pid):
+            break
+    pid_file.unlink(missing_ok=True)
+    logger.info("stopped %s (process group %d)", name, pid)
+    return True
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie leader whose group is otherwise empty still answers; reap it if it is ours.
+    try:
+        os.waitpid(pgid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    return True if _has_members(pgid) else False
+
+
+def _has_members(pgid: int) -> bool:
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def wait_for(check, what: str, timeout: float) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if check():
+            return
+        time.sleep(0.3)
+    raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+# -- redis -------------------------------------------------------------------
+def redis_binary() -> str:
+    found = shutil.which("redis-server")
+    if not found:
+        raise RuntimeError(
+            "redis-server is not installed. Run `make redis-server` (apt-get install redis-server) "
+            "or put a redis-server binary on PATH."
+        )
+    return found
+
+
+def start_redis(port: int, workdir: Path, pid_file: Path) -> int:
+    workdir.mkdir(parents=True, exist_ok=True)
+    cmd = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
+           "--save", "", "--appendonly", "no", "--protected-mode", "yes", "--daemonize", "no"]
+    pid = spawn(cmd, workdir / "redis.log", pid_file)
+    wait_for(lambda: port_open(port), f"redis-server on 127.0.0.1:{port}", 20)
+    return pid
+
+
+# -- ray ---------------------------------------------------------------------
+def ensure_token(path: Path) -> str:
+    if not path.exists() or not path.read_text().strip():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def ray_env(cfg: LocalConfig) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": str(cfg.token_path),
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p),
+        "TANDEM_REDIS_URL": cfg.redis_url,
+        # Job drivers run `python` from PATH: make it this interpreter's environment.
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
+    })
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def dashboard_up(cfg: LocalConfig) -> bool:
+    token = cfg.token_path.read_text().strip() if cfg.token_path.exists() else ""
+    req = urllib.request.Request(f"{cfg.dashboard_url}/api/version",
+                                 headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=2) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+def start_ray(cfg: LocalConfig) -> int:
+    ensure_token(cfg.token_path)
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    cmd = [ray_bin, "start", "--head", "--block", f"--port={cfg.ray_port}",
+           "--dashboard-host=127.0.0.1", f"--dashboard-port={cfg.dashboard_port}",
+           f"--temp-dir={cfg.ray_temp_dir}", "--disable-usage-stats"]
+    if cfg.num_cpus:
+        cmd.append(f"--num-cpus={cfg.num_cpus}")
+    pid = spawn(cmd, cfg.run_dir / "ray.log", cfg.run_dir / "ray.pid", env=ray_env(cfg))
+    wait_for(lambda: dashboard_up(cfg), f"the Ray dashboard at {cfg.dashboard_url}", 120)
+    return pid
+
+
+def env_lines(cfg: LocalConfig) -> list[str]:
+    return [
+        f"export RAY_ADDRESS={cfg.dashboard_url}",
+        "export RAY_AUTH_MODE=token",
+        f"export RAY_AUTH_TOKEN_PATH={cfg.token_path}",
+        f"export TANDEM_REDIS_URL={cfg.redis_url}",
+        f"export TANDEM_SERVE_URL=http://127.0.0.1:{cfg.serve_port}",
+    ]
+
+
+def up(cfg: LocalConfig) -> None:
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    if read_pid(cfg.run_dir / "redis.pid") is None:
+        if port_open(cfg.redis_port):
+            raise RuntimeError(f"port {cfg.redis_port} is taken by another process; set TANDEM_REDIS_PORT")
+        start_redis(cfg.redis_port, cfg.run_dir / "redis", cfg.run_dir / "redis.pid")
+        logger.info("redis-server on %s", cfg.redis_url)
+    if read_pid(cfg.run_dir / "ray.pid") is None:
+        for port in (cfg.ray_port, cfg.dashboard_port):
+            if port_open(port):
+                raise RuntimeError(f"port {port} is taken by another process; set TANDEM_RAY_PORT / "
+                                   "TANDEM_DASHBOARD_PORT")
+        start_ray(cfg)
+        logger.info("Ray head up; dashboard %s", cfg.dashboard_url)
+    (cfg.run_dir / "env").write_text("\n".join(env_lines(cfg)) + "\n")
+
+
+def down(cfg: LocalConfig) -> None:
+    stop_group(cfg.run_dir / "ray.pid", "ray head")
+    stop_group(cfg.run_dir / "redis.pid", "redis-server")
+    shutil.rmtree(cfg.ray_temp_dir, ignore_errors=True)
+
+
+def status(cfg: LocalConfig) -> dict[str, object]:
+    return {
+        "ray_pid": read_pid(cfg.run_dir / "ray.pid"),
+        "redis_pid": read_pid(cfg.run_dir / "redis.pid"),
+        "dashboard": cfg.dashboard_url,
+        "dashboard_up": dashboard_up(cfg),
+        "redis_url": cfg.redis_url,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cluster.local", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["up", "down", "status", "env"])
+    parser.add_argument("--num-cpus", type=int, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = LocalConfig(num_cpus=args.num_cpus)
+    if args.command == "up":
+        up(cfg)
+    elif args.command == "down":
+        down(cfg)
+    elif args.command == "status":
+        sys.stdout.write(f"{status(cfg)}\n")
+    else:
+        sys.stdout.write("\n".join(env_lines(cfg)) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,56 @@
+"""Redis key layout shared by precompute (writer) and serving (reader). Pure functions.
+
+Every published table lives under a versioned namespace and is made visible by
+one atomic ``SET`` of its pointer key, so readers never see a half-loaded table::
+
+    tandem:{tenant}:ptr:{table}                      -> "<version>"   (the live namespace)
+    tandem:{tenant}:{table}:{version}:{entity}       -> value          (with a TTL)
+    tandem:{tenant}:{table}:{version}:__meta__       -> JSON manifest  (row count, model version)
+    tandem:{tenant}:sess:{session_id}                -> list of JSON events (live session state)
+
+``table`` is one of ``TABLES``. The tenant is part of every key, so one tenant
+can never address another tenant's keys.
+"""
+
+from __future__ import annotations
+
+import re
+
+PREFIX = "tandem"
+DEFAULT_TENANT = "default"
+TABLES = ("score", "recs", "popular")
+POPULAR_ENTITY = "__all__"
+META_ENTITY = "__meta__"
+
+_SAFE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+
+
+def _check(name: str, value: str) -> str:
+    if not _SAFE.match(value):
+        raise ValueError(f"{name} {value!r} must be 1-64 characters of letters, digits, '_', '.', '-'")
+    return value
+
+
+def pointer_key(table: str, tenant: str = DEFAULT_TENANT) -> str:
+    if table not in TABLES:
+        raise ValueError(f"unknown table {table!r}; expected one of {TABLES}")
+    return f"{PREFIX}:{_check('tenant', tenant)}:ptr:{table}"
+
+
+def namespace(table: str, version: str, tenant: str = DEFAULT_TENANT) -> str:
+    if table not in TABLES:
+        raise ValueError(f"unknown table {table!r}; expected one of {TABLES}")
+    return f"{PREFIX}:{_check('tenant', tenant)}:{table}:{_check('version', version)}"
+
+
+def entity_key(table: str, version: str, entity: str, tenant: str = DEFAULT_TENANT) -> str:
+    # Entity ids come from clients and data; they are not restricted, only delimited.
+    return f"{namespace(table, version, tenant)}:{entity}"
+
+
+def meta_key(table: str, version: str, tenant: str = DEFAULT_TENANT) -> str:
+    return entity_key(table, version, META_ENTITY, tenant)
+
+
+def session_key(session_id: str, tenant: str = DEFAULT_TENANT) -> str:
+    return f"{PREFIX}:{_check('tenant', tenant)}:sess:{session_id}"

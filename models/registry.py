@@ -1,0 +1,193 @@
+"""A small model registry over a local directory or ``s3://`` (pyarrow filesystems).
+
+Layout under the registry URI::
+
+    <root>/<model_name>/<version>/...          # the artifact files, copied verbatim
+    <root>/<model_name>/<version>/meta.json     # metrics, data window, config, code version
+    <root>/<model_name>/champion.json           # {"version": ..., "history": [...]}
+
+A version directory is complete before it becomes visible: files are copied to a
+staging name first and the version is listed only once ``meta.json`` is written
+last. The champion pointer is replaced in one write, and its history makes
+``rollback`` possible. Serving and precompute always resolve the champion.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs as pafs
+
+logger = logging.getLogger(__name__)
+
+META = "meta.json"
+CHAMPION = "champion.json"
+
+
+class RegistryError(RuntimeError):
+    """A registry operation failed; the message says which model and version."""
+
+
+@dataclass
+class ModelVersion:
+    name: str
+    version: str
+    uri: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def code_version() -> str:
+    """The git commit of the working tree, or ``unknown`` outside a checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class Registry:
+    """Versioned artifacts plus a champion pointer per model name."""
+
+    def __init__(self, uri: str):
+        self.uri = uri.rstrip("/")
+        self.fs, self.root = pafs.FileSystem.from_uri(_absolute(self.uri))
+
+    # -- paths -------------------------------------------------------------
+    def _p(self, *parts: str) -> str:
+        return "/".join([self.root, *parts])
+
+    def version_uri(self, name: str, version: str) -> str:
+        return f"{self.uri}/{name}/{version}"
+
+    # -- writes ------------------------------------------------------------
+    def register(self, name: str, artifact_dir: str | os.PathLike[str], meta: dict[str, Any]) -> ModelVersion:
+        """Copy ``artifact_dir`` into a new version of ``name`` and return it."""
+        src = Path(artifact_dir)
+        if not src.is_dir():
+            raise RegistryError(f"artifact directory {src} does not exist")
+        version = time.strftime("v%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+        dest = self._p(name, version)
+        self.fs.create_dir(dest, recursive=True)
+        for path in sorted(src.rglob("*")):
+            if path.is_file():
+                rel = path.relative_to(src).as_posix()
+                if rel == META:
+                    continue
+                self.fs.create_dir(os.path.dirname(f"{dest}/{rel}"), recursive=True)
+                pafs.copy_files(str(path), f"{dest}/{rel}", destination_filesystem=self.fs)
+        full_meta = {"name": name, "version": version, "registered_at": time.time(),
+                     "code_version": meta.get("code_version") or code_version(), **meta}
+        self._write_json(f"{dest}/{META}", full_meta)  # written last: marks the version complete
+        logger.info("registered %s/%s at %s", name, version, self.version_uri(name, version))
+        return ModelVersion(name, version, self.version_uri(name, version), full_meta)
+
+    def set_champion(self, name: str, version: str, reason: str = "") -> None:
+        if version not in self.versions(name):
+            raise RegistryError(f"{name}: version {version!r} is not registered at {self.uri}")
+        state = self._champion_state(name)
+        history = state.get("history", [])
+        if state.get("version"):
+            history.append({"version": state["version"], "replaced_at": time.time()})
+        self._write_json(self._p(name, CHAMPION), {"version": version, "since": time.time(),
+                                                    "reason": reason, "history": history})
+        logger.info("champion of %s is now %s (%s)", name, version, reason)
+
+    def rollback(self, name: str) -> str:
+        """Restore the previous champion; return its version."""
+        state = self._champion_state(name)
+        history = state.get("history", [])
+        if not history:
+            raise RegistryError(f"{name}: no previous champion to roll back to")
+        previous = history.pop()["version"]
+        self._write_json(self._p(name, CHAMPION), {"version": previous, "since": time.time(),
+                                                    "reason": f"rollback from {state.get('version')}",
+                                                    "history": history, "rolled_back": state.get("version")})
+        logger.info("rolled %s back from %s to %s", name, state.get("version"), previous)
+        return previous
+
+    # -- reads -------------------------------------------------------------
+    def versions(self, name: str) -> list[str]:
+        """Complete versions (those with ``meta.json``), oldest first."""
+        base = self._p(name)
+        info = self.fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
+        out = []
+        for entry in info:
+            if entry.type == pafs.FileType.Directory:
+                meta = self.fs.get_file_info(f"{entry.path}/{META}")
+                if meta.type == pafs.FileType.File:
+                    out.append(entry.base_name)
+        return sorted(out)
+
+    def champion(self, name: str) -> str | None:
+        return self._champion_state(name).get("version")
+
+    def get(self, name: str, version: str | None = None) -> ModelVersion:
+        """A version (the champion when ``version`` is None) with its metadata."""
+        version = version or self.champion(name)
+        if version is None:
+            raise RegistryError(f"{name}: no champion at {self.uri}; register and promote a model first")
+        try:
+            meta = self._read_json(self._p(name, version, META))
+        except FileNotFoundError as exc:
+            raise RegistryError(f"{name}: version {version!r} not found at {self.uri}") from exc
+        return ModelVersion(name, version, self.version_uri(name, version), meta)
+
+    def fetch(self, name: str, version: str | None, dest: str | os.PathLike[str]) -> Path:
+        """Copy a version's files to the local directory ``dest`` and return it."""
+        mv = self.get(name, version)
+        target = Path(dest) / name / mv.version
+        if (target / META).exists():
+            return target
+        tmp = target.with_name(target.name + f".tmp{uuid.uuid4().hex[:6]}")
+        tmp.mkdir(parents=True, exist_ok=True)
+        pafs.copy_files(self._p(name, mv.version), str(tmp), source_filesystem=self.fs,
+                        destination_filesystem=pafs.LocalFileSystem())
+        try:
+            tmp.rename(target)
+        except OSError:  # another process fetched it first
+            pass
+        return target
+
+    def state(self, name: str) -> dict[str, Any]:
+        return self._champion_state(name)
+
+    # -- helpers -----------------------------------------------------------
+    def _champion_state(self, name: str) -> dict[str, Any]:
+        try:
+            return self._read_json(self._p(name, CHAMPION))
+        except FileNotFoundError:
+            return {}
+
+    def _read_json(self, path: str) -> dict[str, Any]:
+        if self.fs.get_file_info(path).type != pafs.FileType.File:
+            raise FileNotFoundError(path)
+        with self.fs.open_input_stream(path) as f:
+            return json.loads(f.read().decode())
+
+    def _write_json(self, path: str, payload: dict[str, Any]) -> None:
+        data = json.dumps(payload, indent=2, sort_keys=True, default=str).encode()
+        if isinstance(self.fs, pafs.LocalFileSystem):
+            tmp = f"{path}.tmp{uuid.uuid4().hex[:6]}"
+            with self.fs.open_output_stream(tmp) as f:
+                f.write(data)
+            os.replace(tmp, path)  # atomic on POSIX
+        else:  # object stores replace a key in one PUT
+            with self.fs.open_output_stream(path) as f:
+                f.write(data)
+
+
+def _absolute(uri: str) -> str:
+    if "://" in uri:
+        return uri
+    path = Path(uri).expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return str(path)
