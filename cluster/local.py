@@ -33,11 +33,25 @@ ROOT = Path(__file__).resolve().parent.parent
 @dataclass(frozen=True)
 class LocalConfig:
     run_dir: Path = ROOT / ".run"
-    ray_port: int = int(os.environ.get("TANDEM_RAY_PORT", "6390"))
-    dashboard_port: int = int(os.environ.get("TANDEM_DASHBOARD_PORT", "8265"))
-    redis_port: int = int(os.environ.get("TANDEM_REDIS_PORT", "6399"))
-    serve_port: int = int(os.environ.get("TANDEM_SERVE_PORT", "8000"))
+    ray_port: int = 6390
+    dashboard_port: int = 8265
+    redis_port: int = 6399
+    serve_port: int = 8000
     num_cpus: int | None = None
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> LocalConfig:
+        """Defaults, overridden by TANDEM_* environment variables, then by ``overrides``."""
+        env = os.environ
+        values: dict[str, object] = {
+            "run_dir": Path(env.get("TANDEM_RUN_DIR", str(ROOT / ".run"))),
+            "ray_port": int(env.get("TANDEM_RAY_PORT", "6390")),
+            "dashboard_port": int(env.get("TANDEM_DASHBOARD_PORT", "8265")),
+            "redis_port": int(env.get("TANDEM_REDIS_PORT", "6399")),
+            "serve_port": int(env.get("TANDEM_SERVE_PORT", "8000")),
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
 
     @property
     def token_path(self) -> Path:
@@ -273,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-cpus", type=int, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = LocalConfig(num_cpus=args.num_cpus)
+    cfg = LocalConfig.from_env(num_cpus=args.num_cpus)
     if args.command == "up":
         up(cfg)
     elif args.command == "down":
