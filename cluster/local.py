@@ -37,6 +37,7 @@ class LocalConfig:
     dashboard_port: int = 8265
     redis_port: int = 6399
     serve_port: int = 8000
+    metrics_port: int = 8080
     num_cpus: int | None = None
 
     @classmethod
@@ -49,6 +50,7 @@ class LocalConfig:
             "dashboard_port": int(env.get("TANDEM_DASHBOARD_PORT", "8265")),
             "redis_port": int(env.get("TANDEM_REDIS_PORT", "6399")),
             "serve_port": int(env.get("TANDEM_SERVE_PORT", "8000")),
+            "metrics_port": int(env.get("TANDEM_METRICS_PORT", "8080")),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
@@ -230,6 +232,7 @@ def start_ray(cfg: LocalConfig) -> int:
     ray_bin = str(Path(sys.executable).with_name("ray"))
     cmd = [ray_bin, "start", "--head", "--block", f"--port={cfg.ray_port}",
            "--dashboard-host=127.0.0.1", f"--dashboard-port={cfg.dashboard_port}",
+           f"--metrics-export-port={cfg.metrics_port}",
            f"--temp-dir={cfg.ray_temp_dir}", "--disable-usage-stats"]
     if cfg.num_cpus:
         cmd.append(f"--num-cpus={cfg.num_cpus}")
@@ -245,6 +248,7 @@ def env_lines(cfg: LocalConfig) -> list[str]:
         f"export RAY_AUTH_TOKEN_PATH={cfg.token_path}",
         f"export TANDEM_REDIS_URL={cfg.redis_url}",
         f"export TANDEM_SERVE_URL=http://127.0.0.1:{cfg.serve_port}",
+        f"export TANDEM_METRICS_URL=http://127.0.0.1:{cfg.metrics_port}/metrics",
     ]
 
 
@@ -256,7 +260,7 @@ def up(cfg: LocalConfig) -> None:
         start_redis(cfg.redis_port, cfg.run_dir / "redis", cfg.run_dir / "redis.pid")
         logger.info("redis-server on %s", cfg.redis_url)
     if read_pid(cfg.run_dir / "ray.pid") is None:
-        for port in (cfg.ray_port, cfg.dashboard_port):
+        for port in (cfg.ray_port, cfg.dashboard_port, cfg.metrics_port):
             if port_open(port):
                 raise RuntimeError(f"port {port} is taken by another process; set TANDEM_RAY_PORT / "
                                    "TANDEM_DASHBOARD_PORT")

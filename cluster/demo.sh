@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The whole tandem pipeline on synthetic data, each step a Ray job on the local head
+# started by `make up`: generate -> features -> train (propensity + recommender)
+# -> precompute to Redis -> deploy the Serve app -> curl it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+# shellcheck disable=SC1091
+source .run/env
+
+EVENTS=${TANDEM_DEMO_EVENTS:-1000000}
+DATA=$ROOT/data/demo
+REGISTRY=$ROOT/artifacts/registry
+API_KEY=${TANDEM_DEMO_API_KEY:-demo-key}
+START=$(date +%s)
+
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+submit() {
+  # Every pipeline step is a Ray job: same code path as on a production cluster.
+  ray job submit --address "$RAY_ADDRESS" --working-dir . --no-wait --runtime-env-json '{"env_vars": {"PYTHONUNBUFFERED": "1"}}' -- "$@" \
+    | tee .run/last_submit.log | grep -E "^Job '|submitted" || true
+  local id
+  id=$(grep -oE "raysubmit_[A-Za-z0-9]+" .run/last_submit.log | head -1)
+  [ -n "$id" ] || { echo "job submission failed:"; cat .run/last_submit.log; exit 1; }
+  ray job logs --address "$RAY_ADDRESS" --follow "$id" | grep -vE "^\(autoscaler|INFO worker.py|Running Dataset|✔️|- (ReadParquet|MapBatches|Write)" || true
+  local status
+  status=$(ray job status --address "$RAY_ADDRESS" "$id" 2>/dev/null | grep -oE "SUCCEEDED|FAILED|STOPPED" | tail -1)
+  if [ "$status" != "SUCCEEDED" ]; then echo "job $id ended $status"; exit 1; fi
+}
+
+step "1/6 generate $EVENTS synthetic events"
+submit python -m jobs.generate --events "$EVENTS" --out "$DATA/events" --seed 7
+
+step "2/6 features (Ray Data: sessionize, session/user/item features, labels, sequences)"
+submit python -m jobs.features --events "$DATA/events" --out "$DATA/features"
+
+step "3/6 train the purchase-propensity model (Ray Train LightGBMTrainer) and register it"
+submit python -m jobs.train_propensity --features "$DATA/features/sessions" --label purchased \
+  --time-column cutoff_time --registry "$REGISTRY" --json
+
+step "4/6 train the session recommender and register it"
+submit python -m jobs.train_recommender --train "$DATA/features/sequences" --format parquet \
+  --model vsknn --registry "$REGISTRY" --promote --json
+
+step "5/6 precompute scores, top-K and popular items to Redis (versioned, atomic pointer flip)"
+submit python -m jobs.precompute --features "$DATA/features" --registry "$REGISTRY" --redis "$TANDEM_REDIS_URL"
+
+step "6/6 deploy the Serve application (serve deploy)"
+python -m jobs.deploy --config serve/config.yaml --registry "$REGISTRY" --redis "$TANDEM_REDIS_URL" \
+  --api-key "$API_KEY=default" --address "$RAY_ADDRESS" --wait
+
+SESSION=$(python - "$DATA/features/sessions" <<'EOF'
+import sys
+import pyarrow.dataset as ds
+t = ds.dataset(sys.argv[1]).head(1, columns=["session_id"])
+print(t["session_id"][0].as_py())
+EOF
+)
+
+step "try it"
+show() { echo "\$ $1"; eval "$1"; echo; }
+show "curl -s -X POST $TANDEM_SERVE_URL/v1/score -H 'X-API-Key: $API_KEY' -H 'Content-Type: application/json' -d '{\"session_id\": \"$SESSION\"}'"
+show "curl -s -X POST $TANDEM_SERVE_URL/v1/score -H 'X-API-Key: $API_KEY' -H 'Content-Type: application/json' -d '{\"session_id\": \"new-visitor-1\", \"events\": [{\"item_id\": \"i12\", \"event_type\": \"view\", \"event_time\": \"2026-11-24T12:00:00Z\", \"price\": 19.9}, {\"item_id\": \"i12\", \"event_type\": \"cart\", \"event_time\": \"2026-11-24T12:01:10Z\", \"price\": 19.9}]}'"
+show "curl -s -X POST $TANDEM_SERVE_URL/v1/events -H 'X-API-Key: $API_KEY' -H 'Content-Type: application/json' -d '{\"session_id\": \"new-visitor-1\", \"events\": [{\"item_id\": \"i40\", \"event_type\": \"view\", \"event_time\": \"2026-11-24T12:02:00Z\"}]}'"
+show "curl -s -X POST $TANDEM_SERVE_URL/v1/recommend -H 'X-API-Key: $API_KEY' -H 'Content-Type: application/json' -d '{\"session_id\": \"new-visitor-1\", \"k\": 5}'"
+show "curl -s -o /dev/null -w '%{http_code}\n' -X POST $TANDEM_SERVE_URL/v1/score -H 'X-API-Key: $API_KEY' -H 'Content-Type: application/json' -d '{\"session_id\": 42, \"deadline_ms\": -1}'"
+show "curl -s $TANDEM_SERVE_URL/v1/health"
+
+cat <<EOF
+Demo finished in $(( $(date +%s) - START )) s.
+  Ray dashboard:   $RAY_ADDRESS   (jobs, Serve, metrics; the token is in .run/auth_token)
+  OpenAPI docs:    $TANDEM_SERVE_URL/docs
+  Prometheus:      $TANDEM_METRICS_URL   (Ray + Serve + tandem metrics, scrape target)
+  Submit a job:    source .run/env && ray job submit --working-dir . -- python -m jobs.features --help
+  Stop everything: make down
+EOF
