@@ -1,0 +1,1 @@
+"""Session-based recommenders: baselines, GRU4Rec, SASRec, their artifacts and predictor."""

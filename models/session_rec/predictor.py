@@ -1,0 +1,124 @@
+"""One predictor for online recommendation and Ray Data batch precompute.
+
+``SessionRecPredictor(artifact_dir)`` loads any recommender artifact (pop, itemknn,
+vsknn, gru4rec, sasrec). Item ids are strings at this interface. Unknown items in a
+prefix are ignored; an empty or fully unknown prefix gets popularity.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from models.session_rec.artifact import load_artifact
+
+logger = logging.getLogger(__name__)
+
+REGISTRY_NAME = "recommender"
+
+
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and scores of the k best per row, best first (ties: lower index first)."""
+    n = scores.shape[1]
+    k = min(k, n)
+    if k <= 0:
+        empty = np.zeros((scores.shape[0], 0))
+        return empty.astype(np.int64), empty.astype(np.float32)
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (len(scores), 1))
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.lexsort((part, -part_scores), axis=1)
+    idx = np.take_along_axis(part, order, axis=1)
+    return idx, np.take_along_axis(scores, idx, axis=1)
+
+
+class SessionRecPredictor:
+    """Top-K items for session prefixes; also a Ray Data callable class."""
+
+    def __init__(self, artifact_dir: str, version: str | None = None, batch_size: int = 256):
+        art = load_artifact(artifact_dir)
+        self.model = art.model
+        self.items = art.items
+        self.meta = art.meta
+        self.model_type: str = art.meta["model_type"]
+        self.version: str = version or str(art.meta.get("version") or artifact_dir.rstrip("/").split("/")[-1])
+        self.batch_size = batch_size
+        pop = np.asarray(art.popularity, dtype=np.float32)
+        self._pop_scores = pop / max(float(pop.max()), 1.0)
+        logger.info("loaded %s recommender %s (%d items)", self.model_type, self.version, len(self.items))
+
+    @classmethod
+    def from_artifact(cls, artifact_dir: str) -> SessionRecPredictor:
+        return cls(artifact_dir)
+
+    @classmethod
+    def from_registry(cls, registry_uri: str, version: str | None = None,
+                      cache_dir: str | None = None) -> SessionRecPredictor:
+        """The champion (or ``version``) of model name ``recommender``."""
+        from models.registry import Registry
+
+        registry = Registry(registry_uri)
+        mv = registry.get(REGISTRY_NAME, version)
+        local = registry.fetch(REGISTRY_NAME, mv.version, cache_dir or tempfile.mkdtemp(prefix="tdm-rec-"))
+        return cls(str(local), version=mv.version)
+
+    # -- scoring -------------------------------------------------------------
+    def _encode(self, items: Sequence[str]) -> np.ndarray:
+        if isinstance(items, str):
+            raise TypeError("items must be a list of item id strings, not one string")
+        return self.items.encode(items)
+
+    def score_encoded(self, prefixes: list[np.ndarray]) -> np.ndarray:
+        """Scores for encoded prefixes; empty prefixes get popularity."""
+        out = np.empty((len(prefixes), len(self.items)), dtype=np.float32)
+        known = [i for i, p in enumerate(prefixes) if len(p)]
+        empty = [i for i, p in enumerate(prefixes) if not len(p)]
+        if empty:
+            out[empty] = self._pop_scores
+        for start in range(0, len(known), self.batch_size):
+            rows = known[start:start + self.batch_size]
+            out[rows] = self.model.score([prefixes[i] for i in rows])
+        return out
+
+    def recommend_many(self, sessions: Sequence[Sequence[str]], k: int = 20,
+                       exclude_seen: bool = True) -> list[list[tuple[str, float]]]:
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        prefixes = [self._encode(s) for s in sessions]
+        scores = self.score_encoded(prefixes)
+        if exclude_seen:
+            for row, prefix in enumerate(prefixes):
+                scores[row, prefix] = -np.inf
+        idx, vals = top_k(scores, k)
+        ids = self.items.ids
+        return [[(ids[i], float(v)) for i, v in zip(r, s, strict=True) if np.isfinite(v)]
+                for r, s in zip(idx, vals, strict=True)]
+
+    def recommend(self, items: list[str], k: int = 20, exclude_seen: bool = True) -> list[tuple[str, float]]:
+        """The top ``k`` (item id, score) pairs after the prefix ``items``."""
+        return self.recommend_many([items], k=k, exclude_seen=exclude_seen)[0]
+
+    # -- Ray Data ------------------------------------------------------------
+    def __call__(self, batch: pd.DataFrame, k: int = 20, exclude_seen: bool = True) -> pd.DataFrame:
+        """``map_batches(batch_format="pandas")``: session_id, items -> session_id, recs, rec_scores."""
+        for column in ("session_id", "items"):
+            if column not in batch.columns:
+                raise ValueError(f"batch is missing column {column!r}; got {list(batch.columns)}")
+        sessions: list[list[str]] = []
+        for row, value in enumerate(batch["items"]):
+            if value is None or isinstance(value, str):
+                raise ValueError(f"row {row} (session_id={batch['session_id'].iloc[row]!r}): "
+                                 f"field 'items' must be a list of strings, got {type(value).__name__}")
+            sessions.append([str(v) for v in value])
+        recs = self.recommend_many(sessions, k=k, exclude_seen=exclude_seen)
+        return pd.DataFrame({"session_id": batch["session_id"].to_numpy(),
+                             "recs": [[i for i, _ in r] for r in recs],
+                             "rec_scores": [[s for _, s in r] for r in recs]})
+
+    def describe(self) -> dict[str, Any]:
+        return {"model_type": self.model_type, "version": self.version, "n_items": len(self.items),
+                "metrics": self.meta.get("metrics", {})}

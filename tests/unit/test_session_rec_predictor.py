@@ -1,0 +1,80 @@
+"""SessionRecPredictor over a popularity artifact: contract, cold start, batch parity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.registry import Registry
+from models.session_rec.artifact import load_artifact, pop_artifact
+from models.session_rec.predictor import SessionRecPredictor, top_k
+
+SESSIONS = [["a", "b", "c"], ["b", "c"], ["c", "d"], ["c"], ["b"]]  # counts: c=4, b=3, a=1, d=1
+
+
+@pytest.fixture()
+def pop_dir(tmp_path: Path) -> Path:
+    return pop_artifact(tmp_path / "pop", SESSIONS)
+
+
+def test_pop_recommend_orders_by_count_and_excludes_seen(pop_dir: Path) -> None:
+    pred = SessionRecPredictor.from_artifact(str(pop_dir))
+    assert pred.model_type == "pop"
+    recs = pred.recommend(["c"], k=2)
+    assert [i for i, _ in recs] == ["b", "a"]  # c excluded; a and d tie, a has the lower index
+    assert recs[0][1] > recs[1][1]
+    assert [i for i, _ in pred.recommend(["c"], k=2, exclude_seen=False)] == ["c", "b"]
+
+
+def test_unknown_and_empty_prefix_fall_back_to_popularity(pop_dir: Path) -> None:
+    pred = SessionRecPredictor(str(pop_dir))
+    assert [i for i, _ in pred.recommend([], k=3)] == ["c", "b", "a"]
+    assert [i for i, _ in pred.recommend(["zzz", "yyy"], k=3)] == ["c", "b", "a"]
+    assert len(pred.recommend(["a"], k=100)) == 3  # catalogue minus the seen item
+
+
+def test_batch_call_matches_recommend(pop_dir: Path) -> None:
+    pred = SessionRecPredictor(str(pop_dir))
+    batch = pd.DataFrame({"session_id": ["s1", "s2"], "items": [["a"], ["b", "x"]]})
+    out = pred(batch)
+    assert list(out.columns) == ["session_id", "recs", "rec_scores"]
+    for row, items in enumerate(batch["items"]):
+        single = pred.recommend(list(items), k=20)
+        assert out["recs"].iloc[row] == [i for i, _ in single]
+        assert np.allclose(out["rec_scores"].iloc[row], [s for _, s in single])
+
+
+def test_bad_input_names_row_and_field(pop_dir: Path) -> None:
+    pred = SessionRecPredictor(str(pop_dir))
+    with pytest.raises(ValueError, match="row 1.*'items'"):
+        pred(pd.DataFrame({"session_id": ["s1", "s2"], "items": [["a"], "b"]}))
+    with pytest.raises(ValueError, match="missing column 'items'"):
+        pred(pd.DataFrame({"session_id": ["s1"]}))
+    with pytest.raises(TypeError):
+        pred.recommend("a")  # type: ignore[arg-type]
+    with pytest.raises(FileNotFoundError, match="model.json"):
+        SessionRecPredictor(str(pop_dir.parent))
+
+
+def test_from_registry_loads_champion(pop_dir: Path, tmp_path: Path) -> None:
+    reg = Registry(str(tmp_path / "reg"))
+    mv = reg.register("recommender", pop_dir, {"model_type": "pop"})
+    reg.set_champion("recommender", mv.version, "test")
+    pred = SessionRecPredictor.from_registry(str(tmp_path / "reg"), cache_dir=str(tmp_path / "cache"))
+    assert pred.version == mv.version
+    assert pred.recommend([], k=1)[0][0] == "c"
+
+
+def test_artifact_roundtrip_keeps_items_and_counts(pop_dir: Path) -> None:
+    art = load_artifact(pop_dir)
+    assert art.items.ids == ["a", "b", "c", "d"]
+    assert art.popularity.tolist() == [1, 3, 4, 1]
+
+
+def test_top_k_breaks_ties_by_index() -> None:
+    idx, vals = top_k(np.array([[1.0, 3.0, 3.0, 0.0]]), 3)
+    assert idx.tolist() == [[1, 2, 0]]
+    assert vals.tolist() == [[3.0, 3.0, 1.0]]
