@@ -1,0 +1,1 @@
+"""Evaluation metrics: ranking (recommenders) and classification (propensity)."""
