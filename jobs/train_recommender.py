@@ -1,0 +1,207 @@
+"""Train, evaluate and register a session recommender.
+
+    python -m jobs.train_recommender --train PATH --test PATH --format session-tsv --model gru4rec --json
+
+Baselines (pop, itemknn, vsknn) fit in process; torch models (gru4rec, sasrec) train
+through Ray Train's TorchTrainer with ``--workers`` data-parallel workers (GPU when the
+cluster has one). The artifact is saved, registered as ``recommender`` when
+``--registry`` is given (champion with ``--promote`` or when none exists), and ``--json``
+ends the output with one JSON line of metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from models.registry import Registry
+from models.session_rec.artifact import model_class, save_artifact
+from models.session_rec.base import item_counts
+from models.session_rec.batching import pack
+from models.session_rec.config import RecommenderConfig, load_config
+from models.session_rec.data import EncodedData, load_dataset
+from models.session_rec.fit import BASELINES, evaluate_model, fit_baseline
+from models.session_rec.predictor import REGISTRY_NAME
+
+logger = logging.getLogger(__name__)
+
+SMOKE = {"max_train_sessions": 400, "max_test_pairs": 200}
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train worker: train on this rank's share of sessions; rank 0 checkpoints the weights."""
+    import os
+
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    from models.session_rec.training import GRU4RecTrainer, SASRecTrainer, allreduce_grads, steps_per_epoch
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(config["threads"])
+    device = ray.train.torch.get_device()
+    items, offsets = config["items"], config["offsets"]
+    shards = [pack([items[offsets[s]:offsets[s + 1]] for s in range(r, len(offsets) - 1, world)])
+              for r in range(world)]
+    params = config["params"]
+    batch = params["batch_size"]
+    max_steps = min(steps_per_epoch(config["model"], i, o, batch) for i, o in shards) if world > 1 else None
+    cls = GRU4RecTrainer if config["model"] == "gru4rec" else SASRecTrainer
+    trainer = cls(config["n_items"], config["counts"], params, seed=config["seed"], device=device)
+    sync = allreduce_grads if world > 1 else None
+    my_items, my_offsets = shards[rank]
+    seconds = events = 0.0
+    for epoch in range(params["n_epochs"]):
+        stats = trainer.train_epoch(my_items, my_offsets, sync=sync, max_steps=max_steps)
+        seconds += stats["seconds"]
+        events += stats["events"]
+        metrics = {"epoch": epoch + 1, "loss": stats["loss"], "train_seconds": seconds,
+                   "events_per_s": events * world / max(seconds, 1e-9)}
+        if epoch + 1 < params["n_epochs"]:
+            ray.train.report(metrics)
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = None
+            if rank == 0:
+                torch.save({k: v.cpu() for k, v in trainer.net.state_dict().items()}, os.path.join(tmp, "net.pt"))
+                checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def train_torch(model_type: str, cfg: RecommenderConfig, params: dict[str, Any], data: EncodedData,
+                storage: str) -> tuple[Any, dict[str, Any]]:
+    """Run the TorchTrainer and return (scorer, last reported metrics)."""
+    import ray
+    import torch
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    use_gpu = cfg.use_gpu if cfg.use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    items, offsets = pack(data.train)
+    loop_config = {"model": model_type, "params": params, "items": items, "offsets": offsets,
+                   "n_items": len(data.items), "counts": item_counts(data.train, len(data.items)),  # type: ignore[arg-type]
+                   "seed": cfg.seed, "threads": max(1, cpus // cfg.workers)}
+    trainer = TorchTrainer(train_loop_per_worker, train_loop_config=loop_config,
+                           scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=use_gpu),
+                           run_config=RunConfig(name=f"recommender-{model_type}-{int(time.time())}",
+                                                storage_path=storage))
+    result = trainer.fit()
+    if result.error is not None:
+        raise RuntimeError(f"{model_type} training failed: {result.error}")
+    assert result.checkpoint is not None, "training produced no checkpoint"
+    cls = model_class(model_type)
+    net = cls.build(len(data.items), params)  # type: ignore[arg-type]
+    with result.checkpoint.as_directory() as d:
+        net.load_state_dict(torch.load(Path(d) / "net.pt", map_location="cpu", weights_only=True))
+    return cls(net, params), dict(result.metrics or {})
+
+
+def _ensure_ray(args: argparse.Namespace) -> bool:
+    """Connect to RAY_ADDRESS when set (job submission), else start a local cluster; True if started."""
+    import os
+
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init()
+    else:
+        ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, _temp_dir=args.ray_temp_dir)
+    return True
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    cfg = load_config(args.config, model=args.model, workers=args.workers)
+    params = cfg.model_params()
+    if args.epochs is not None and "n_epochs" in params:
+        params["n_epochs"] = args.epochs
+    if args.smoke_test and "n_epochs" in params:
+        params["n_epochs"] = 1
+    logger.info("resolved config: %s", cfg.model_dump_json())
+    limits = SMOKE if args.smoke_test else {}
+    data = load_dataset(args.train, args.test, args.format, test_fraction=args.test_fraction, **limits)
+    storage = args.storage or tempfile.mkdtemp(prefix="tdm-train-")
+    t0 = time.perf_counter()
+    if cfg.model in BASELINES:
+        model = fit_baseline(cfg.model, data, params)
+        train_metrics: dict[str, Any] = {}
+    else:
+        started = _ensure_ray(args)
+        try:
+            model, train_metrics = train_torch(cfg.model, cfg, params, data, storage)
+        finally:
+            if started:
+                import ray
+
+                ray.shutdown()
+    train_seconds = time.perf_counter() - t0
+    metrics = evaluate_model(model, data, tie=cfg.tie, batch_size=cfg.eval_batch_size)
+    events_per_s = train_metrics.get("events_per_s") or data.n_train_events / max(train_seconds, 1e-9)
+    report: dict[str, Any] = {"model": cfg.model, "protocol": data.protocol, "tie": cfg.tie,
+                              **{k: round(v, 6) for k, v in metrics.items()},
+                              "train_seconds": round(train_seconds, 3), "train_events_per_s": round(events_per_s, 1),
+                              "workers": cfg.workers, "n_items": len(data.items)}  # type: ignore[arg-type]
+    training = {"config": {**cfg.model_dump(), cfg.model: params} if cfg.model != "pop" else cfg.model_dump(),
+                "train_seconds": train_seconds, "events_per_s": events_per_s, "smoke_test": args.smoke_test,
+                **{f"last_{k}": v for k, v in train_metrics.items() if isinstance(v, int | float)}}
+    out_dir = Path(args.artifact_dir or tempfile.mkdtemp(prefix="tdm-rec-"))
+    save_artifact(out_dir, model, data.items, item_counts(data.train, len(data.items)),  # type: ignore[arg-type]
+                  training=training, metrics=metrics, data_window=data.window)
+    report["artifact_dir"] = str(out_dir)
+    if args.registry:
+        registry = Registry(args.registry)
+        mv = registry.register(REGISTRY_NAME, out_dir, {"model_type": cfg.model, "metrics": metrics,
+                                                       "data_window": data.window})
+        if args.promote or registry.champion(REGISTRY_NAME) is None:
+            registry.set_champion(REGISTRY_NAME, mv.version, f"train_recommender {cfg.model} "
+                                  f"recall@20={metrics.get('recall@20', 0):.4f}")
+            report["promoted"] = True
+        report["version"] = mv.version
+    return report
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m jobs.train_recommender", description=__doc__.split("\n")[0])
+    p.add_argument("--train", required=True, help="training data (file or parquet dir)")
+    p.add_argument("--test", help="test data; optional for --format parquet (time split)")
+    p.add_argument("--format", required=True, choices=["session-tsv", "prefix-target", "parquet"])
+    p.add_argument("--model", choices=["gru4rec", "sasrec", "vsknn", "itemknn", "pop"])
+    p.add_argument("--config", help="YAML RecommenderConfig")
+    p.add_argument("--epochs", type=int, help="override n_epochs")
+    p.add_argument("--workers", type=int, help="Ray Train data-parallel workers (torch models)")
+    p.add_argument("--test-fraction", type=float, default=0.1, help="parquet time split")
+    p.add_argument("--registry", help="registry URI (local dir or s3://)")
+    p.add_argument("--promote", action="store_true", help="make this version the champion")
+    p.add_argument("--artifact-dir", help="where to write the artifact (default: a temp dir)")
+    p.add_argument("--storage", help="Ray Train storage path (default: a temp dir)")
+    p.add_argument("--num-cpus", type=int, default=2, help="CPUs of a local Ray cluster (no RAY_ADDRESS)")
+    p.add_argument("--ray-temp-dir", help="temp dir of a local Ray cluster")
+    p.add_argument("--smoke-test", action="store_true", help="tiny data, one epoch")
+    p.add_argument("--json", action="store_true", help="end with one JSON line of metrics")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    args = parse_args(argv)
+    report = run(args)
+    if args.json:
+        sys.stdout.write(json.dumps(report, default=float) + "\n")
+    else:
+        logger.info("result: %s", report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Typed configs for every recommender; YAML is parsed into these (unknown keys are errors)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+ModelType = Literal["pop", "itemknn", "vsknn", "gru4rec", "sasrec"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ItemKNNConfig(_Strict):
+    alpha: float = Field(0.5, ge=0, le=1)
+    lmbd: float = Field(20.0, ge=0)
+    n_neighbors: int = Field(100, ge=1)
+
+
+class VSKNNConfig(_Strict):
+    k: int = Field(100, ge=1)
+    sample_size: int = Field(500, ge=1)
+    idf_weighting: float = Field(1.0, ge=0)
+
+
+class GRU4RecConfig(_Strict):
+    """Defaults: official ``paramfiles/rsc15_xe_shared_100_best.py`` (Hidasi & Czapp 2023)."""
+
+    loss: Literal["cross-entropy", "bpr-max"] = "cross-entropy"
+    layers: list[int] = Field(default_factory=lambda: [100])
+    n_epochs: int = Field(10, ge=1)
+    batch_size: int = Field(32, ge=1)
+    dropout_p_embed: float = Field(0.0, ge=0, lt=1)
+    dropout_p_hidden: float = Field(0.4, ge=0, lt=1)
+    learning_rate: float = Field(0.2, gt=0)
+    momentum: float = Field(0.2, ge=0, lt=1)
+    n_sample: int = Field(2048, ge=0)
+    sample_alpha: float = Field(0.5, ge=0, le=1)
+    bpreg: float = Field(0.0, ge=0)
+    elu_param: float = Field(0.0, ge=0)
+    logq: float = Field(1.0, ge=0)
+    constrained_embedding: Literal[True] = True
+
+
+class SASRecConfig(_Strict):
+    hidden: int = Field(64, ge=8)
+    n_layers: int = Field(2, ge=1)
+    n_heads: int = Field(2, ge=1)
+    max_len: int = Field(50, ge=2)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    n_epochs: int = Field(20, ge=1)
+    batch_size: int = Field(128, ge=1)
+    n_sample: int = Field(0, ge=0, description="0 = full softmax over the catalogue")
+
+
+class RecommenderConfig(_Strict):
+    model: ModelType = "gru4rec"
+    seed: int = 42
+    workers: int = Field(1, ge=1, description="Ray Train data-parallel workers for torch models")
+    use_gpu: bool | None = Field(None, description="None = use a GPU when the cluster has one")
+    tie: Literal["conservative", "standard", "median"] = "conservative"
+    eval_batch_size: int = Field(512, ge=1)
+    itemknn: ItemKNNConfig = Field(default_factory=ItemKNNConfig)
+    vsknn: VSKNNConfig = Field(default_factory=VSKNNConfig)
+    gru4rec: GRU4RecConfig = Field(default_factory=GRU4RecConfig)
+    sasrec: SASRecConfig = Field(default_factory=SASRecConfig)
+
+    def model_params(self) -> dict[str, object]:
+        if self.model == "pop":
+            return {}
+        return getattr(self, self.model).model_dump()
+
+
+def load_config(path: str | Path | None, **overrides: object) -> RecommenderConfig:
+    """YAML file (optional) plus CLI overrides; errors name the file and field."""
+    import yaml
+
+    raw: dict[str, object] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ValueError(f"{p}: config file not found")
+        loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{p}: top level must be a mapping, got {type(loaded).__name__}")
+        raw.update(loaded)
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return RecommenderConfig.model_validate(raw)
+    except ValidationError as exc:
+        where = f"{path}: " if path else ""
+        fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"{where}invalid recommender config: {fields}") from exc
