@@ -154,7 +154,7 @@ def load_dataset(train: str | Path, test: str | Path | None, fmt: str, test_frac
                  max_train_sessions: int | None = None, max_test_pairs: int | None = None) -> EncodedData:
     """Read train/test in ``fmt`` and encode them.
 
-    session-tsv -> protocol (a): unknown test items dropped, every next position scored.
+    session-tsv / session-lines -> protocol (a): unknown test items dropped, every next position scored.
     prefix-target -> protocol (b): train is ``session-lines``, test is ``prefix<TAB>target``.
     parquet -> protocol (a) on a time split of the sequences (``test`` optional: its own dir).
     """
@@ -166,6 +166,10 @@ def load_dataset(train: str | Path, test: str | Path | None, fmt: str, test_frac
         if test is None:
             raise DataError("--test is required for format session-tsv")
         train_s, test_s = read_session_tsv(train), read_session_tsv(test)
+    elif fmt == "session-lines":
+        if test is None:
+            raise DataError("--test is required for format session-lines")
+        train_s, test_s = read_session_lines(train), read_session_lines(test)
     elif fmt == "prefix-target":
         if test is None:
             raise DataError("--test is required for format prefix-target")
@@ -178,7 +182,7 @@ def load_dataset(train: str | Path, test: str | Path | None, fmt: str, test_frac
         else:
             train_s, test_s, cut = split_by_time(*read_sequences_parquet(train), test_fraction)
     else:
-        raise DataError(f"unknown format {fmt!r}; expected session-tsv, prefix-target or parquet")
+        raise DataError(f"unknown format {fmt!r}; expected session-tsv, session-lines, prefix-target or parquet")
     if max_train_sessions is not None:
         train_s = train_s[-max_train_sessions:]
     if not train_s:

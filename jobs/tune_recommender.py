@@ -1,0 +1,164 @@
+"""Tune GRU4Rec or SASRec with Optuna (TPE) + ASHA on a validation split carved from train.
+
+    python -m jobs.tune_recommender --train TR --valid VALID --format session-tsv --model gru4rec \
+        --num-samples 12 --epochs 6 --out-config best.yaml --json
+
+The test split is never read. Without ``--valid`` the last ``--valid-fraction`` of the
+(time-ordered) training sessions is held out and scored with protocol (a). ``--out-config``
+writes a YAML that ``jobs.train_recommender --config`` accepts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from models.session_rec.base import item_counts
+from models.session_rec.config import load_config
+from models.session_rec.data import EncodedData, load_dataset, read_session_lines, read_session_tsv
+
+logger = logging.getLogger(__name__)
+
+
+def search_space(model: str) -> dict[str, Any]:
+    from ray import tune
+
+    if model == "gru4rec":
+        return {"learning_rate": tune.loguniform(0.02, 0.5), "momentum": tune.uniform(0.0, 0.5),
+                "dropout_p_hidden": tune.uniform(0.0, 0.6), "dropout_p_embed": tune.uniform(0.0, 0.5),
+                "layers": tune.choice([[64], [100], [160]]), "sample_alpha": tune.uniform(0.0, 1.0),
+                "logq": tune.choice([0.0, 1.0])}
+    if model == "sasrec":
+        return {"learning_rate": tune.loguniform(3e-4, 5e-3), "hidden": tune.choice([32, 64, 128]),
+                "n_layers": tune.choice([1, 2]), "dropout": tune.uniform(0.0, 0.5)}
+    raise ValueError(f"tuning supports gru4rec and sasrec, not {model!r}")
+
+
+def carve_validation(args: argparse.Namespace) -> EncodedData:
+    """train/valid from --valid, or the last --valid-fraction of train sessions; never the test file."""
+    if args.valid:
+        return load_dataset(args.train, args.valid, args.format)
+    sessions = read_session_tsv(args.train) if args.format == "session-tsv" else read_session_lines(args.train)
+    cut = int(len(sessions) * (1 - args.valid_fraction))
+    with tempfile.TemporaryDirectory() as tmp:
+        tr, va = Path(tmp) / "train.txt", Path(tmp) / "valid.txt"
+        tr.write_text("\n".join(" ".join(s) for s in sessions[:cut]) + "\n", encoding="utf-8")
+        va.write_text("\n".join(" ".join(s) for s in sessions[cut:]) + "\n", encoding="utf-8")
+        return load_dataset(tr, va, "session-lines")
+
+
+def trainable(config: dict[str, Any], data: EncodedData, model: str, base: dict[str, Any], seed: int) -> None:
+    import torch
+    from ray import tune
+
+    from models.session_rec.batching import pack
+    from models.session_rec.fit import evaluate_model
+    from models.session_rec.network import GRU4RecScorer
+    from models.session_rec.sasrec import SASRecScorer
+    from models.session_rec.training import GRU4RecTrainer, SASRecTrainer
+
+    torch.set_num_threads(1)
+    params = {**base, **config}
+    n = len(data.items)  # type: ignore[arg-type]
+    cls = GRU4RecTrainer if model == "gru4rec" else SASRecTrainer
+    trainer = cls(n, item_counts(data.train, n), params, seed=seed)
+    items, offsets = pack(data.train)
+    for epoch in range(params["n_epochs"]):
+        stats = trainer.train_epoch(items, offsets)
+        scorer = GRU4RecScorer(trainer.net, params) if model == "gru4rec" else SASRecScorer(trainer.net, params)
+        metrics = evaluate_model(scorer, data)
+        tune.report({"epoch": epoch + 1, "loss": stats["loss"], "events_per_s": stats["events_per_s"],
+                     "recall@20": metrics["recall@20"], "mrr@20": metrics["mrr@20"]})
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import os
+
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    cfg = load_config(args.config, model=args.model)
+    base = cfg.model_params()
+    base["n_epochs"] = args.epochs
+    data = carve_validation(args)
+    if args.smoke_test:
+        data.train, data.test_prefixes = data.train[-300:], data.test_prefixes[:100]
+        data.test_targets = data.test_targets[:100]
+    started = not ray.is_initialized()
+    if started:
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init()
+        else:
+            ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, _temp_dir=args.ray_temp_dir)
+    try:
+        tuner = tune.Tuner(
+            tune.with_resources(tune.with_parameters(trainable, data=data, model=cfg.model, base=base, seed=cfg.seed),
+                                {"cpu": 1}),
+            param_space=search_space(cfg.model),
+            tune_config=tune.TuneConfig(metric=args.metric, mode="max", num_samples=args.num_samples,
+                                        search_alg=OptunaSearch(seed=cfg.seed),
+                                        scheduler=ASHAScheduler(max_t=args.epochs, grace_period=args.grace_period,
+                                                                reduction_factor=2),
+                                        max_concurrent_trials=args.concurrency),
+            run_config=tune.RunConfig(name=f"tune-{cfg.model}", storage_path=args.storage
+                                      or tempfile.mkdtemp(prefix="tdm-tune-")),
+        )
+        results = tuner.fit()
+        best = results.get_best_result(metric=args.metric, mode="max", scope="all")
+    finally:
+        if started:
+            ray.shutdown()
+    best_params = {**base, **best.config}
+    if args.out_config:
+        import yaml
+
+        Path(args.out_config).write_text(yaml.safe_dump({"model": cfg.model, cfg.model: best_params}),
+                                         encoding="utf-8")
+    return {"model": cfg.model, "metric": args.metric, "trials": len(results),
+            "best_valid": {k: float(best.metrics[k]) for k in ("recall@20", "mrr@20", "epoch")},
+            "best_config": best_params, "valid_pairs": len(data.test_prefixes)}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m jobs.tune_recommender", description=__doc__.split("\n")[0])
+    p.add_argument("--train", required=True)
+    p.add_argument("--valid", help="validation file in the train format (default: carve from --train)")
+    p.add_argument("--valid-fraction", type=float, default=0.1)
+    p.add_argument("--format", required=True, choices=["session-tsv", "session-lines"])
+    p.add_argument("--model", required=True, choices=["gru4rec", "sasrec"])
+    p.add_argument("--config", help="YAML RecommenderConfig with the fixed parameters")
+    p.add_argument("--metric", default="mrr@20", choices=["mrr@20", "recall@20"])
+    p.add_argument("--num-samples", type=int, default=12)
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--grace-period", type=int, default=2)
+    p.add_argument("--concurrency", type=int, default=2)
+    p.add_argument("--num-cpus", type=int, default=2)
+    p.add_argument("--ray-temp-dir")
+    p.add_argument("--storage")
+    p.add_argument("--out-config", help="write the best config as YAML")
+    p.add_argument("--smoke-test", action="store_true")
+    p.add_argument("--json", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    args = parse_args(argv)
+    report = run(args)
+    if args.json:
+        sys.stdout.write(json.dumps(report, default=float) + "\n")
+    else:
+        logger.info("best: %s", report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
