@@ -35,6 +35,7 @@ MODEL_CLASSES: dict[str, str] = {
     "vsknn": "models.session_rec.knn:VSKNN",
     "gru4rec": "models.session_rec.network:GRU4RecScorer",
     "sasrec": "models.session_rec.sasrec:SASRecScorer",
+    "hybrid": "models.session_rec.hybrid:HybridModel",
 }
 
 
