@@ -120,6 +120,37 @@ def _ensure_ray(args: argparse.Namespace) -> bool:
     return True
 
 
+def fit_any(model_type: str, cfg: RecommenderConfig, params: dict[str, Any], data: EncodedData, storage: str,
+            args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """Fit one model (or each part of a hybrid); returns (model, training metrics)."""
+    if model_type in BASELINES:
+        return fit_baseline(model_type, data, params), {}
+    if model_type == "hybrid":
+        from models.session_rec.hybrid import HybridModel
+
+        parts, metrics = [], {}
+        for part in cfg.hybrid.parts:
+            part_params = getattr(cfg, part).model_dump() if part != "pop" else {}
+            if args.epochs is not None and "n_epochs" in part_params:
+                part_params["n_epochs"] = args.epochs
+            if args.smoke_test and "n_epochs" in part_params:
+                part_params["n_epochs"] = 1
+            model, m = fit_any(part, cfg, part_params, data, storage, args)
+            parts.append(model)
+            metrics.update({f"{part}_{k}": v for k, v in m.items()})
+            if "events_per_s" in m:
+                metrics["events_per_s"] = m["events_per_s"]
+        return HybridModel(parts, cfg.hybrid.weights), metrics
+    started = _ensure_ray(args)
+    try:
+        return train_torch(model_type, cfg, params, data, storage)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     cfg = load_config(args.config, model=args.model, workers=args.workers)
     params = cfg.model_params()
@@ -132,18 +163,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     data = load_dataset(args.train, args.test, args.format, test_fraction=args.test_fraction, **limits)
     storage = args.storage or tempfile.mkdtemp(prefix="tdm-train-")
     t0 = time.perf_counter()
-    if cfg.model in BASELINES:
-        model = fit_baseline(cfg.model, data, params)
-        train_metrics: dict[str, Any] = {}
-    else:
-        started = _ensure_ray(args)
-        try:
-            model, train_metrics = train_torch(cfg.model, cfg, params, data, storage)
-        finally:
-            if started:
-                import ray
-
-                ray.shutdown()
+    model, train_metrics = fit_any(cfg.model, cfg, params, data, storage, args)
     train_seconds = time.perf_counter() - t0
     metrics = evaluate_model(model, data, tie=cfg.tie, batch_size=cfg.eval_batch_size)
     events_per_s = train_metrics.get("events_per_s") or data.n_train_events / max(train_seconds, 1e-9)
@@ -175,7 +195,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train", required=True, help="training data (file or parquet dir)")
     p.add_argument("--test", help="test data; optional for --format parquet (time split)")
     p.add_argument("--format", required=True, choices=["session-tsv", "prefix-target", "parquet"])
-    p.add_argument("--model", choices=["gru4rec", "sasrec", "vsknn", "itemknn", "pop"])
+    p.add_argument("--model", choices=["gru4rec", "sasrec", "vsknn", "itemknn", "pop", "hybrid"])
     p.add_argument("--config", help="YAML RecommenderConfig")
     p.add_argument("--epochs", type=int, help="override n_epochs")
     p.add_argument("--workers", type=int, help="Ray Train data-parallel workers (torch models)")

@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from models.session_rec.base import item_counts
 from models.session_rec.config import load_config
 from models.session_rec.data import EncodedData, load_dataset, read_session_lines, read_session_tsv
@@ -76,6 +78,70 @@ def trainable(config: dict[str, Any], data: EncodedData, model: str, base: dict[
                      "recall@20": metrics["recall@20"], "mrr@20": metrics["mrr@20"]})
 
 
+def tune_hybrid(args: argparse.Namespace) -> dict[str, Any]:
+    """Fit each hybrid part on the train split (or load ``--parts-from``), grid-search weights on valid."""
+    from models.evaluation.ranking import RankMetrics
+    from models.session_rec.artifact import load_artifact
+    from models.session_rec.batching import pack
+    from models.session_rec.fit import BASELINES, fit_baseline
+    from models.session_rec.hybrid import as_distribution
+    from models.session_rec.network import GRU4RecScorer
+    from models.session_rec.sasrec import SASRecScorer
+    from models.session_rec.training import GRU4RecTrainer, SASRecTrainer
+
+    cfg = load_config(args.config, model="hybrid")
+    data = carve_validation(args)
+    if args.smoke_test:
+        data.train, data.test_prefixes = data.train[-300:], data.test_prefixes[:100]
+        data.test_targets = data.test_targets[:100]
+    n = len(data.items)  # type: ignore[arg-type]
+    parts = []
+    for i, part in enumerate(cfg.hybrid.parts):
+        if args.parts_from and i < len(args.parts_from) and args.parts_from[i] != "-":
+            art = load_artifact(args.parts_from[i])
+            if art.items.ids != data.items.ids:  # type: ignore[attr-defined]
+                raise ValueError(f"{args.parts_from[i]}: item map differs from the carved train split")
+            parts.append(art.model)
+        elif part in BASELINES:
+            parts.append(fit_baseline(part, data, getattr(cfg, part).model_dump() if part != "pop" else {}))
+        else:
+            params = getattr(cfg, part).model_dump()
+            if args.smoke_test:
+                params["n_epochs"] = 1
+            trainer = (GRU4RecTrainer if part == "gru4rec" else SASRecTrainer)(n, item_counts(data.train, n), params,
+                                                                               seed=cfg.seed)
+            items, offsets = pack(data.train)
+            for _ in range(params["n_epochs"]):
+                trainer.train_epoch(items, offsets)
+            parts.append(GRU4RecScorer(trainer.net, params) if part == "gru4rec" else SASRecScorer(trainer.net, params))
+    if len(parts) != 2:
+        raise ValueError("weight search supports exactly two parts")
+    grid = np.round(np.linspace(0.0, 1.0, 11), 2)
+    metrics = {w: RankMetrics() for w in grid}
+    keep = [i for i, p in enumerate(data.test_prefixes) if len(p)]
+    for start in range(0, len(keep), 512):
+        rows = keep[start:start + 512]
+        prefixes = [data.test_prefixes[i] for i in rows]
+        d0 = as_distribution(parts[0].model_type, parts[0].score(prefixes))
+        d1 = as_distribution(parts[1].model_type, parts[1].score(prefixes))
+        for w in grid:
+            metrics[w].add(w * d0 + (1 - w) * d1, data.test_targets[rows])
+    table = {float(w): m.result() for w, m in metrics.items()}
+    best_w = max(table, key=lambda w: table[w][args.metric])
+    weights = [best_w, round(1.0 - best_w, 2)]
+    if args.out_config:
+        import yaml
+
+        out = {"model": "hybrid", "hybrid": {"parts": list(cfg.hybrid.parts), "weights": weights}}
+        for part in cfg.hybrid.parts:
+            if part != "pop":
+                out[part] = getattr(cfg, part).model_dump()
+        Path(args.out_config).write_text(yaml.safe_dump(out), encoding="utf-8")
+    return {"model": "hybrid", "metric": args.metric, "parts": list(cfg.hybrid.parts), "best_weights": weights,
+            "valid": {str(w): {k: round(r[k], 4) for k in ("recall@20", "mrr@20")} for w, r in table.items()},
+            "valid_pairs": len(data.test_prefixes)}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import os
 
@@ -84,6 +150,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
+    if args.model == "hybrid":
+        return tune_hybrid(args)
     cfg = load_config(args.config, model=args.model)
     base = cfg.model_params()
     base["n_epochs"] = args.epochs
@@ -132,7 +200,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--valid", help="validation file in the train format (default: carve from --train)")
     p.add_argument("--valid-fraction", type=float, default=0.1)
     p.add_argument("--format", required=True, choices=["session-tsv", "session-lines"])
-    p.add_argument("--model", required=True, choices=["gru4rec", "sasrec"])
+    p.add_argument("--model", required=True, choices=["gru4rec", "sasrec", "hybrid"],
+                   help="hybrid: fit its parts, then grid-search the mixing weight on valid")
+    p.add_argument("--parts-from", nargs="*", help="hybrid: artifacts of parts trained on the same split ('-' = fit)")
     p.add_argument("--config", help="YAML RecommenderConfig with the fixed parameters")
     p.add_argument("--metric", default="mrr@20", choices=["mrr@20", "recall@20"])
     p.add_argument("--num-samples", type=int, default=12)

@@ -7,7 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-ModelType = Literal["pop", "itemknn", "vsknn", "gru4rec", "sasrec"]
+ModelType = Literal["pop", "itemknn", "vsknn", "gru4rec", "sasrec", "hybrid"]
+PartType = Literal["pop", "itemknn", "vsknn", "gru4rec", "sasrec"]
 
 
 class _Strict(BaseModel):
@@ -58,6 +59,13 @@ class SASRecConfig(_Strict):
     n_sample: int = Field(0, ge=0, description="0 = full softmax over the catalogue")
 
 
+class HybridConfig(_Strict):
+    """Parts are trained with their own sections of this config; weights from a validation split."""
+
+    parts: list[PartType] = Field(default_factory=lambda: ["sasrec", "vsknn"], min_length=1)
+    weights: list[float] = Field(default_factory=lambda: [0.5, 0.5])
+
+
 class RecommenderConfig(_Strict):
     model: ModelType = "gru4rec"
     seed: int = 42
@@ -69,6 +77,7 @@ class RecommenderConfig(_Strict):
     vsknn: VSKNNConfig = Field(default_factory=VSKNNConfig)
     gru4rec: GRU4RecConfig = Field(default_factory=GRU4RecConfig)
     sasrec: SASRecConfig = Field(default_factory=SASRecConfig)
+    hybrid: HybridConfig = Field(default_factory=HybridConfig)
 
     def model_params(self) -> dict[str, object]:
         if self.model == "pop":
