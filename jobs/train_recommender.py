@@ -166,6 +166,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model, train_metrics = fit_any(cfg.model, cfg, params, data, storage, args)
     train_seconds = time.perf_counter() - t0
     metrics = evaluate_model(model, data, tie=cfg.tie, batch_size=cfg.eval_batch_size)
+    if cfg.model == "hybrid":  # the parts under the same protocol, same run
+        for part, part_model in zip(cfg.hybrid.parts, model.parts, strict=True):
+            pm = evaluate_model(part_model, data, tie=cfg.tie, batch_size=cfg.eval_batch_size)
+            metrics.update({f"{part}_{k}": pm[k] for k in ("recall@20", "mrr@20", "recall@10", "mrr@10")})
     events_per_s = train_metrics.get("events_per_s") or data.n_train_events / max(train_seconds, 1e-9)
     report: dict[str, Any] = {"model": cfg.model, "protocol": data.protocol, "tie": cfg.tie,
                               **{k: round(v, 6) for k, v in metrics.items()},
