@@ -54,3 +54,14 @@ def meta_key(table: str, version: str, tenant: str = DEFAULT_TENANT) -> str:
 
 def session_key(session_id: str, tenant: str = DEFAULT_TENANT) -> str:
     return f"{PREFIX}:{_check('tenant', tenant)}:sess:{session_id}"
+
+
+def run_version(model_version: str, run_id: str) -> str:
+    """The namespace version of one publish run: ``{model_version}.r{run_id}``."""
+    return f"{_check('version', model_version)}.r{_check('run_id', run_id)}"
+
+
+def model_version_of(ns_version: str) -> str:
+    """The model version a namespace was published from (inverse of ``run_version``)."""
+    head, sep, _ = ns_version.rpartition(".r")
+    return head if sep else ns_version

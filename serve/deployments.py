@@ -1,0 +1,152 @@
+"""The Serve deployment: a FastAPI ingress that parses, authenticates and delegates.
+
+Tenant models come through Serve model multiplexing (model id ``tenant@generation``)
+and are hot-swapped by ``reconfigure``: a new ``user_config`` (see
+``serve.schemas.ModelConfig``) loads the new models next to the old ones, then
+flips the generation, so requests in flight never see a half-loaded model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Header, HTTPException
+from ray import serve
+
+from serve.cache import RedisCache
+from serve.engine import Engine, ModelBundle
+from serve.loader import load_bundle
+from serve.metrics import ServeMetrics
+from serve.schemas import (
+    AppArgs,
+    EventsRequest,
+    EventsResponse,
+    HealthResponse,
+    ModelConfig,
+    RecommendRequest,
+    RecommendResponse,
+    ScoreRequest,
+    ScoreResponse,
+    TenantConfig,
+)
+
+logger = logging.getLogger(__name__)
+
+api = FastAPI(title="tandem", version="1", description="Real-time purchase propensity and session "
+              "recommendations behind a cache, with fallbacks (model -> precomputed -> popular).")
+
+MAX_MULTIPLEXED = 16
+
+
+def tenant_for(api_key: str | None, args: AppArgs) -> str:
+    """The tenant an API key belongs to; raises 401 for a missing or unknown key."""
+    if api_key is None:
+        if args.require_api_key:
+            raise HTTPException(status_code=401, detail="missing X-API-Key header",
+                                headers={"WWW-Authenticate": "ApiKey"})
+        return args.default_tenant
+    tenant = args.api_keys.get(api_key)
+    if tenant is None:
+        raise HTTPException(status_code=401, detail="unknown API key", headers={"WWW-Authenticate": "ApiKey"})
+    return tenant
+
+
+def effective_tenant_config(tenant: str, args: AppArgs, model_cfg: ModelConfig) -> TenantConfig:
+    """Pinned versions from the tenant's config, else from ``user_config`` (shared registry only)."""
+    own = args.tenants.get(tenant, TenantConfig())
+    if own.registry_uri:
+        return own
+    return TenantConfig(propensity_version=own.propensity_version or model_cfg.propensity_version,
+                        recommender_version=own.recommender_version or model_cfg.recommender_version)
+
+
+@serve.deployment(name="Tandem", max_ongoing_requests=64, max_queued_requests=256)
+@serve.ingress(api)
+class TandemService:
+    """Thin ingress: typed request -> tenant -> models -> ``Engine`` -> typed response."""
+
+    def __init__(self, args: dict[str, Any]):
+        self.args = AppArgs.model_validate(args)
+        self.cache = RedisCache(self.args.redis_url, self.args.cache)
+        self.metrics = ServeMetrics()
+        self.engine = Engine(self.args, self.cache, self.metrics)
+        self.model_cfg = ModelConfig()
+        self.generation = 0
+        self._active: set[str] = {self.args.default_tenant}
+
+    # -- models ---------------------------------------------------------------
+    @serve.multiplexed(max_num_models_per_replica=MAX_MULTIPLEXED)
+    async def tenant_models(self, model_id: str) -> ModelBundle:
+        tenant = model_id.rpartition("@")[0]
+        cfg = effective_tenant_config(tenant, self.args, self.model_cfg)
+        return await asyncio.to_thread(load_bundle, tenant, self.args.registry_uri, cfg,
+                                       self.args.model_cache_dir, self.args.popular_k)
+
+    async def models_for(self, tenant: str) -> ModelBundle:
+        self._active.add(tenant)
+        return await self.tenant_models(f"{tenant}@{self.generation}")
+
+    async def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Hot swap: load every active tenant's models for the new config, then flip the generation."""
+        cfg = ModelConfig.model_validate(user_config or {})
+        if cfg == self.model_cfg and self.generation > 0:
+            return
+        old = self.model_cfg
+        self.model_cfg = cfg
+        generation = self.generation + 1
+        try:
+            for tenant in sorted(self._active)[: MAX_MULTIPLEXED // 2]:
+                await self.tenant_models(f"{tenant}@{generation}")
+        except Exception:
+            self.model_cfg = old
+            logger.exception("hot swap to %s failed; keeping generation %d", cfg, self.generation)
+            raise
+        self.generation = generation
+        logger.info("models swapped to generation %d (%s)", generation, cfg.model_dump())
+
+    def check_health(self) -> None:
+        """Healthy while the replica can answer; Redis being down is not a replica failure."""
+        if self.engine is None:  # pragma: no cover - defensive
+            raise RuntimeError("engine not initialised")
+
+    # -- endpoints --------------------------------------------------------------
+    def _observe(self, endpoint: str, start: float) -> None:
+        self.metrics.latency(endpoint, (time.perf_counter() - start) * 1000.0, 200)
+        self.metrics.breaker(self.cache.breaker_code)
+
+    @api.post("/v1/score", response_model=ScoreResponse)
+    async def score(self, req: ScoreRequest, x_api_key: Annotated[str | None, Header()] = None) -> ScoreResponse:
+        start = time.perf_counter()
+        tenant = tenant_for(x_api_key, self.args)
+        out = await self.engine.score(req, tenant, await self.models_for(tenant))
+        self._observe("score", start)
+        return out
+
+    @api.post("/v1/recommend", response_model=RecommendResponse)
+    async def recommend(self, req: RecommendRequest,
+                        x_api_key: Annotated[str | None, Header()] = None) -> RecommendResponse:
+        start = time.perf_counter()
+        tenant = tenant_for(x_api_key, self.args)
+        out = await self.engine.recommend(req, tenant, await self.models_for(tenant))
+        self._observe("recommend", start)
+        return out
+
+    @api.post("/v1/events", response_model=EventsResponse)
+    async def events(self, req: EventsRequest,
+                     x_api_key: Annotated[str | None, Header()] = None) -> EventsResponse:
+        start = time.perf_counter()
+        tenant = tenant_for(x_api_key, self.args)
+        out = await self.engine.add_events(req, tenant)
+        self._observe("events", start)
+        return out
+
+    @api.get("/v1/health", response_model=HealthResponse)
+    async def health(self) -> HealthResponse:
+        redis_state = await self.engine.redis_state()
+        bundle = await self.models_for(self.args.default_tenant)
+        models = {**bundle.versions, "generation": str(self.generation)}
+        return HealthResponse(status="ok" if redis_state == "up" else "degraded", redis=redis_state,
+                              breaker=self.cache.breaker_state, models=models)

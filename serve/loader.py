@@ -1,0 +1,65 @@
+"""Load a tenant's models from the registry; a missing champion is a cold start, not an error."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from typing import Any
+
+import numpy as np
+
+from models.registry import Registry, RegistryError
+from serve.engine import ModelBundle
+from serve.schemas import TenantConfig
+
+logger = logging.getLogger(__name__)
+
+
+def _propensity(registry_uri: str, version: str | None, cache_dir: str) -> Any | None:
+    try:
+        from models.propensity.predictor import PropensityPredictor
+    except ImportError:
+        logger.warning("models.propensity is not available; /v1/score serves precomputed and prior only")
+        return None
+    if version is None and Registry(registry_uri).champion("propensity") is None:
+        logger.info("no propensity champion at %s (cold start)", registry_uri)
+        return None
+    return PropensityPredictor.from_registry(registry_uri, version=version, cache_dir=cache_dir)
+
+
+def _recommender(registry_uri: str, version: str | None, cache_dir: str) -> Any | None:
+    from models.session_rec.predictor import SessionRecPredictor
+
+    if version is None and Registry(registry_uri).champion("recommender") is None:
+        logger.info("no recommender champion at %s (cold start: popularity)", registry_uri)
+        return None
+    return SessionRecPredictor.from_registry(registry_uri, version=version, cache_dir=cache_dir)
+
+
+def popular_from(recommender: Any | None, k: int) -> list[tuple[str, float]]:
+    """Top-k items by the recommender's training popularity (the in-process fallback)."""
+    scores = getattr(recommender, "_pop_scores", None)
+    items = getattr(getattr(recommender, "items", None), "ids", None)
+    if scores is None or items is None:
+        return []
+    order = np.argsort(-np.asarray(scores), kind="stable")[:k]
+    return [(str(items[i]), float(scores[i])) for i in order]
+
+
+def load_bundle(tenant: str, registry_uri: str, cfg: TenantConfig | None = None,
+                cache_dir: str | None = None, popular_k: int = 100) -> ModelBundle:
+    """Both models of ``tenant`` (pinned versions or champions). Failures are logged, never raised."""
+    cfg = cfg or TenantConfig()
+    uri = cfg.registry_uri or registry_uri
+    cache_dir = cache_dir or tempfile.mkdtemp(prefix="tdm-serve-")
+    bundle = ModelBundle(tenant=tenant)
+    for name, loader, version in (("propensity", _propensity, cfg.propensity_version),
+                                  ("recommender", _recommender, cfg.recommender_version)):
+        try:
+            setattr(bundle, name, loader(uri, version, cache_dir))
+        except (RegistryError, OSError, ValueError, KeyError) as exc:
+            logger.error("could not load %s for tenant %s from %s: %s", name, tenant, uri, exc)
+    bundle.popular = popular_from(bundle.recommender, popular_k)
+    bundle.prior = float(getattr(bundle.propensity, "base_rate", 0.0) or 0.0)
+    logger.info("tenant %s models: %s", tenant, bundle.versions)
+    return bundle

@@ -1,0 +1,51 @@
+"""Custom Serve metrics: latency by endpoint, cache lookups, fallbacks, breaker state.
+
+``ServeMetrics`` is created inside a replica (never at import); ``NullMetrics``
+has the same methods and does nothing, for tests and the bare benchmark peer.
+Cache hit ratio = ``tandem_cache_lookups_total{result="hit"}`` / all lookups.
+"""
+
+from __future__ import annotations
+
+import logging
+
+logger = logging.getLogger(__name__)
+
+LATENCY_BOUNDARIES_MS = [0.5, 1, 2, 3, 5, 7.5, 10, 15, 25, 50, 100, 250, 1000]
+
+
+class NullMetrics:
+    def latency(self, endpoint: str, ms: float, status: int) -> None: ...
+
+    def cache_lookup(self, table: str, result: str) -> None: ...
+
+    def fallback(self, endpoint: str, reason: str) -> None: ...
+
+    def breaker(self, code: int) -> None: ...
+
+
+class ServeMetrics(NullMetrics):
+    """Metrics exported through Ray's Prometheus endpoint (``ray.serve.metrics``)."""
+
+    def __init__(self) -> None:
+        from ray.serve.metrics import Counter, Gauge, Histogram
+
+        self._latency = Histogram("tandem_request_latency_ms", description="Handler latency by endpoint (ms)",
+                                  boundaries=LATENCY_BOUNDARIES_MS, tag_keys=("endpoint", "status"))
+        self._lookups = Counter("tandem_cache_lookups_total", description="Precomputed-table lookups by result",
+                                tag_keys=("table", "result"))
+        self._fallbacks = Counter("tandem_fallbacks_total", description="Requests not served by their first "
+                                  "choice, by reason", tag_keys=("endpoint", "reason"))
+        self._breaker = Gauge("tandem_redis_breaker_state", description="0 closed, 1 half-open, 2 open")
+
+    def latency(self, endpoint: str, ms: float, status: int) -> None:
+        self._latency.observe(ms, tags={"endpoint": endpoint, "status": str(status)})
+
+    def cache_lookup(self, table: str, result: str) -> None:
+        self._lookups.inc(tags={"table": table, "result": result})
+
+    def fallback(self, endpoint: str, reason: str) -> None:
+        self._fallbacks.inc(tags={"endpoint": endpoint, "reason": reason})
+
+    def breaker(self, code: int) -> None:
+        self._breaker.set(code)
