@@ -39,7 +39,9 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 class SessionRecPredictor:
     """Top-K items for session prefixes; also a Ray Data callable class."""
 
-    def __init__(self, artifact_dir: str, version: str | None = None, batch_size: int = 256):
+    def __init__(self, artifact_dir: str, version: str | None = None, batch_size: int = 256, k: int = 20,
+                 exclude_seen: bool = True):
+        """``k`` and ``exclude_seen`` are the defaults of ``__call__`` (Ray Data passes only the batch)."""
         art = load_artifact(artifact_dir)
         self.model = art.model
         self.items = art.items
@@ -47,6 +49,7 @@ class SessionRecPredictor:
         self.model_type: str = art.meta["model_type"]
         self.version: str = version or str(art.meta.get("version") or artifact_dir.rstrip("/").split("/")[-1])
         self.batch_size = batch_size
+        self.k, self.exclude_seen = k, exclude_seen
         pop = np.asarray(art.popularity, dtype=np.float32)
         self._pop_scores = pop / max(float(pop.max()), 1.0)
         logger.info("loaded %s recommender %s (%d items)", self.model_type, self.version, len(self.items))
@@ -103,7 +106,7 @@ class SessionRecPredictor:
         return self.recommend_many([items], k=k, exclude_seen=exclude_seen)[0]
 
     # -- Ray Data ------------------------------------------------------------
-    def __call__(self, batch: pd.DataFrame, k: int = 20, exclude_seen: bool = True) -> pd.DataFrame:
+    def __call__(self, batch: pd.DataFrame, k: int | None = None, exclude_seen: bool | None = None) -> pd.DataFrame:
         """``map_batches(batch_format="pandas")``: session_id, items -> session_id, recs, rec_scores."""
         for column in ("session_id", "items"):
             if column not in batch.columns:
@@ -114,7 +117,8 @@ class SessionRecPredictor:
                 raise ValueError(f"row {row} (session_id={batch['session_id'].iloc[row]!r}): "
                                  f"field 'items' must be a list of strings, got {type(value).__name__}")
             sessions.append([str(v) for v in value])
-        recs = self.recommend_many(sessions, k=k, exclude_seen=exclude_seen)
+        recs = self.recommend_many(sessions, k=self.k if k is None else k,
+                                   exclude_seen=self.exclude_seen if exclude_seen is None else exclude_seen)
         return pd.DataFrame({"session_id": batch["session_id"].to_numpy(),
                              "recs": [[i for i, _ in r] for r in recs],
                              "rec_scores": [[s for _, s in r] for r in recs]})

@@ -78,3 +78,9 @@ def test_top_k_breaks_ties_by_index() -> None:
     idx, vals = top_k(np.array([[1.0, 3.0, 3.0, 0.0]]), 3)
     assert idx.tolist() == [[1, 2, 0]]
     assert vals.tolist() == [[3.0, 3.0, 1.0]]
+
+
+def test_call_defaults_come_from_the_constructor(pop_dir: Path) -> None:
+    pred = SessionRecPredictor(str(pop_dir), k=1, exclude_seen=False)
+    out = pred(pd.DataFrame({"session_id": ["s"], "items": [["c"]]}))
+    assert out["recs"].iloc[0] == ["c"]
