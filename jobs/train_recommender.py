@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from models.registry import Registry
-from models.session_rec.artifact import model_class, save_artifact
+from models.session_rec.artifact import load_artifact, model_class, save_artifact
 from models.session_rec.base import item_counts
 from models.session_rec.batching import pack
 from models.session_rec.config import RecommenderConfig, load_config
@@ -129,7 +129,18 @@ def fit_any(model_type: str, cfg: RecommenderConfig, params: dict[str, Any], dat
         from models.session_rec.hybrid import HybridModel
 
         parts, metrics = [], {}
-        for part in cfg.hybrid.parts:
+        for i, part in enumerate(cfg.hybrid.parts):
+            reuse = (args.parts_from or [])[i:i + 1]
+            if reuse and reuse[0] != "-":  # a part already trained on this same --train data
+                art = load_artifact(reuse[0])
+                if art.meta["model_type"] != part or art.items.ids != data.items.ids:  # type: ignore[attr-defined]
+                    raise ValueError(f"{reuse[0]}: not a {part} artifact over this training catalogue")
+                parts.append(art.model)
+                metrics.update({f"{part}_{k}": v for k, v in art.meta.get("training", {}).items()
+                                if isinstance(v, int | float) and not isinstance(v, bool)})
+                if "events_per_s" in art.meta.get("training", {}):
+                    metrics["events_per_s"] = art.meta["training"]["events_per_s"]
+                continue
             part_params = getattr(cfg, part).model_dump() if part != "pop" else {}
             if args.epochs is not None and "n_epochs" in part_params:
                 part_params["n_epochs"] = args.epochs
@@ -201,6 +212,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--format", required=True, choices=["session-tsv", "prefix-target", "parquet"])
     p.add_argument("--model", choices=["gru4rec", "sasrec", "vsknn", "itemknn", "pop", "hybrid"])
     p.add_argument("--config", help="YAML RecommenderConfig")
+    p.add_argument("--parts-from", nargs="*", help="hybrid: artifacts of parts trained on this --train ('-' = fit)")
     p.add_argument("--epochs", type=int, help="override n_epochs")
     p.add_argument("--workers", type=int, help="Ray Train data-parallel workers (torch models)")
     p.add_argument("--test-fraction", type=float, default=0.1, help="parquet time split")
