@@ -27,16 +27,30 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-@pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[object]:
-    """One local Ray cluster for the whole session, pinned to 2 CPUs, token auth on."""
-    import ray
+_AUTH_DIR: list[str] = []
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Token auth must be in the environment before anything imports ray (Ray reads it at import)."""
     tmp = tempfile.mkdtemp(prefix="tdm-", dir="/tmp")
     token = Path(tmp) / "auth_token"
     token.write_text(secrets.token_hex(32))
     os.environ["RAY_AUTH_MODE"] = "token"
     os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
+    _AUTH_DIR.append(tmp)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for tmp in _AUTH_DIR:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[object]:
+    """One local Ray cluster for the whole session, pinned to 2 CPUs, token auth on."""
+    import ray
+
+    tmp = _AUTH_DIR[0] if _AUTH_DIR else tempfile.mkdtemp(prefix="tdm-", dir="/tmp")
     os.environ.pop("RAY_ADDRESS", None)
     # Workers must import the project packages (models, jobs, serve).
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
