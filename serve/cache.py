@@ -30,7 +30,8 @@ class CacheConfig(BaseModel):
     max_connections: int = Field(32, ge=1, le=1024)
     pool_timeout_s: float = Field(0.005, gt=0, le=5)
     call_timeout_s: float = Field(0.02, gt=0, le=5)
-    connect_timeout_s: float = Field(0.05, gt=0, le=5)
+    connect_timeout_s: float = Field(0.25, gt=0, le=5)
+    warm_connections: int = Field(4, ge=0, le=1024)
     breaker_failures: int = Field(3, ge=1)
     breaker_reset_s: float = Field(1.0, gt=0)
     lru_size: int = Field(50_000, ge=0)
@@ -119,6 +120,19 @@ class RedisCache:
 
     async def ping(self, timeout_s: float | None = None) -> bool:
         return bool(await self._run(lambda r: r.ping(), timeout_s))
+
+    async def warm(self) -> int:
+        """Open ``warm_connections`` pooled connections up front (generous timeout, off the request path)."""
+        async def one() -> bool:
+            try:
+                return bool(await asyncio.wait_for(self._redis().ping(), timeout=2.0))
+            except Exception:  # noqa: BLE001 - warming is best effort
+                return False
+
+        n = min(self.config.warm_connections, self.config.max_connections)
+        ok = sum(await asyncio.gather(*(one() for _ in range(n))))
+        logger.info("redis pool warmed: %d/%d connections", ok, n)
+        return ok
 
     async def close(self) -> None:
         if self._client is not None:

@@ -6,8 +6,8 @@ and are hot-swapped by ``reconfigure``: a new ``user_config`` (see
 flips the generation, so requests in flight never see a half-loaded model.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: FastAPI must resolve the handler
+# annotations of a class-based Serve ingress at decoration time.
 import asyncio
 import logging
 import time
@@ -76,6 +76,7 @@ class TandemService:
         self.model_cfg = ModelConfig()
         self.generation = 0
         self._active: set[str] = {self.args.default_tenant}
+        self._warmed = False
 
     # -- models ---------------------------------------------------------------
     @serve.multiplexed(max_num_models_per_replica=MAX_MULTIPLEXED)
@@ -86,6 +87,9 @@ class TandemService:
                                        self.args.model_cache_dir, self.args.popular_k)
 
     async def models_for(self, tenant: str) -> ModelBundle:
+        if not self._warmed:
+            self._warmed = True
+            await self.cache.warm()
         self._active.add(tenant)
         return await self.tenant_models(f"{tenant}@{self.generation}")
 
@@ -97,6 +101,9 @@ class TandemService:
         old = self.model_cfg
         self.model_cfg = cfg
         generation = self.generation + 1
+        if not self._warmed:
+            self._warmed = True
+            await self.cache.warm()
         try:
             for tenant in sorted(self._active)[: MAX_MULTIPLEXED // 2]:
                 await self.tenant_models(f"{tenant}@{generation}")

@@ -1,0 +1,194 @@
+"""Load benchmark: tandem on Ray Serve vs the bare uvicorn app doing the same work, with wrk.
+
+    python -m bench.serve [--duration 20] [--connections 1,32] [--ingress python|haproxy]
+
+Both apps serve the same published score/recs tables from the same redis-server
+and the same recommender. Cached ``/v1/score`` (random published sessions) and
+``/v1/recommend`` are driven on loopback for ``--duration`` seconds per point.
+The last line is one JSON object; ``ratio`` = tandem rps / bare rps for cached
+``/v1/score`` at the largest connection count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+API_KEY = "bench-key-1"
+
+LUA = """
+math.randomseed(%(seed)d)
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["X-API-Key"] = "%(key)s"
+request = function()
+  local sid = "s" .. math.random(0, %(n)d - 1)
+  return wrk.format(nil, "%(path)s", nil, '{"session_id":"' .. sid .. '"%(extra)s}')
+end
+"""
+
+
+def _ms(value: str) -> float:
+    m = re.match(r"([\d.]+)(us|ms|s)", value)
+    if not m:
+        return float("nan")
+    return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+
+
+def parse_wrk(out: str) -> dict[str, Any]:
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    p50 = re.search(r"\n\s+50%\s+(\S+)", out)
+    p99 = re.search(r"\n\s+99%\s+(\S+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return {"rps": float(rps.group(1)) if rps else 0.0, "p50_ms": _ms(p50.group(1)) if p50 else None,
+            "p99_ms": _ms(p99.group(1)) if p99 else None, "requests": int(total.group(1)) if total else 0,
+            "errors": (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, sock.groups())) if sock else 0)}
+
+
+def run_wrk(base: str, path: str, extra: str, conns: int, duration: int, n: int, tmp: Path) -> dict[str, Any]:
+    script = tmp / f"wrk-{path.strip('/').replace('/', '_')}.lua"
+    script.write_text(LUA % {"seed": 7, "key": API_KEY, "n": n, "path": path, "extra": extra})
+    cmd = ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency", "--timeout", "2s", "-s", str(script), base]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60).stdout
+    return parse_wrk(out)
+
+
+def prepare(tmp: Path, redis_url: str, n: int) -> dict[str, Any]:
+    """A recommender champion and published score + recs tables for ``n`` sessions."""
+    import redis
+
+    from models import keys
+    from models.registry import Registry
+    from models.session_rec.artifact import pop_artifact
+
+    rng = random.Random(7)
+    sessions = [[f"i{rng.randint(0, 999)}" for _ in range(rng.randint(1, 6))] for _ in range(2000)]
+    reg_uri = str(tmp / "registry")
+    reg = Registry(reg_uri)
+    mv = reg.register("recommender", pop_artifact(tmp / "pop", sessions), {"model_type": "pop"})
+    reg.set_champion("recommender", mv.version, "bench")
+    client = redis.Redis.from_url(redis_url)
+    for table, make in (("score", lambda i: repr(rng.random())),
+                        ("recs", lambda i: json.dumps([[f"i{j}", 1.0 / (j + 1)] for j in range(10)]))):
+        version = keys.run_version("vbench-1", "b00001")
+        pipe = client.pipeline(transaction=False)
+        for i in range(n):
+            pipe.set(keys.entity_key(table, version, f"s{i}"), make(i), ex=3600)
+        pipe.execute()
+        client.set(keys.pointer_key(table), version)
+    client.close()
+    return {"registry_uri": reg_uri, "redis_url": redis_url, "api_keys": {API_KEY: "default"},
+            "model_cache_dir": str(tmp / "cache")}
+
+
+def wait_http(url: str, timeout: float = 120.0) -> None:
+    import httpx
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            r = httpx.post(f"{url}/v1/score", json={"session_id": "s1"}, headers={"X-API-Key": API_KEY}, timeout=5)
+            if r.status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f}s")
+
+
+def drive(label: str, base: str, conns: list[int], duration: int, n: int, tmp: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for path, extra, name in (("/v1/score", "", "score"), ("/v1/recommend", ',"k":10', "recommend")):
+        run_wrk(base, path, extra, 4, 2, n, tmp)  # warm-up
+        for c in conns:
+            res = run_wrk(base, path, extra, c, duration, n, tmp)
+            out[f"{name}@{c}"] = res
+            print(f"{label:7s} {name:9s} c={c:<3d} {res['rps']:9.0f} rps  p50 {res['p50_ms']:.2f} ms  "
+                  f"p99 {res['p99_ms']:.2f} ms  errors {res['errors']}", flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.serve", description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=20, help="seconds per wrk point")
+    parser.add_argument("--connections", default="1,32")
+    parser.add_argument("--sessions", type=int, default=10_000)
+    parser.add_argument("--ingress", choices=["python", "haproxy"], default="python")
+    ns = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed")
+    conns = [int(c) for c in ns.connections.split(",")]
+    tmp = Path(tempfile.mkdtemp(prefix="tdm-bench-", dir="/tmp"))
+    token = tmp / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
+                       "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])})
+    if ns.ingress == "haproxy":
+        os.environ.update({"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"})
+    from cluster.local import free_port, port_open, start_redis, stop_group, wait_for
+
+    redis_port = free_port()
+    start_redis(redis_port, tmp / "redis", tmp / "redis.pid")
+    results: dict[str, Any] = {}
+    bare_pid = tmp / "bare.pid"
+    try:
+        args = prepare(tmp, f"redis://127.0.0.1:{redis_port}/0", ns.sessions)
+        (tmp / "args.json").write_text(json.dumps(args))
+        # 1) the bare uvicorn peer, alone on the machine
+        port = free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "bench.serve_bare", "--args-json", str(tmp / "args.json"),
+                                 "--port", str(port)], cwd=ROOT, start_new_session=True)
+        bare_pid.write_text(str(proc.pid))
+        wait_for(lambda: port_open(port), "the bare app", 60)
+        wait_http(f"http://127.0.0.1:{port}")
+        results["bare"] = drive("bare", f"http://127.0.0.1:{port}", conns, ns.duration, ns.sessions, tmp)
+        stop_group(bare_pid, "bare app")
+        # 2) tandem on Ray Serve
+        import ray
+        from ray import serve
+
+        from serve.app import build_app
+
+        ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=str(tmp),
+                 configure_logging=False, log_to_driver=False)
+        port = free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": port},
+                    logging_config={"enable_access_log": False, "log_level": "WARNING"})
+        serve.run(build_app(args), name="tandem", route_prefix="/")
+        wait_http(f"http://127.0.0.1:{port}")
+        results["tandem"] = drive("tandem", f"http://127.0.0.1:{port}", conns, ns.duration, ns.sessions, tmp)
+        serve.shutdown()
+        ray.shutdown()
+    finally:
+        stop_group(bare_pid, "bare app")
+        stop_group(tmp / "redis.pid", "bench redis")
+        shutil.rmtree(tmp, ignore_errors=True)
+    top = f"score@{max(conns)}"
+    t, b = results["tandem"][top], results["bare"][top]
+    ratio = t["rps"] / b["rps"] if b["rps"] else 0.0
+    best = results["tandem"][top]
+    summary = {"bench": "serve", "ingress": ns.ingress, "duration_s": ns.duration, "connections": conns,
+               "results": results, "ratio": round(ratio, 3),
+               "goal_score_p99_10ms_at_1000rps": bool(best["p99_ms"] is not None and best["p99_ms"] <= 10
+                                                     and best["rps"] >= 1000 and best["errors"] == 0)}
+    print(f"ratio tandem/bare (cached /v1/score, c={max(conns)}): {ratio:.3f}")
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

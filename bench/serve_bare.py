@@ -1,0 +1,71 @@
+"""The benchmark peer: the bare uvicorn FastAPI app a user would write instead of Serve.
+
+It does the same work per request as the Serve app (the same ``Engine``: same
+Redis lookups, same model, same fallbacks) in one uvicorn process, so the
+benchmark ratio measures what Serve's proxy, router and replica hop cost.
+
+    python -m bench.serve_bare --args-json FILE --port P
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from typing import Annotated
+
+from fastapi import FastAPI, Header
+
+from serve.cache import RedisCache
+from serve.deployments import tenant_for
+from serve.engine import Engine, ModelBundle
+from serve.loader import load_bundle
+from serve.schemas import AppArgs, RecommendRequest, RecommendResponse, ScoreRequest, ScoreResponse
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(args: AppArgs) -> FastAPI:
+    app = FastAPI(title="tandem-bare")
+    cache = RedisCache(args.redis_url, args.cache)
+    engine = Engine(args, cache)
+    bundles: dict[str, ModelBundle] = {}
+
+    def models(tenant: str) -> ModelBundle:
+        if tenant not in bundles:
+            bundles[tenant] = load_bundle(tenant, args.registry_uri, args.tenants.get(tenant),
+                                          args.model_cache_dir, args.popular_k)
+        return bundles[tenant]
+
+    models(args.default_tenant)
+
+    @app.post("/v1/score", response_model=ScoreResponse)
+    async def score(req: ScoreRequest, x_api_key: Annotated[str | None, Header()] = None) -> ScoreResponse:
+        tenant = tenant_for(x_api_key, args)
+        return await engine.score(req, tenant, models(tenant))
+
+    @app.post("/v1/recommend", response_model=RecommendResponse)
+    async def recommend(req: RecommendRequest,
+                        x_api_key: Annotated[str | None, Header()] = None) -> RecommendResponse:
+        tenant = tenant_for(x_api_key, args)
+        return await engine.recommend(req, tenant, models(tenant))
+
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(prog="python -m bench.serve_bare")
+    parser.add_argument("--args-json", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    ns = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    with open(ns.args_json) as f:
+        args = AppArgs.model_validate(json.load(f))
+    uvicorn.run(create_app(args), host="127.0.0.1", port=ns.port, log_level="warning", access_log=False)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,85 @@
+"""jobs.precompute on the shared cluster: recs and popular published atomically, batch = online."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from jobs import precompute
+from models import keys
+from models.registry import Registry
+from models.session_rec.artifact import pop_artifact
+from models.session_rec.predictor import SessionRecPredictor
+
+pytestmark = pytest.mark.integration
+
+SESSIONS = [["i1", "i2", "i3"], ["i2", "i4"], ["i1", "i5"], ["i3"], ["i6", "i1", "i2"]]
+
+
+def _features(root: Path, bad_row: bool = False) -> Path:
+    (root / "sequences").mkdir(parents=True)
+    (root / "items").mkdir(parents=True)
+    seq = pd.DataFrame({"session_id": [f"s{i}" for i in range(len(SESSIONS))], "tenant": [None, "acme", None,
+                                                                                         None, "acme"],
+                        "items": SESSIONS})
+    seq.to_parquet(root / "sequences" / "part-0.parquet")
+    if bad_row:
+        pd.DataFrame({"session_id": ["bad"], "tenant": [None], "items": [None]},
+                     ).astype({"items": object}).to_parquet(root / "sequences" / "part-1.parquet")
+    pd.DataFrame({"item_id": ["i1", "i2", "i3", "i4"], "views_7d": [50, 40, 30, 10],
+                  "purchases_7d": [0, 3, 0, 0]}).to_parquet(root / "items" / "part-0.parquet")
+    return root
+
+
+@pytest.fixture()
+def registry(tmp_path: Path) -> str:
+    uri = str(tmp_path / "registry")
+    art = pop_artifact(tmp_path / "pop", SESSIONS + [["i1"]])
+    reg = Registry(uri)
+    reg.set_champion("recommender", reg.register("recommender", art, {"model_type": "pop"}).version, "test")
+    return uri
+
+
+def test_precompute_publishes_recs_equal_to_online_and_popular(ray_cluster: object, redis_client: object,
+                                                               redis_server: str, registry: str,
+                                                               tmp_path: Path) -> None:
+    features = _features(tmp_path / "features")
+    cfg = precompute.PrecomputeConfig(features=str(features), registry=registry, redis=redis_server, top_k=3)
+    report = precompute.run(cfg)
+    assert report["score"] == "skipped"  # no sessions/ table and no propensity champion
+    assert report["recs"]["rows"] == {"default": 3, "acme": 2}
+    online = SessionRecPredictor.from_registry(registry, cache_dir=str(tmp_path / "cache"))
+    for tenant, sids in (("default", ["s0", "s2", "s3"]), ("acme", ["s1", "s4"])):
+        version = redis_client.get(keys.pointer_key("recs", tenant)).decode()
+        assert keys.model_version_of(version) == online.version
+        for sid in sids:
+            raw = redis_client.get(keys.entity_key("recs", version, sid, tenant))
+            batch = [(i, s) for i, s in json.loads(raw)]
+            assert batch == online.recommend(SESSIONS[int(sid[1:])], k=3)
+        meta = json.loads(redis_client.get(keys.meta_key("recs", version, tenant)))
+        assert meta["rows"] == len(sids)
+        assert redis_client.ttl(keys.entity_key("recs", version, sids[0], tenant)) > 0
+    # a tenant's rows live only under its own namespace
+    assert redis_client.get(keys.entity_key("recs", version, "s0", "acme")) is None
+    pop_version = redis_client.get(keys.pointer_key("popular", "default")).decode()
+    popular = json.loads(redis_client.get(keys.entity_key("popular", pop_version, keys.POPULAR_ENTITY)))
+    assert [p[0] for p in popular] == ["i2", "i1", "i3", "i4"]  # purchases weigh more than views
+
+
+def test_failed_run_leaves_the_old_pointer_and_no_partial_namespace(ray_cluster: object, redis_client: object,
+                                                                    redis_server: str, registry: str,
+                                                                    tmp_path: Path) -> None:
+    good = precompute.PrecomputeConfig(features=str(_features(tmp_path / "good")), registry=registry,
+                                       redis=redis_server, tables=["recs"])
+    precompute.run(good)
+    before = redis_client.get(keys.pointer_key("recs", "default"))
+    keys_before = set(redis_client.keys("tandem:default:recs:*"))
+    bad = precompute.PrecomputeConfig(features=str(_features(tmp_path / "bad", bad_row=True)), registry=registry,
+                                      redis=redis_server, tables=["recs"])
+    with pytest.raises(Exception, match="items"):
+        precompute.run(bad)
+    assert redis_client.get(keys.pointer_key("recs", "default")) == before
+    assert set(redis_client.keys("tandem:default:recs:*")) == keys_before
