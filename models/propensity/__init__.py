@@ -1,0 +1,1 @@
+"""Purchase-propensity models: LightGBM / XGBoost boosters, calibration, artifacts, predictor."""

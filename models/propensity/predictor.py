@@ -1,0 +1,94 @@
+"""One predictor for online scoring and Ray Data batch precompute.
+
+``PropensityPredictor(artifact_dir)`` loads a booster and its metadata. It is a
+Ray Data callable class (``map_batches(PropensityPredictor, fn_constructor_kwargs=
+{"artifact_dir": ...}, batch_format="pandas")``) and sits inside the Serve
+deployment, so batch and online scores come from the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from models.features import session_features
+from models.propensity.artifact import MODEL_FILES, load_meta
+from models.propensity.calibration import Calibrator
+from models.propensity.model import raw_predict, to_matrix
+
+logger = logging.getLogger(__name__)
+
+REGISTRY_NAME = "propensity"
+ID_COLUMNS = ("session_id", "tenant")
+
+
+class PropensityPredictor:
+    """Calibrated purchase probability for feature rows or raw session events."""
+
+    def __init__(self, artifact_dir: str, version: str | None = None):
+        art = load_meta(artifact_dir)
+        self.kind = art.kind
+        self.feature_names: list[str] = list(art.feature_names)
+        self.threshold: float = float(art.threshold)
+        self.base_rate: float = float(art.base_rate)
+        self.metrics = art.metrics
+        self.calibrator = Calibrator.from_dict(art.calibration)
+        self.version: str = version or Path(artifact_dir).name
+        self.booster = self._load_booster(Path(artifact_dir) / MODEL_FILES[art.kind])
+        logger.info("loaded %s propensity model %s (%d features)", self.kind, self.version, len(self.feature_names))
+
+    def _load_booster(self, path: Path) -> Any:
+        if self.kind == "lightgbm":
+            import lightgbm as lgb
+
+            return lgb.Booster(model_file=str(path))
+        import xgboost as xgb
+
+        booster = xgb.Booster()
+        booster.load_model(str(path))
+        booster.set_param({"nthread": 1})
+        return booster
+
+    @classmethod
+    def from_artifact(cls, artifact_dir: str) -> PropensityPredictor:
+        return cls(artifact_dir)
+
+    @classmethod
+    def from_registry(cls, registry_uri: str, version: str | None = None,
+                      cache_dir: str | None = None) -> PropensityPredictor:
+        """The champion (or ``version``) of model name ``propensity``."""
+        from models.registry import Registry
+
+        registry = Registry(registry_uri)
+        mv = registry.get(REGISTRY_NAME, version)
+        local = registry.fetch(REGISTRY_NAME, mv.version, cache_dir or tempfile.mkdtemp(prefix="tdm-prop-"))
+        return cls(str(local), version=mv.version)
+
+    # -- scoring -------------------------------------------------------------
+    def predict_matrix(self, x: np.ndarray) -> np.ndarray:
+        if x.shape[0] == 0:
+            return np.empty(0)
+        return self.calibrator(raw_predict(self.booster, self.kind, x))
+
+    def predict_proba(self, features: pd.DataFrame) -> np.ndarray:
+        """Calibrated P(purchase) per row; absent feature columns count as missing."""
+        return self.predict_matrix(to_matrix(features, self.feature_names))
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        """Ray Data ``map_batches``: id columns plus ``score``."""
+        out = batch[[c for c in ID_COLUMNS if c in batch.columns]].copy()
+        out["score"] = self.predict_proba(batch)
+        return out
+
+    def score_events(self, events: pd.DataFrame) -> dict[str, float]:
+        """Score live sessions from their raw events (features by ``models.features``)."""
+        feats = session_features(events, cut_at_first_purchase=False)
+        if feats.empty:
+            return {}
+        scores = self.predict_proba(feats)
+        return {str(s): float(v) for s, v in zip(feats["session_id"], scores, strict=True)}
