@@ -23,14 +23,24 @@ REGISTRY_NAME = "recommender"
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and scores of the k best per row, best first (ties: lower index first)."""
+    """Indices and scores of the k best per row, best first (equal scores: lower index first)."""
+    import torch
+
     n = scores.shape[1]
     k = min(k, n)
     if k <= 0:
         empty = np.zeros((scores.shape[0], 0))
         return empty.astype(np.int64), empty.astype(np.float32)
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (len(scores), 1))
+    part = torch.topk(torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32)), k, dim=1,
+                      sorted=False).indices.numpy()
     part_scores = np.take_along_axis(scores, part, axis=1)
+    kth = part_scores.min(axis=1)
+    for row in np.nonzero((scores == kth[:, None]).sum(axis=1) > (part_scores == kth[:, None]).sum(axis=1))[0]:
+        # ties at the cut: keep the lowest-index items among those equal to the k-th score
+        above = part[row][part_scores[row] > kth[row]]
+        tied = np.nonzero(scores[row] == kth[row])[0][:k - len(above)]
+        part[row] = np.concatenate([above, tied])
+        part_scores[row] = scores[row, part[row]]
     order = np.lexsort((part, -part_scores), axis=1)
     idx = np.take_along_axis(part, order, axis=1)
     return idx, np.take_along_axis(scores, idx, axis=1)
