@@ -141,10 +141,13 @@ class GRU4RecScorer:
         self.net = net.eval()
         self.config = config
         self.n_items = net.n_items
+        with torch.no_grad():  # contiguous (hidden, n_items) output matrix: one streaming pass per request
+            self._wt = net.Wy.weight.detach().T.contiguous()
+            self._b = net.By.weight.detach().T.contiguous()
 
     @torch.no_grad()
     def score(self, prefixes: Sequence[np.ndarray]) -> np.ndarray:
-        return self.hidden(prefixes).matmul(self.net.Wy.weight.T).add_(self.net.By.weight.T).numpy()
+        return torch.addmm(self._b, self.hidden(prefixes), self._wt).numpy()
 
     @torch.no_grad()
     def hidden(self, prefixes: Sequence[np.ndarray]) -> torch.Tensor:
