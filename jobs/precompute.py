@@ -42,6 +42,7 @@ class PrecomputeConfig(BaseModel):
     popular_k: int = Field(100, ge=1, le=10_000)
     batch_size: int = Field(2048, ge=1)
     tables: list[str] = Field(default_factory=lambda: ["score", "recs", "popular"])
+    actor_cpus: float = Field(0.5, gt=0, description="CPUs per predictor / writer actor (leave room for reads)")
 
 
 class ScoredBatches:
@@ -87,10 +88,10 @@ def publish_model_table(cfg: PrecomputeConfig, table: str, kind: str, source: Pa
     ds = ds.map_batches(_filter_tenant, fn_kwargs={"tenant": cfg.tenant}, batch_format="pandas")
     ds = ds.map_batches(ScoredBatches, fn_constructor_kwargs={"kind": kind, "registry_uri": cfg.registry,
                                                               "version": version, "top_k": cfg.top_k},
-                        batch_size=cfg.batch_size, batch_format="pandas", concurrency=1)
+                        batch_size=cfg.batch_size, batch_format="pandas", concurrency=1, num_cpus=cfg.actor_cpus)
     ds = ds.map_batches(publish.NamespaceWriter, fn_constructor_kwargs={"redis_url": cfg.redis, "table": table,
                                                                         "version": ns_version, "ttl_s": cfg.ttl},
-                        batch_format="pandas", concurrency=1)
+                        batch_format="pandas", concurrency=1, num_cpus=cfg.actor_cpus)
     client = publish._client(cfg.redis)
     counts: dict[str, int] = {}
     try:

@@ -81,7 +81,10 @@ def abort(client: Any, table: str, version: str, tenants: Iterable[str]) -> int:
 
 
 def tenant_of(value: Any, default: str = keys.DEFAULT_TENANT) -> str:
-    return default if value is None or (isinstance(value, float) and pd.isna(value)) or value == "" else str(value)
+    """The tenant of a row; null, NaN, pd.NA and "" mean the default tenant."""
+    if value is None or (not isinstance(value, str) and bool(pd.isna(value))):
+        return default
+    return str(value) or default
 
 
 class NamespaceWriter:
