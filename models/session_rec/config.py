@@ -62,7 +62,7 @@ class SASRecConfig(_Strict):
 class HybridConfig(_Strict):
     """Parts are trained with their own sections of this config; weights from a validation split."""
 
-    parts: list[PartType] = Field(default_factory=lambda: ["sasrec", "vsknn"], min_length=1)
+    parts: list[PartType] = Field(default_factory=lambda: ["sasrec", "vsknn"], min_length=1)  # type: ignore[arg-type]
     weights: list[float] = Field(default_factory=lambda: [0.5, 0.5])
 
 
@@ -73,11 +73,11 @@ class RecommenderConfig(_Strict):
     use_gpu: bool | None = Field(None, description="None = use a GPU when the cluster has one")
     tie: Literal["conservative", "standard", "median"] = "conservative"
     eval_batch_size: int = Field(512, ge=1)
-    itemknn: ItemKNNConfig = Field(default_factory=ItemKNNConfig)
-    vsknn: VSKNNConfig = Field(default_factory=VSKNNConfig)
-    gru4rec: GRU4RecConfig = Field(default_factory=GRU4RecConfig)
-    sasrec: SASRecConfig = Field(default_factory=SASRecConfig)
-    hybrid: HybridConfig = Field(default_factory=HybridConfig)
+    itemknn: ItemKNNConfig = Field(default_factory=ItemKNNConfig)  # type: ignore[arg-type]
+    vsknn: VSKNNConfig = Field(default_factory=VSKNNConfig)  # type: ignore[arg-type]
+    gru4rec: GRU4RecConfig = Field(default_factory=GRU4RecConfig)  # type: ignore[arg-type]
+    sasrec: SASRecConfig = Field(default_factory=SASRecConfig)  # type: ignore[arg-type]
+    hybrid: HybridConfig = Field(default_factory=HybridConfig)  # type: ignore[arg-type]
 
     def model_params(self) -> dict[str, object]:
         if self.model == "pop":

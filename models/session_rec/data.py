@@ -198,7 +198,7 @@ def load_dataset(train: str | Path, test: str | Path | None, fmt: str, test_frac
         protocol = "a:session-next-items"
     if max_test_pairs is not None:
         prefixes, targets = prefixes[:max_test_pairs], targets[:max_test_pairs]
-    window = {"train": str(train), "test": str(test) if test else None, "format": fmt,
+    window: dict[str, object] = {"train": str(train), "test": str(test) if test else None, "format": fmt,
               "train_sessions": len(enc_train), "train_events": int(sum(len(s) for s in enc_train)),
               "test_pairs": len(prefixes), "n_items": len(items), "time_cut": cut}
     logger.info("loaded %s", window)

@@ -43,6 +43,7 @@ class GRU4RecNet(nn.Module):
         self.Wy = nn.Embedding(n_items, self.layers[-1], sparse=True)
         self.By = nn.Embedding(n_items, 1, sparse=True)
         for g in self.gru:
+            assert isinstance(g, nn.GRUCell)
             init_uniform(g.weight_ih, 3)
             init_uniform(g.weight_hh, 3)
             nn.init.zeros_(g.bias_ih)
@@ -158,7 +159,7 @@ class GRU4RecScorer:
         hidden = self.net.init_hidden(n)
         for t in range(max_len):
             active = np.nonzero(lengths > t)[0]
-            x = torch.from_numpy(np.fromiter((prefixes[i][t] for i in active), dtype=np.int64, count=len(active)))
+            x = torch.from_numpy(np.fromiter((prefixes[int(i)][t] for i in active), dtype=np.int64, count=len(active)))
             if len(active) == n:
                 self.net.step(x, hidden)
             else:
