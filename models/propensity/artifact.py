@@ -30,6 +30,7 @@ class PropensityArtifact:
     config: dict[str, Any] = field(default_factory=dict)
     code_version: str = "unknown"
     schema_version: int = SCHEMA_VERSION
+    categories: dict[str, list[str]] = field(default_factory=dict)
 
 
 def save(directory: str | Path, booster: Any, art: PropensityArtifact) -> Path:

@@ -27,6 +27,20 @@ REGISTRY_NAME = "propensity"
 ID_COLUMNS = ("session_id", "tenant")
 
 
+def load_booster(kind: str, path: Path) -> Any:
+    """A LightGBM or XGBoost booster from its saved model file, set up for 1-thread scoring."""
+    if kind == "lightgbm":
+        import lightgbm as lgb
+
+        return lgb.Booster(model_file=str(path))
+    import xgboost as xgb
+
+    booster = xgb.Booster()
+    booster.load_model(str(path))
+    booster.set_param({"nthread": 1})
+    return booster
+
+
 class PropensityPredictor:
     """Calibrated purchase probability for feature rows or raw session events."""
 
@@ -38,21 +52,10 @@ class PropensityPredictor:
         self.base_rate: float = float(art.base_rate)
         self.metrics = art.metrics
         self.calibrator = Calibrator.from_dict(art.calibration)
+        self.categories = art.categories
         self.version: str = version or Path(artifact_dir).name
-        self.booster = self._load_booster(Path(artifact_dir) / MODEL_FILES[art.kind])
+        self.booster = load_booster(self.kind, Path(artifact_dir) / MODEL_FILES[art.kind])
         logger.info("loaded %s propensity model %s (%d features)", self.kind, self.version, len(self.feature_names))
-
-    def _load_booster(self, path: Path) -> Any:
-        if self.kind == "lightgbm":
-            import lightgbm as lgb
-
-            return lgb.Booster(model_file=str(path))
-        import xgboost as xgb
-
-        booster = xgb.Booster()
-        booster.load_model(str(path))
-        booster.set_param({"nthread": 1})
-        return booster
 
     @classmethod
     def from_artifact(cls, artifact_dir: str) -> PropensityPredictor:
@@ -77,6 +80,13 @@ class PropensityPredictor:
 
     def predict_proba(self, features: pd.DataFrame) -> np.ndarray:
         """Calibrated P(purchase) per row; absent feature columns count as missing."""
+        if self.categories:
+            features = features.assign(**{
+                col: pd.Categorical(features[col].astype(str), categories=cats).codes.astype(np.float64)
+                for col, cats in self.categories.items() if col in features.columns})
+            for col in self.categories:
+                if col in features.columns:
+                    features.loc[features[col] < 0, col] = np.nan
         return self.predict_matrix(to_matrix(features, self.feature_names))
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:

@@ -1,0 +1,207 @@
+"""Events to feature tables with Ray Data: sessionize, point-in-time features, labels, sequences.
+
+``python -m jobs.features --events DIR --out DIR [--as-of TS] [--since TS] [--incremental]``
+
+Two embarrassingly parallel stages, no generic groupby shuffle on the hot path:
+
+1. Ray Data reads the event files (local or ``s3://``), validates each block against the
+   canonical schema (bad rows get a ``reason``), and writes every row once into a hash
+   bucket of its user (anonymous sessions: of the session id).
+2. One task per bucket reads only its bucket and computes, with vectorised pandas,
+   sessions and session features (``models.features``, the same code as online scoring),
+   point-in-time user features and labels (``models.feature_tables``), sequences for the
+   recommender, per-day item counts and the quarantine.
+
+Outputs land in a new version directory, and ``OUT`` (a symlink) is switched to it in one
+atomic rename, so readers see the old tables or the new ones, never a mix, and a crash
+leaves the previous output intact. ``--incremental`` reprocesses only date partitions at or
+after the stored watermark minus the lateness window; older partitions are carried over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from jobs.featurize import bucket_task, list_event_files, validate_block
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "_manifest.json"
+TABLES = ("sessions", "sequences", "summaries", "item_daily", "quarantine")
+
+
+def _ray_init() -> None:
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(log_to_driver=False)
+
+
+def previous_manifest(out: Path) -> dict[str, Any] | None:
+    path = out / MANIFEST
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def run(events: str, out: Path, as_of: pd.Timestamp | None = None, since: pd.Timestamp | None = None,
+        incremental: bool = False, lateness_hours: float = 24.0, gap_minutes: float | None = None,
+        buckets: int = 16) -> dict[str, Any]:
+    """Build the feature tables and atomically publish them at ``out``; return the manifest."""
+    import ray
+
+    t0 = time.perf_counter()
+    prev = previous_manifest(out) if out.exists() else None
+    if incremental and prev and since is None:
+        since = pd.Timestamp(prev["watermark"]) - pd.Timedelta(hours=lateness_hours)
+    if prev and incremental:
+        buckets = int(prev["buckets"])  # bucket assignment must stay stable across runs
+    first_day = since.floor("D") if since is not None else None
+    files = list_event_files(events, first_day - pd.Timedelta(days=1) if first_day is not None else None)
+    if not files:
+        raise FileNotFoundError(f"{events}: no event files (Parquet) found" +
+                                (f" at or after {first_day.date()}" if first_day is not None else ""))
+    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    versions = out.parent / f".{out.name}.versions"
+    stage = versions / run_id
+    work = stage / "_work"
+    stage.mkdir(parents=True)
+    try:
+        ds = ray.data.read_parquet(files, include_paths=True, partitioning=None)
+        ds = ds.map_batches(validate_block, batch_format="pyarrow", batch_size=None,
+                            fn_kwargs={"buckets": buckets, "as_of": as_of})
+        ds.write_parquet(str(work), partition_cols=["bucket"], min_rows_per_file=1)
+        bucket_dirs = sorted(p for p in work.iterdir() if p.name.startswith("bucket="))
+        prior = Path(os.path.realpath(out)) if (prev and incremental) else None
+        tasks = [{"bucket": int(p.name.split("=")[1]), "path": str(p)} for p in bucket_dirs]
+        results = ray.data.from_items(tasks, override_num_blocks=max(1, len(tasks))).map(
+            bucket_task, fn_kwargs={"stage": str(stage), "prior": str(prior) if prior else None,
+                                    "emit_from": first_day, "gap_minutes": gap_minutes},
+            num_cpus=1).take_all()
+        results = [json.loads(r["result"]) for r in results]
+        shutil.rmtree(work)
+        if prior is not None and first_day is not None:
+            _carry_over(prior, stage, first_day)
+        manifest = _finish(stage, results, files, buckets, as_of, since, run_id, t0)
+        _publish(stage, out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    _prune(versions, keep={run_id, Path(os.path.realpath(out)).name}, limit=3)
+    return manifest
+
+
+def _carry_over(prior: Path, stage: Path, first_day: pd.Timestamp) -> None:
+    """Hard-link the unchanged date partitions (before ``first_day``) of the previous output."""
+    for table in ("sessions", "sequences", "summaries", "item_daily"):
+        src = prior / table
+        if not src.exists():
+            continue
+        for part in src.iterdir():
+            if part.name.startswith("date=") and pd.Timestamp(part.name[5:], tz="UTC") < first_day:
+                dest = stage / table / part.name
+                dest.mkdir(parents=True, exist_ok=True)
+                for f in part.iterdir():
+                    if not (dest / f.name).exists():
+                        os.link(f, dest / f.name)
+
+
+def _finish(stage: Path, results: list[dict[str, Any]], files: list[str], buckets: int,
+            as_of: pd.Timestamp | None, since: pd.Timestamp | None, run_id: str, t0: float) -> dict[str, Any]:
+    from models.feature_tables import item_features
+
+    daily = [pq.read_table(p) for p in sorted((stage / "item_daily").rglob("*.parquet"))]
+    wm = max((r["max_time"] for r in results if r["max_time"]), default=None)
+    items = pd.DataFrame()
+    if daily and wm is not None:
+        counts = pa.concat_tables(daily, promote_options="default").to_pandas()
+        counts["date"] = pd.to_datetime(counts["date"], utc=True)
+        horizon = pd.Timestamp(wm).floor("D")
+        last7 = counts[counts["date"] > horizon - pd.Timedelta(days=7)]
+        agg = last7.groupby("item_id", sort=False)[["views", "carts", "purchases"]].sum()
+        today = last7[last7["date"] == horizon].groupby("item_id", sort=False)[["views", "carts", "purchases"]].sum()
+        frame = pd.DataFrame({"item_id": agg.index, "views_7d": agg["views"].to_numpy(),
+                              "carts_7d": agg["carts"].to_numpy(), "purchases_7d": agg["purchases"].to_numpy()})
+        for c in ("views", "carts", "purchases"):
+            frame[f"{c}_1d"] = today[c].reindex(agg.index).fillna(0).astype(np.int64).to_numpy()
+        items = item_features(frame)
+    (stage / "items").mkdir(exist_ok=True)
+    pq.write_table(pa.Table.from_pandas(items, preserve_index=False), stage / "items" / "part-0.parquet")
+    reasons: dict[str, int] = {}
+    for r in results:
+        for k, v in r["quarantine"].items():
+            reasons[k] = reasons.get(k, 0) + v
+    rows_in = sum(r["rows_in"] for r in results)
+    seconds = time.perf_counter() - t0
+    manifest = {
+        "run_id": run_id, "watermark": str(wm) if wm is not None else None, "buckets": buckets,
+        "as_of": str(as_of) if as_of is not None else None, "since": str(since) if since is not None else None,
+        "input_files": len(files), "rows_in": rows_in, "sessions": sum(r["sessions"] for r in results),
+        "sequences": sum(r["sequences"] for r in results), "items": len(items),
+        "quarantined": sum(reasons.values()), "quarantine_reasons": reasons,
+        "quarantine_samples": [s for r in results for s in r["samples"]][:10],
+        "seconds": round(seconds, 2), "events_per_s": round(rows_in / seconds, 1) if seconds else None,
+    }
+    (stage / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+    return manifest
+
+
+def _publish(stage: Path, out: Path) -> None:
+    """Point ``out`` at ``stage`` with one atomic rename of a symlink."""
+    if out.exists() and not out.is_symlink():
+        raise FileExistsError(f"{out} exists and is not a tandem feature output (expected a symlink)")
+    tmp = out.with_name(f".{out.name}.link-{uuid.uuid4().hex[:6]}")
+    os.symlink(os.path.relpath(stage, out.parent), tmp)
+    os.replace(tmp, out)
+
+
+def _prune(versions: Path, keep: set[str], limit: int) -> None:
+    old = sorted((p for p in versions.iterdir() if p.name not in keep), key=lambda p: p.name)
+    for p in old[: max(0, len(old) - limit)]:
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.features", description=__doc__.splitlines()[0])
+    parser.add_argument("--events", required=True, help="canonical events: local dir or s3:// (date= partitions)")
+    parser.add_argument("--out", required=True, help="output path (a symlink to the current version)")
+    parser.add_argument("--as-of", help="use only events before this UTC time (point-in-time snapshot)")
+    parser.add_argument("--since", help="reprocess partitions from this UTC time (default: watermark - lateness)")
+    parser.add_argument("--incremental", action="store_true", help="process only partitions newer than the watermark")
+    parser.add_argument("--lateness-hours", type=float, default=24.0, help="late events reprocessed (incremental)")
+    parser.add_argument("--gap-minutes", type=float, default=None,
+                        help="re-sessionize by user with this inactivity gap (default: use the source session id)")
+    parser.add_argument("--buckets", type=int, default=16, help="user hash buckets (parallelism of stage 2)")
+    parser.add_argument("--json", action="store_true", help="end with one JSON line of counts")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        as_of = pd.Timestamp(args.as_of, tz="UTC") if args.as_of else None
+        since = pd.Timestamp(args.since, tz="UTC") if args.since else None
+    except ValueError as exc:
+        parser.error(f"--as-of/--since: {exc}")
+    _ray_init()
+    manifest = run(args.events, Path(args.out).absolute(), as_of=as_of, since=since, incremental=args.incremental,
+                   lateness_hours=args.lateness_hours, gap_minutes=args.gap_minutes, buckets=args.buckets)
+    logger.info("features: %d events -> %d sessions, %d quarantined %s in %.1fs", manifest["rows_in"],
+                manifest["sessions"], manifest["quarantined"], manifest["quarantine_reasons"], manifest["seconds"])
+    summary = {k: manifest[k] for k in ("rows_in", "sessions", "sequences", "items", "quarantined",
+                                        "quarantine_reasons", "seconds", "events_per_s", "watermark")}
+    sys.stdout.write(json.dumps(summary) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
