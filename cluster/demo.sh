@@ -17,15 +17,14 @@ START=$(date +%s)
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 submit() {
   # Every pipeline step is a Ray job: same code path as on a production cluster.
-  ray job submit --address "$RAY_ADDRESS" --working-dir . --no-wait --runtime-env-json '{"env_vars": {"PYTHONUNBUFFERED": "1"}}' -- "$@" \
-    | tee .run/last_submit.log | grep -E "^Job '|submitted" || true
-  local id
-  id=$(grep -oE "raysubmit_[A-Za-z0-9]+" .run/last_submit.log | head -1)
-  [ -n "$id" ] || { echo "job submission failed:"; cat .run/last_submit.log; exit 1; }
-  ray job logs --address "$RAY_ADDRESS" --follow "$id" | grep -vE "^\(autoscaler|INFO worker.py|Running Dataset|✔️|- (ReadParquet|MapBatches|Write)" || true
-  local status
-  status=$(ray job status --address "$RAY_ADDRESS" "$id" 2>/dev/null | grep -oE "SUCCEEDED|FAILED|STOPPED" | tail -1)
-  if [ "$status" != "SUCCEEDED" ]; then echo "job $id ended $status"; exit 1; fi
+  # `ray job submit` waits, streams the job's logs and exits non-zero when the job fails.
+  set +e
+  ray job submit --address "$RAY_ADDRESS" --working-dir . \
+      --runtime-env-json '{"env_vars": {"PYTHONUNBUFFERED": "1", "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}}' \
+      -- "$@" 2>&1 | grep --line-buffered -vE "packaging.py|dashboard_sdk.py|working_dir.py|sdk.py:|cli.py:4[0-9]|Running Dataset|Tip:|^\s*$"
+  local rc=${PIPESTATUS[0]}
+  set -e
+  [ "$rc" -eq 0 ] || { echo "step failed (exit $rc): $*" >&2; exit "$rc"; }
 }
 
 step "1/6 generate $EVENTS synthetic events"

@@ -82,7 +82,7 @@ def run(events: str, out: Path, as_of: pd.Timestamp | None = None, since: pd.Tim
         ds = ray.data.read_parquet(files, include_paths=True, partitioning=None)
         ds = ds.map_batches(validate_block, batch_format="pyarrow", batch_size=None,
                             fn_kwargs={"buckets": buckets, "as_of": as_of})
-        ds.write_parquet(str(work), partition_cols=["bucket"], min_rows_per_file=1)
+        ds.write_parquet(str(work), partition_cols=["bucket"])
         bucket_dirs = sorted(p for p in work.iterdir() if p.name.startswith("bucket="))
         prior = Path(os.path.realpath(out)) if (prev and incremental) else None
         tasks = [{"bucket": int(p.name.split("=")[1]), "path": str(p)} for p in bucket_dirs]

@@ -103,24 +103,8 @@ def purchase_within(summaries: pd.DataFrame, cutoff: pd.Series, days: float) -> 
     return out.astype(np.int8)
 
 
-def item_counts(events: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
-    """Per item: views/carts/purchases in the last 1 and 7 days before ``as_of`` (additive)."""
-    t = pd.to_datetime(events["event_time"], utc=True)
-    age_days = (as_of - t).dt.total_seconds().to_numpy() / DAY
-    valid = age_days >= 0
-    frame = pd.DataFrame({"item_id": events["item_id"].to_numpy()[valid]})
-    etype = events["event_type"].to_numpy()[valid]
-    age = age_days[valid]
-    for d in (1, 7):
-        recent = age < d
-        frame[f"views_{d}d"] = (recent & (etype == "view")).astype(np.int64)
-        frame[f"carts_{d}d"] = (recent & (etype == "cart")).astype(np.int64)
-        frame[f"purchases_{d}d"] = (recent & (etype == "purchase")).astype(np.int64)
-    return frame.groupby("item_id", sort=False).sum().reset_index()
-
-
 def item_features(counts: pd.DataFrame) -> pd.DataFrame:
-    """Conversion, popularity rank and trend from summed ``item_counts``."""
+    """Conversion, popularity rank and trend from per-item counts over 1 and 7 days."""
     out = counts.groupby("item_id", sort=False).sum().reset_index()
     out["conversion_7d"] = out["purchases_7d"] / out["views_7d"].where(out["views_7d"] > 0)
     out["trend"] = (out["views_1d"] * 7.0 + 1.0) / (out["views_7d"] + 1.0)

@@ -1,0 +1,112 @@
+"""The feature job on the shared Ray cluster: outputs, idempotency, crash safety, incremental runs."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from jobs import features
+from jobs.generate import GeneratorConfig, generate, write_partitioned
+from models.features import SESSION_FEATURES, session_features
+
+
+def _sessions(out: Path) -> pd.DataFrame:
+    return ds.dataset(out / "sessions", partitioning="hive").to_table().to_pandas().sort_values("session_id")
+
+
+@pytest.fixture(scope="module")
+def events(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("events")
+    table = generate(GeneratorConfig(events=12_000, seed=5, days=4, items=800, start="2026-11-01"))
+    # two malformed rows: a blank session id and an unknown event type
+    bad = table.slice(0, 2).to_pydict()
+    bad["session_id"] = ["", "s-bad"]
+    bad["event_type"] = ["view", "teleport"]
+    write_partitioned(pa.concat_tables([table, pa.table(bad, schema=table.schema)]), root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def first_run(ray_cluster: object, events: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("feat") / "features"
+    manifest = features.run(str(events), out, buckets=4)
+    return out, manifest
+
+
+def test_outputs_quarantine_and_manifest(first_run: tuple[Path, dict], events: Path) -> None:
+    out, manifest = first_run
+    assert out.is_symlink()
+    assert manifest["quarantine_reasons"] == {"null_session_id": 1, "unknown_event_type": 1}
+    q = ds.dataset(out / "quarantine").to_table()
+    assert sorted(q["reason"].to_pylist()) == ["null_session_id", "unknown_event_type"]
+    assert json.loads((out / features.MANIFEST).read_text())["rows_in"] == manifest["rows_in"]
+    sess = _sessions(out)
+    assert set(SESSION_FEATURES) <= set(sess.columns) and {"purchased", "purchase_within_7d"} <= set(sess.columns)
+    assert sess["session_id"].is_unique and len(sess) == manifest["sessions"]
+    items = pq.read_table(out / "items").to_pandas()
+    assert items["popularity_rank"].min() == 1 and len(items) == manifest["items"]
+    seq = ds.dataset(out / "sequences", partitioning="hive").to_table().to_pandas()
+    assert seq["items"].map(len).min() >= 1
+
+
+def test_batch_features_equal_the_online_function(first_run: tuple[Path, dict], events: Path) -> None:
+    out, _ = first_run
+    raw = ds.dataset(events, partitioning="hive").to_table().to_pandas().drop(columns=["date"])
+    raw = raw[raw["session_id"].str.startswith("s") & raw["event_type"].isin(["view", "cart", "remove_from_cart",
+                                                                              "purchase"])]
+    online = session_features(raw).set_index("session_id")[list(SESSION_FEATURES)].sort_index()
+    batch = _sessions(out).set_index("session_id")[list(SESSION_FEATURES)].sort_index()
+    pd.testing.assert_frame_equal(batch.loc[online.index], online, check_dtype=False)
+
+
+def test_same_window_twice_gives_same_rows(first_run: tuple[Path, dict], events: Path, tmp_path: Path) -> None:
+    out, _ = first_run
+    again = tmp_path / "again"
+    features.run(str(events), again, buckets=4)
+    a = _sessions(out).reset_index(drop=True)
+    b = _sessions(again).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_crash_before_commit_leaves_previous_output(first_run: tuple[Path, dict], events: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    out, manifest = first_run
+    before = os.readlink(out)
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("killed mid-run")
+
+    monkeypatch.setattr(features, "_finish", boom)
+    with pytest.raises(RuntimeError, match="killed mid-run"):
+        features.run(str(events), out, buckets=4)
+    assert os.readlink(out) == before
+    assert json.loads((out / features.MANIFEST).read_text())["run_id"] == manifest["run_id"]
+    versions = out.parent / f".{out.name}.versions"
+    assert sorted(p.name for p in versions.iterdir()) == [Path(before).name]  # the staged version was removed
+
+
+def test_incremental_run_reprocesses_only_recent_partitions(ray_cluster: object, tmp_path: Path) -> None:
+    table = generate(GeneratorConfig(events=8_000, seed=9, days=4, items=500, start="2026-11-01"))
+    days = pd.to_datetime(table["event_time"].to_pandas(), utc=True).dt.strftime("%Y-%m-%d")
+    early = table.filter(pa.array((days < "2026-11-04").to_numpy()))
+    events, out = tmp_path / "events", tmp_path / "features"
+    write_partitioned(early, events)
+    features.run(str(events), out, buckets=4)
+    first = _sessions(out)
+    write_partitioned(table, events)  # the day-4 partition arrives (and day 3 is rewritten)
+    manifest = features.run(str(events), out, incremental=True, lateness_hours=24, buckets=4)
+    assert manifest["since"] is not None
+    second = _sessions(out)
+    old = first[first["date"] < "2026-11-02"].set_index("session_id")
+    kept = second.set_index("session_id").loc[old.index]
+    pd.testing.assert_frame_equal(kept[list(SESSION_FEATURES)], old[list(SESSION_FEATURES)])
+    full = tmp_path / "full"
+    features.run(str(events), full, buckets=4)
+    assert set(_sessions(full)["session_id"]) == set(second["session_id"])
