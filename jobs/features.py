@@ -58,8 +58,12 @@ def previous_manifest(out: Path) -> dict[str, Any] | None:
 
 def run(events: str, out: Path, as_of: pd.Timestamp | None = None, since: pd.Timestamp | None = None,
         incremental: bool = False, lateness_hours: float = 24.0, gap_minutes: float | None = None,
-        buckets: int = 16) -> dict[str, Any]:
-    """Build the feature tables and atomically publish them at ``out``; return the manifest."""
+        buckets: int = 16, sessions_only: bool = False) -> dict[str, Any]:
+    """Build the feature tables and atomically publish them at ``out``; return the manifest.
+
+    ``sessions_only`` computes just sessions, session features and labels (the benchmark's
+    unit of work): no user features, sequences or item tables.
+    """
     import ray
 
     t0 = time.perf_counter()
@@ -88,7 +92,8 @@ def run(events: str, out: Path, as_of: pd.Timestamp | None = None, since: pd.Tim
         tasks = [{"bucket": int(p.name.split("=")[1]), "path": str(p)} for p in bucket_dirs]
         results = ray.data.from_items(tasks, override_num_blocks=max(1, len(tasks))).map(
             bucket_task, fn_kwargs={"stage": str(stage), "prior": str(prior) if prior else None,
-                                    "emit_from": first_day, "gap_minutes": gap_minutes},
+                                    "emit_from": first_day, "gap_minutes": gap_minutes,
+                                    "sessions_only": sessions_only},
             num_cpus=1).take_all()
         results = [json.loads(r["result"]) for r in results]
         shutil.rmtree(work)

@@ -89,7 +89,7 @@ def _write(df: pd.DataFrame, root: Path, table: str, bucket: int, by_date: pd.Se
 
 
 def bucket_task(row: dict[str, Any], stage: str, prior: str | None, emit_from: pd.Timestamp | None,
-                gap_minutes: float | None) -> dict[str, Any]:
+                gap_minutes: float | None, sessions_only: bool = False) -> dict[str, Any]:
     """Everything for one user bucket; returns counts as JSON (Ray Data row)."""
     bucket, root = int(row["bucket"]), Path(stage)
     frame = pq.read_table(row["path"]).to_pandas()
@@ -105,6 +105,11 @@ def bucket_task(row: dict[str, Any], stage: str, prior: str | None, emit_from: p
     if gap_minutes:
         ev = _sessionize_by_gap(ev, gap_minutes)
     result["max_time"] = str(ev["event_time"].max())
+    if sessions_only:
+        sess = session_features(ev)
+        _write(sess, root, "sessions", bucket, None)
+        result["sessions"] = int(len(sess))
+        return {"result": json.dumps(result, default=str)}
 
     summaries = session_summaries(ev)
     start = pd.to_datetime(summaries["start"] * 1e6, unit="us", utc=True)

@@ -1,0 +1,177 @@
+"""Sessionization + session features: tandem's Ray Data job against DuckDB, same data, same run.
+
+``python -m bench.features [--events 5000000,20000000] [--quick]``
+
+For each size it generates canonical events (``jobs.generate``), then runs, each in a fresh
+subprocess so peak memory is measured per engine:
+
+- DuckDB, single process (all cores): the same session features and point-in-time label in SQL;
+- tandem: ``jobs.features.run(..., sessions_only=True)`` on a local Ray cluster with every core.
+
+It prints events/s per core for both, the peak RSS of each process tree, and the ratio
+tandem / DuckDB per-core throughput. The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+DUCKDB_SQL = """
+CREATE TABLE ev AS SELECT * EXCLUDE (date) FROM read_parquet('{events}/*/*.parquet', hive_partitioning = true);
+CREATE TABLE firstbuy AS SELECT session_id, min(event_time) AS t FROM ev WHERE event_type = 'purchase' GROUP BY 1;
+COPY (
+  WITH pre AS (
+    SELECT e.*, lead(epoch(e.event_time)) OVER (PARTITION BY e.session_id ORDER BY e.event_time) - epoch(e.event_time) AS dwell
+    FROM ev e LEFT JOIN firstbuy f USING (session_id)
+    WHERE e.event_type <> 'purchase' AND (f.t IS NULL OR e.event_time < f.t)
+  )
+  SELECT p.session_id,
+         count(*) AS n_events, count(*) FILTER (event_type = 'view') AS n_views,
+         count(*) FILTER (event_type = 'cart') AS n_carts, count(*) FILTER (event_type = 'remove_from_cart') AS n_removes,
+         count(DISTINCT item_id) AS n_items, count(DISTINCT category) AS n_categories,
+         epoch(max(event_time)) - epoch(min(event_time)) AS duration_s,
+         avg(dwell) AS mean_dwell_s, max(dwell) AS max_dwell_s,
+         1 - count(DISTINCT item_id) / count(*) AS repeat_ratio,
+         count(*) FILTER (event_type = 'cart') / count(*) AS cart_ratio,
+         avg(price) AS mean_price, max(price) AS max_price,
+         sum(price) FILTER (event_type = 'cart') AS cart_value,
+         arg_max(event_type = 'cart', event_time)::DOUBLE AS last_event_is_cart,
+         hour(max(event_time)) AS hour, isodow(max(event_time)) - 1 AS weekday,
+         (max(user_id) IS NOT NULL)::DOUBLE AS is_identified,
+         (max(f.t) IS NOT NULL)::INT AS purchased
+  FROM pre p LEFT JOIN firstbuy f USING (session_id)
+  GROUP BY p.session_id
+) TO '{out}/sessions.parquet' (FORMAT parquet);
+"""
+
+
+def _tree_rss(root_pid: int) -> int:
+    """Resident bytes of ``root_pid`` and all its descendants."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(stat[1]), []).append(int(proc.name))
+            rss[int(proc.name)] = int(stat[21]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            continue
+    total, stack = 0, [root_pid]
+    while stack:
+        pid = stack.pop()
+        total += rss.get(pid, 0)
+        stack.extend(children.get(pid, []))
+    return total
+
+
+def _measure(cmd: list[str]) -> tuple[float, int, str]:
+    """Run ``cmd``; return wall seconds, peak process-tree RSS and its stdout."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _tree_rss(proc.pid))
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, _ = proc.communicate()
+    done.set()
+    sampler.join()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[2:4]} failed with exit {proc.returncode}")
+    return time.perf_counter() - t0, peak, out
+
+
+def _duckdb(events: str, out: str) -> None:
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute(f"SET threads = {os.cpu_count()}")
+    con.execute(DUCKDB_SQL.format(events=events, out=out))
+    n = con.execute(f"SELECT count(*) FROM read_parquet('{out}/sessions.parquet')").fetchone()[0]
+    sys.stdout.write(json.dumps({"sessions": n}) + "\n")
+
+
+def _tandem(events: str, out: str) -> None:
+    import secrets
+
+    import ray
+
+    from jobs import features
+
+    tmp = tempfile.mkdtemp(prefix="tdm-bf-", dir="/tmp")
+    token = Path(tmp) / "token"
+    token.write_text(secrets.token_hex(32))
+    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, _temp_dir=tmp, log_to_driver=False)
+    try:
+        t0 = time.perf_counter()
+        manifest = features.run(events, Path(out) / "features", buckets=4 * (os.cpu_count() or 1),
+                                sessions_only=True)
+        sys.stdout.write(json.dumps({"sessions": manifest["sessions"], "job_s": time.perf_counter() - t0}) + "\n")
+    finally:
+        ray.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.features", description=__doc__.splitlines()[0])
+    parser.add_argument("--events", default="5000000,20000000", help="comma-separated sizes")
+    parser.add_argument("--quick", action="store_true", help="one 1M-event size")
+    parser.add_argument("--engine", choices=["duckdb", "tandem"], help=argparse.SUPPRESS)
+    parser.add_argument("--input", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.engine == "duckdb":
+        _duckdb(args.input, args.out)
+        return 0
+    if args.engine == "tandem":
+        _tandem(args.input, args.out)
+        return 0
+    from jobs.generate import GeneratorConfig, generate, write_partitioned
+
+    sizes = [1_000_000] if args.quick else [int(s) for s in args.events.split(",")]
+    cores = os.cpu_count() or 1
+    runs = []
+    for n in sizes:
+        with tempfile.TemporaryDirectory(prefix="tdm-bench-") as tmp:
+            events = Path(tmp) / "events"
+            write_partitioned(generate(GeneratorConfig(events=n, seed=1)), events)
+            row = {"events": n, "cores": cores}
+            for engine in ("duckdb", "tandem"):
+                out = Path(tmp) / engine
+                out.mkdir()
+                secs, rss, stdout = _measure([sys.executable, "-m", "bench.features", "--engine", engine,
+                                              "--input", str(events), "--out", str(out)])
+                info = json.loads(stdout.strip().splitlines()[-1])
+                row[f"{engine}_s"] = round(secs, 2)
+                row[f"{engine}_events_per_s_per_core"] = round(n / secs / cores)
+                row[f"{engine}_peak_rss_mb"] = round(rss / 2**20)
+                row[f"{engine}_sessions"] = info["sessions"]
+            row["ratio"] = round(row["tandem_events_per_s_per_core"] / row["duckdb_events_per_s_per_core"], 3)
+            print(json.dumps(row))
+            runs.append(row)
+    summary = {"runs": runs, "ratio": min(r["ratio"] for r in runs), "goal": 0.5}
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
