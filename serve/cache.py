@@ -73,10 +73,11 @@ class RedisCache:
             self._client = aioredis.Redis(connection_pool=pool)
         return self._client
 
-    async def _run(self, coro_factory: Any, timeout_s: float | None) -> Any:
+    async def _run(self, coro_factory: Any, timeout_s: float | None, cap: bool = True) -> Any:
         if not self.breaker.allow():
             raise CacheUnavailable("breaker_open")
-        budget = self.config.call_timeout_s if timeout_s is None else min(timeout_s, self.config.call_timeout_s)
+        budget = self.config.call_timeout_s if timeout_s is None else \
+            (min(timeout_s, self.config.call_timeout_s) if cap else timeout_s)
         if budget <= 0:
             raise CacheUnavailable("deadline")
         try:
@@ -118,8 +119,9 @@ class RedisCache:
     async def delete(self, keys: list[str], timeout_s: float | None = None) -> int:
         return int(await self._run(lambda r: r.delete(*keys), timeout_s)) if keys else 0
 
-    async def ping(self, timeout_s: float | None = None) -> bool:
-        return bool(await self._run(lambda r: r.ping(), timeout_s))
+    async def ping(self, timeout_s: float = 0.25) -> bool:
+        """Off the request path (health): its own timeout, not capped by ``call_timeout_s``."""
+        return bool(await self._run(lambda r: r.ping(), timeout_s, cap=False))
 
     async def warm(self) -> int:
         """Open ``warm_connections`` pooled connections up front (generous timeout, off the request path)."""

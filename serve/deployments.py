@@ -91,7 +91,12 @@ class TandemService:
             self._warmed = True
             await self.cache.warm()
         self._active.add(tenant)
-        return await self.tenant_models(f"{tenant}@{self.generation}")
+        try:
+            return await self.tenant_models(f"{tenant}@{self.generation}")
+        except Exception:  # noqa: BLE001 - no models means cold start (fallbacks), never a 5xx
+            logger.exception("loading models for tenant %s failed; serving fallbacks", tenant)
+            self.metrics.fallback("models", "load_error")
+            return ModelBundle(tenant=tenant)
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Hot swap: load every active tenant's models for the new config, then flip the generation."""

@@ -79,3 +79,29 @@ def filter_recs(recs: Sequence[tuple[str, float]], seen: Iterable[str], k: int,
                 exclude_seen: bool = True) -> list[tuple[str, float]]:
     """Precomputed recommendations minus items seen since they were computed."""
     return top_popular(recs, seen, k, exclude_seen)
+
+
+class LatencyEstimate:
+    """A running estimate of a model's latency, to skip it when the deadline cannot fit it.
+
+    Models run inline on the event loop (a thread hop costs more than a small model),
+    so a call cannot be interrupted: the chain instead skips the model step when the
+    remaining budget is below ``estimate_ms``, an exponentially weighted mean plus a
+    margin that decays slowly from spikes.
+    """
+
+    def __init__(self, alpha: float = 0.2, initial_ms: float = 0.0):
+        self.alpha = alpha
+        self.mean_ms = initial_ms
+        self.peak_ms = initial_ms
+
+    def observe(self, ms: float) -> None:
+        self.mean_ms = ms if self.mean_ms == 0 else (1 - self.alpha) * self.mean_ms + self.alpha * ms
+        self.peak_ms = max(ms, 0.9 * self.peak_ms)
+
+    @property
+    def estimate_ms(self) -> float:
+        return max(self.mean_ms, 0.5 * self.peak_ms)
+
+    def fits(self, remaining_s: float) -> bool:
+        return remaining_s * 1000.0 > self.estimate_ms

@@ -88,7 +88,7 @@ def app(serve_http: str, redis_server: str, tmp_path_factory: pytest.TempPathFac
     register_pop(bolt, [["b1", "b2", "b3"], ["b1", "b2"], ["b1"]], tmp)
     args = {"registry_uri": shared, "redis_url": redis_server, "api_keys": KEYS,
             "tenants": {"acme": {"registry_uri": acme}, "bolt": {"registry_uri": bolt}},
-            "model_cache_dir": str(tmp / "cache"), "deadline_ms": 200}
+            "model_cache_dir": str(tmp / "cache"), "deadline_ms": 2000}
     deploy("tandem-test", "/t", args)
     try:
         yield {"url": f"{serve_http}/t", "args": args, "registry": shared, "tmp": tmp}
@@ -126,7 +126,7 @@ def test_events_reach_the_next_recommendation(app: dict[str, Any]) -> None:
     assert [i["item_id"] for i in before.json()["items"]] == ["a1", "a2"]
     assert ev.status_code == 200 and ev.json()["stored"] and ev.json()["session_length"] == 2
     rec = after.json()
-    assert rec["source"] == "model" and rec["model_version"]
+    assert rec["source"] == "model" and rec["model_version"], rec
     assert [i["item_id"] for i in rec["items"]] == ["a3"]  # seen items excluded, only a3 left
 
 

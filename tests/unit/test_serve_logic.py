@@ -128,3 +128,15 @@ def test_events_frame_is_canonical_for_the_feature_function() -> None:
     assert list(feats["session_id"]) == ["s1"]
     assert feats.loc[0, "n_carts"] == 1.0 and feats.loc[0, "duration_s"] == pytest.approx(30.0)
     assert feats.loc[0, "tenant"] == "acme"
+
+
+def test_latency_estimate_skips_models_the_deadline_cannot_fit() -> None:
+    est = fb.LatencyEstimate(alpha=0.5)
+    assert est.fits(0.001)                     # unknown model: try it
+    est.observe(4.0)
+    assert est.fits(0.005) and not est.fits(0.003)
+    est.observe(40.0)                          # a spike dominates for a while ...
+    assert not est.fits(0.015)
+    for _ in range(40):
+        est.observe(2.0)                       # ... then decays back
+    assert est.fits(0.005)
