@@ -1,0 +1,262 @@
+"""Promote a registered propensity model to champion behind gates, or roll the champion back.
+
+``python -m jobs.promote --registry URI --candidate VERSION|latest [--holdout PATH --label COL
+[--time-column COL]] [--tolerance 0.01] [--psi-max 0.25] [--json]``
+``python -m jobs.promote --registry URI --rollback [--json]``
+
+Gates (all must pass; a refusal names each failed gate with its numbers, exits 1 and
+leaves the registry unchanged):
+
+- ``pr_auc``: the candidate is not worse than the champion on the SAME holdout:
+  PR-AUC(candidate) >= PR-AUC(champion) - tolerance. With ``--holdout`` both models score
+  the table with ``PropensityPredictor`` (with ``--time-column`` only rows later than both
+  models' validation data are used, so neither has seen them). Without it, the test metrics
+  stored with each artifact are compared only when both were evaluated on the same data
+  window; otherwise the gate fails and asks for ``--holdout``.
+- ``not_collapsed``: the candidate's scores spread (std > epsilon, more than one distinct
+  value) and their mean is within ``--base-rate-ratio`` of the observed base rate.
+- ``psi``: PSI of the candidate's validation score distribution against the champion's, and
+  (with ``--holdout``) of its holdout scores against its own validation quantiles, <= bound.
+
+With no champion yet, the candidate becomes champion (the distribution gate still applies).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from models.evaluation.classification import pr_auc, psi
+from models.propensity.data import DataError, binary_label, load_table
+from models.propensity.predictor import REGISTRY_NAME, PropensityPredictor
+from models.registry import ModelVersion, Registry, RegistryError
+
+logger = logging.getLogger(__name__)
+
+STD_EPS = 1e-6
+WINDOW_KEYS_IGNORED = {"rows"}
+
+
+@dataclass
+class Gate:
+    name: str
+    passed: bool
+    detail: str
+    numbers: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Holdout:
+    features: pd.DataFrame
+    y: np.ndarray
+    source: str
+
+
+def resolve_candidate(reg: Registry, candidate: str) -> str:
+    """A version id; ``latest`` is the most recently registered version."""
+    versions = reg.versions(REGISTRY_NAME)
+    if not versions:
+        raise RegistryError(f"{REGISTRY_NAME}: no registered versions at {reg.uri}")
+    if candidate != "latest":
+        if candidate not in versions:
+            raise RegistryError(f"{REGISTRY_NAME}: candidate {candidate!r} is not registered at {reg.uri}")
+        return candidate
+    return max(versions, key=lambda v: (float(reg.get(REGISTRY_NAME, v).meta.get("registered_at", 0)), v))
+
+
+def _metrics(mv: ModelVersion, pred: PropensityPredictor) -> dict[str, Any]:
+    return mv.meta.get("metrics") or pred.metrics or {}
+
+
+def _window(mv: ModelVersion) -> dict[str, Any]:
+    return {k: v for k, v in (mv.meta.get("data_window") or {}).items() if k not in WINDOW_KEYS_IGNORED}
+
+
+def _validation_max(mv: ModelVersion) -> pd.Timestamp | None:
+    value = (mv.meta.get("data_window") or {}).get("validation_max")
+    try:
+        return pd.Timestamp(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def load_holdout(path: str, label: str, time_column: str | None, models: list[ModelVersion]) -> Holdout:
+    """The holdout table; with a time column, only rows after every model's validation window."""
+    raw = load_table(path)
+    y = binary_label(raw, label, path).astype(np.float64)
+    if time_column:
+        if time_column not in raw.columns:
+            raise DataError(f"{path}: time column {time_column!r} not found; columns are {list(raw.columns)}")
+        edges = [t for t in (_validation_max(mv) for mv in models) if t is not None]
+        if edges:
+            cutoff = max(edges)
+            times = pd.to_datetime(raw[time_column])
+            keep = (times > cutoff).to_numpy()
+            logger.info("holdout %s: %d of %d rows after %s (the latest validation data)", path, keep.sum(),
+                        len(raw), cutoff)
+            raw, y = raw.loc[keep], y[keep]
+    if len(y) == 0 or y.sum() == 0 or y.sum() == len(y):
+        raise DataError(f"{path}: holdout has {len(y)} usable rows with {int(y.sum())} positives; "
+                        "need both classes to compare PR-AUC")
+    return Holdout(raw.drop(columns=[label]), y, path)
+
+
+def gate_pr_auc(cand: ModelVersion, cand_pred: PropensityPredictor, champ: ModelVersion,
+                champ_pred: PropensityPredictor, holdout: Holdout | None, cand_scores: np.ndarray | None,
+                tolerance: float) -> Gate:
+    if holdout is not None and cand_scores is not None:
+        c, h = pr_auc(holdout.y, cand_scores), pr_auc(holdout.y, champ_pred.predict_proba(holdout.features))
+        where = f"holdout {holdout.source} ({len(holdout.y)} rows)"
+    else:
+        if _window(cand) != _window(champ) or not _window(cand):
+            return Gate("pr_auc", False, "candidate and champion were tested on different data windows "
+                        f"({_window(cand)} vs {_window(champ)}); pass --holdout PATH --label COL to score "
+                        "both on the same data", {})
+        ct, ht = _metrics(cand, cand_pred).get("test", {}), _metrics(champ, champ_pred).get("test", {})
+        if "pr_auc" not in ct or "pr_auc" not in ht:
+            return Gate("pr_auc", False, "stored test PR-AUC missing from an artifact; pass --holdout", {})
+        c, h = float(ct["pr_auc"]), float(ht["pr_auc"])
+        where = "stored test metrics (same data window)"
+    ok = c >= h - tolerance
+    return Gate("pr_auc", ok, f"candidate PR-AUC {c:.4f} vs champion {h:.4f} on {where}; "
+                f"{'within' if ok else 'worse than'} tolerance {tolerance}",
+                {"candidate": round(c, 6), "champion": round(h, 6), "tolerance": tolerance})
+
+
+def gate_not_collapsed(cand_pred: PropensityPredictor, cand_meta: dict[str, Any], holdout: Holdout | None,
+                       cand_scores: np.ndarray | None, ratio: float) -> Gate:
+    if cand_scores is not None and holdout is not None:
+        scores, base, where = cand_scores, float(holdout.y.mean()), "holdout"
+    else:
+        q = np.asarray(cand_meta.get("validation_scores") or [], dtype=np.float64)
+        if q.size == 0:
+            return Gate("not_collapsed", False, "no holdout and no stored validation_scores to check", {})
+        scores, base, where = q, float(cand_pred.base_rate), "stored validation quantiles"
+    std, distinct, mean = float(np.std(scores)), int(np.unique(np.round(scores, 9)).size), float(np.mean(scores))
+    problems = []
+    if std <= STD_EPS:
+        problems.append(f"score std {std:.2e} <= {STD_EPS:.0e}")
+    if distinct < 2:
+        problems.append("all scores equal")
+    # quantiles are not a sample of the mean; check the base rate only on real scores
+    if where == "holdout" and base > 0 and not (base / ratio <= mean <= base * ratio):
+        problems.append(f"mean score {mean:.4f} outside [{base / ratio:.4f}, {base * ratio:.4f}] "
+                        f"(base rate {base:.4f} / x{ratio})")
+    detail = "; ".join(problems) or f"std {std:.4f}, {distinct} distinct, mean {mean:.4f} vs base rate {base:.4f}"
+    return Gate("not_collapsed", not problems, f"{detail} on {where}",
+                {"std": round(std, 6), "distinct": distinct, "mean": round(mean, 6), "base_rate": round(base, 6)})
+
+
+def gate_psi(cand_meta: dict[str, Any], champ_meta: dict[str, Any] | None, cand_scores: np.ndarray | None,
+             psi_max: float) -> Gate:
+    own = np.asarray(cand_meta.get("validation_scores") or [], dtype=np.float64)
+    numbers: dict[str, Any] = {"max": psi_max}
+    if champ_meta is not None and champ_meta.get("validation_scores") and own.size:
+        numbers["vs_champion_validation"] = psi(np.asarray(champ_meta["validation_scores"]), own)
+    if cand_scores is not None and own.size:
+        numbers["holdout_vs_own_validation"] = psi(own, cand_scores)
+    values = {k: v for k, v in numbers.items() if k != "max"}
+    if not values:
+        return Gate("psi", True, "no score distributions to compare (no stored validation_scores)", numbers)
+    bad = {k: v for k, v in values.items() if not v <= psi_max}
+    text = ", ".join(f"PSI {k} {v:.4f}" for k, v in values.items())
+    return Gate("psi", not bad, f"{text}; bound {psi_max}",
+                {k: (round(v, 6) if np.isfinite(v) else str(v)) for k, v in numbers.items()})
+
+
+def promote(args: argparse.Namespace) -> dict[str, Any]:
+    reg = Registry(args.registry)
+    version = resolve_candidate(reg, args.candidate)
+    champion = reg.champion(REGISTRY_NAME)
+    if version == champion:
+        return {"action": "promote", "candidate": version, "champion": champion, "promoted": False,
+                "gates": [], "reason": f"{version} is already the champion"}
+    cache = tempfile.mkdtemp(prefix="tdm-promote-")
+    cand = reg.get(REGISTRY_NAME, version)
+    cand_pred = PropensityPredictor(str(reg.fetch(REGISTRY_NAME, version, cache)), version=version)
+    champ = reg.get(REGISTRY_NAME, champion) if champion else None
+    champ_pred = (PropensityPredictor(str(reg.fetch(REGISTRY_NAME, champion, cache)), version=champion)
+                  if champion else None)
+    holdout = None
+    if args.holdout:
+        holdout = load_holdout(args.holdout, args.label, args.time_column, [m for m in (cand, champ) if m])
+    cand_scores = cand_pred.predict_proba(holdout.features) if holdout is not None else None
+    cand_metrics = _metrics(cand, cand_pred)
+    gates = [gate_not_collapsed(cand_pred, cand_metrics, holdout, cand_scores, args.base_rate_ratio),
+             gate_psi(cand_metrics, _metrics(champ, champ_pred) if champ and champ_pred else None, cand_scores,
+                      args.psi_max)]
+    if champ is not None and champ_pred is not None:
+        gates.insert(0, gate_pr_auc(cand, cand_pred, champ, champ_pred, holdout, cand_scores, args.tolerance))
+    ok = all(g.passed for g in gates)
+    result = {"action": "promote", "candidate": version, "champion": champion, "promoted": ok,
+              "gates": [asdict(g) for g in gates]}
+    if ok:
+        reason = "; ".join(f"{g.name}: {g.detail}" for g in gates) if champion else "first champion; " + \
+            "; ".join(f"{g.name}: {g.detail}" for g in gates)
+        reg.set_champion(REGISTRY_NAME, version, reason)
+        result["champion"] = version
+        result["previous_champion"] = champion
+    else:
+        result["reason"] = "; ".join(f"{g.name}: {g.detail}" for g in gates if not g.passed)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.promote", description=__doc__.splitlines()[0])
+    parser.add_argument("--registry", required=True, help="registry URI (local dir or s3://)")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--candidate", help="version to promote, or 'latest'")
+    what.add_argument("--rollback", action="store_true", help="restore the previous champion")
+    parser.add_argument("--holdout", default=None, help="table (Parquet/CSV) to score both models on")
+    parser.add_argument("--label", default=None, help="label column of --holdout")
+    parser.add_argument("--time-column", default=None, help="keep holdout rows after both validation windows")
+    parser.add_argument("--tolerance", type=float, default=0.01, help="allowed PR-AUC drop vs the champion")
+    parser.add_argument("--psi-max", type=float, default=0.25, help="bound on the score PSI")
+    parser.add_argument("--base-rate-ratio", type=float, default=3.0,
+                        help="mean holdout score must be within base rate / r .. base rate * r")
+    parser.add_argument("--json", action="store_true", help="end with one JSON line")
+    args = parser.parse_args(argv)
+    if args.holdout and not args.label:
+        parser.error("--holdout needs --label")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.rollback:
+            reg = Registry(args.registry)
+            current = reg.champion(REGISTRY_NAME)
+            result = {"action": "rollback", "from": current, "champion": reg.rollback(REGISTRY_NAME)}
+            logger.info("rolled back %s -> %s", current, result["champion"])
+        else:
+            result = promote(args)
+    except (RegistryError, DataError, FileNotFoundError) as exc:
+        logger.error("%s", exc)
+        sys.stderr.write(f"error: {exc}\n")
+        if args.json:
+            sys.stdout.write(json.dumps({"action": "rollback" if args.rollback else "promote",
+                                         "error": str(exc)}) + "\n")
+        return 2
+    rc = 0
+    if result["action"] == "promote":
+        for g in result["gates"]:
+            logger.info("gate %s: %s - %s", g["name"], "PASS" if g["passed"] else "FAIL", g["detail"])
+        if result["promoted"]:
+            logger.info("promoted %s to champion (was %s)", result["candidate"], result.get("previous_champion"))
+        elif result.get("reason", "").endswith("already the champion"):
+            logger.info("%s", result["reason"])
+        else:
+            sys.stderr.write(f"refused: {result['candidate']} not promoted; {result['reason']}\n")
+            rc = 1
+    if args.json:
+        sys.stdout.write(json.dumps(result, default=str) + "\n")
+    return rc
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
