@@ -52,7 +52,7 @@ class RedisCache:
 
     def __init__(self, url: str, config: CacheConfig | None = None):
         self.url = url
-        self.config = config or CacheConfig()
+        self.config = config or CacheConfig.model_validate({})
         self.breaker = CircuitBreaker(self.config.breaker_failures, self.config.breaker_reset_s)
         self.lru = LRU(self.config.lru_size, self.config.lru_ttl_s)
         self._client: Any = None

@@ -42,8 +42,8 @@ class ModelBundle:
     """The models one tenant is served with; either may be None (cold start)."""
 
     tenant: str
-    propensity: Any | None = None
-    recommender: Any | None = None
+    propensity: Any = None  # PropensityPredictor or None (cold start)
+    recommender: Any = None  # SessionRecPredictor or None (cold start)
     popular: list[tuple[str, float]] = field(default_factory=list)
     prior: float = 0.0
 

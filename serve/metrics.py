@@ -31,11 +31,11 @@ class ServeMetrics(NullMetrics):
         from ray.serve.metrics import Counter, Gauge, Histogram
 
         self._latency = Histogram("tandem_request_latency_ms", description="Handler latency by endpoint (ms)",
-                                  boundaries=LATENCY_BOUNDARIES_MS, tag_keys=("endpoint", "status"))
+                                  boundaries=LATENCY_BOUNDARIES_MS, tag_keys=("endpoint", "status"))  # type: ignore[arg-type]
         self._lookups = Counter("tandem_cache_lookups_total", description="Precomputed-table lookups by result",
-                                tag_keys=("table", "result"))
+                                tag_keys=("table", "result"))  # type: ignore[arg-type]
         self._fallbacks = Counter("tandem_fallbacks_total", description="Requests not served by their first "
-                                  "choice, by reason", tag_keys=("endpoint", "reason"))
+                                  "choice, by reason", tag_keys=("endpoint", "reason"))  # type: ignore[arg-type]
         self._breaker = Gauge("tandem_redis_breaker_state", description="0 closed, 1 half-open, 2 open")
 
     def latency(self, endpoint: str, ms: float, status: int) -> None:

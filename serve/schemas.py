@@ -131,7 +131,7 @@ class AppArgs(BaseModel):
     session_ttl_s: int = Field(1800, ge=1)
     session_max_events: int = Field(200, ge=1, le=10_000)
     popular_k: int = Field(100, ge=1, le=10_000)
-    cache: CacheConfig = Field(default_factory=CacheConfig)
+    cache: CacheConfig = Field(default_factory=lambda: CacheConfig.model_validate({}))
     model_cache_dir: str | None = None
     max_tenant_models: int = Field(4, ge=1, le=64)
 
