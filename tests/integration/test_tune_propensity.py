@@ -1,0 +1,50 @@
+"""jobs.tune_propensity: a tiny Optuna + ASHA sweep on the shared cluster, refit, test once, register."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jobs import tune_propensity
+from models.propensity.predictor import REGISTRY_NAME, PropensityPredictor
+from models.registry import Registry
+
+
+def _table(path: Path, n: int = 1500) -> Path:
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(n, 4))
+    y = rng.random(n) < 1 / (1 + np.exp(-(2.0 * x[:, 0] + x[:, 1] - 2.5)))
+    df = pd.DataFrame(x, columns=[f"f{i}" for i in range(4)]).assign(
+        cutoff_time=pd.date_range("2026-01-01", periods=n, freq="h"), purchased=y.astype(int),
+        channel=rng.choice(["ads", "direct", "mail"], size=n))
+    df.to_parquet(path / "table.parquet")
+    return path / "table.parquet"
+
+
+def test_tiny_sweep_refits_best_and_registers(ray_cluster: object, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    table = _table(tmp_path)
+    rc = tune_propensity.main(["--features", str(table), "--label", "purchased", "--time-column", "cutoff_time",
+                               "--trials", "3", "--rounds", "20", "--report-every", "5", "--grace-rounds", "5",
+                               "--calibration-folds", "2", "--registry", str(tmp_path / "reg"),
+                               "--out", str(tmp_path / "out"), "--json"])
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    trials = pd.read_csv(result["trials_csv"])
+    assert len(trials) == 3 and trials["val_pr_auc"].notna().all()
+    assert set(trials["kind"]) <= {"lightgbm", "xgboost"}
+    assert set(trials["imbalance"]) <= {"weight", "downsample", "none"}
+    # best = highest validation PR-AUC; the test split appears only in the final evaluation
+    assert result["best"]["val_pr_auc"] == pytest.approx(trials["val_pr_auc"].max())
+    assert result["split"] == "time" and result["test"]["rows"] == 1500 - int(1500 * 0.85)
+    assert 0 < result["test"]["pr_auc"] <= 1
+    reg = Registry(str(tmp_path / "reg"))
+    assert reg.champion(REGISTRY_NAME) == result["version"]
+    pred = PropensityPredictor.from_registry(str(tmp_path / "reg"), cache_dir=str(tmp_path / "cache"))
+    scores = pred.predict_proba(pd.read_parquet(table).head(50))
+    assert scores.shape == (50,) and np.all((scores >= 0) & (scores <= 1)) and np.std(scores) > 0
+    assert len(reg.get(REGISTRY_NAME).meta["metrics"]["validation_scores"]) == 21
