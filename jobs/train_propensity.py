@@ -144,7 +144,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out or tempfile.mkdtemp(prefix="tdm-propensity-"))
     save(out, booster, art)
     predictor = PropensityPredictor(str(out))
-    test_scores = predictor.predict_proba(parts.test)
+    # raw test rows: the predictor encodes categorical columns itself (the encoded frame would map to NaN)
+    test_scores = predictor.predict_proba(raw.loc[parts.test.index])
     model_metrics = evaluate(parts.test[LABEL].to_numpy(), test_scores, args.min_precision).as_dict()
     raw_val = raw_predict(booster, cfg.kind, to_matrix(parts.validation, features))
     art.metrics["test"] = model_metrics
