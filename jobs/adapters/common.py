@@ -172,8 +172,8 @@ def finish(cols: dict[str, pa.Array | pa.ChunkedArray | None], reason: pa.Array,
                 arr = pa.nulls(n, pa.string())
         else:
             arr = cols.get(field.name)
-            if arr is None:
-                arr = pa.nulls(n, field.type)
+        if arr is None:
+            arr = pa.nulls(n, field.type)
         if isinstance(arr, pa.ChunkedArray):
             arr = arr.combine_chunks()
         arrays.append(arr.cast(field.type))

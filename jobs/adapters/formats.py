@@ -187,11 +187,10 @@ def otto(data: bytes, source: str) -> pa.Table:
                 reason = "bad_time"
             elif typ not in OTTO_EVENTS:
                 reason = "unknown_event_type"
-            numeric = isinstance(ts, int | float) and not isinstance(ts, bool)
-            rows["t"].append(int(ts * 1000) if numeric else None)
+            rows["t"].append(int(ts * 1000) if isinstance(ts, int | float) and not isinstance(ts, bool) else None)
             rows["s"].append(None if session is None else str(session))
             rows["i"].append(None if aid is None else str(aid))
-            rows["e"].append(OTTO_EVENTS.get(typ, typ if isinstance(typ, str) else None))
+            rows["e"].append(OTTO_EVENTS.get(typ, typ) if isinstance(typ, str) else None)
             rows["r"].append(reason)
             rows["line"].append(lineno)
             rows["raw"].append(None if reason is None else json.dumps(ev)[:2000])
