@@ -18,7 +18,7 @@ from ray import serve
 
 from serve.cache import RedisCache
 from serve.engine import Engine, ModelBundle
-from serve.loader import load_bundle
+from serve.loader import load_bundle, preload_modules
 from serve.metrics import ServeMetrics
 from serve.schemas import (
     AppArgs,
@@ -70,6 +70,7 @@ class TandemService:
 
     def __init__(self, args: dict[str, Any]):
         self.args = AppArgs.model_validate(args)
+        preload_modules()
         self.cache = RedisCache(self.args.redis_url, self.args.cache)
         self.metrics = ServeMetrics()
         self.engine = Engine(self.args, self.cache, self.metrics)

@@ -36,6 +36,17 @@ def _recommender(registry_uri: str, version: str | None, cache_dir: str) -> Any 
     return SessionRecPredictor.from_registry(registry_uri, version=version, cache_dir=cache_dir)
 
 
+def preload_modules() -> None:
+    """Import the predictor modules up front, so a first hot swap does not import on a live replica."""
+    import importlib
+
+    for module in ("models.session_rec.predictor", "models.propensity.predictor"):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            logger.warning("cannot import %s: %s", module, exc)
+
+
 def popular_from(recommender: Any | None, k: int) -> list[tuple[str, float]]:
     """Top-k items by the recommender's training popularity (the in-process fallback)."""
     scores = getattr(recommender, "_pop_scores", None)
