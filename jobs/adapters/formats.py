@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -41,6 +42,7 @@ YOOCHOOSE_BUYS = ("session", "time", "item", "price", "quantity")
 RETAILROCKET_EVENTS = {"view": "view", "addtocart": "cart", "transaction": "purchase"}
 OTTO_EVENTS = {"clicks": "view", "carts": "cart", "orders": "purchase"}
 MS = 1_000.0
+DAY_US = 86_400_000_000
 S = 1_000_000.0
 
 
@@ -116,7 +118,9 @@ def diginetica_role(data: bytes) -> str:
 def diginetica(data: bytes, source: str) -> pa.Table:
     """CIKM Cup 2016 views or purchases (``;``-separated, ``NA`` = anonymous user).
 
-    event_time = eventdate (UTC midnight) + timeframe milliseconds.
+    event_time = session start + timeframe, because ``timeframe`` is the time since the
+    session's first query and ``eventdate`` each event's own date (see ``anchor_sessions``).
+    For a session inside one day this is the usual eventdate + timeframe.
     """
     role = diginetica_role(data)
     names = DIGI_PURCHASES if role == "purchases" else DIGI_VIEWS
@@ -125,8 +129,8 @@ def diginetica(data: bytes, source: str) -> pa.Table:
     sid, uid, iid = (("sessionId", "userId", "itemId") if role == "purchases" else ("session_id", "user_id", "item_id"))
     frame, bad_frame = parse_number(t["timeframe"], integer=True)
     day = pc.strptime(pc.utf8_trim_whitespace(t["eventdate"]), format="%Y-%m-%d", unit="us", error_is_null=True)
-    when = pc.add(pc.assume_timezone(day, "UTC").cast(TS),
-                  pc.cast(pc.multiply(frame, 1000), pa.duration("us")))
+    day_us = pc.assume_timezone(day, "UTC").cast(TS).cast(pa.int64())
+    when = anchor_sessions(t[sid], day_us, pc.multiply(frame, 1000))
     rules = [
         ("blank_line", all_blank(t)),
         ("missing_session_id", blank(t[sid])),
@@ -136,6 +140,28 @@ def diginetica(data: bytes, source: str) -> pa.Table:
     cols = {"event_time": when, "session_id": nullify(t[sid]), "user_id": nullify(t[uid], "NA"),
             "item_id": nullify(t[iid]), "event_type": _const("purchase" if role == "purchases" else "view", n)}
     return finish(cols, first_reason(n, rules), source, csv.lines, t.columns, ";", csv.malformed)
+
+
+def anchor_sessions(session: Any, day_us: Any, frame_us: Any) -> pa.Array:
+    """Event times ``S + timeframe`` with one start ``S`` per session that keeps every event on its date.
+
+    Each event bounds the start: ``eventdate - timeframe <= S < eventdate + 1 day - timeframe``.
+    ``S`` is the session's first eventdate at midnight (the usual convention) when that is
+    inside the bounds, else the lowest start the bounds allow; so a session crossing
+    midnight does not jump a day, and a long session (timeframe over a day) is not pushed
+    past its dates. Rows without a date or timeframe
+    get null. Per file: views and purchases of one session in different files are
+    anchored separately.
+    """
+    df = pd.DataFrame({"s": pa.array(session).to_pandas(), "d": pa.array(day_us).to_pandas(),
+                       "f": pa.array(frame_us).to_pandas()}).astype({"d": "Float64", "f": "Float64"})
+    ok = df["d"].notna() & df["f"].notna() & df["s"].notna()
+    g = df[ok].assign(lo=lambda x: x.d - x.f, hi=lambda x: x.d + DAY_US - x.f - 1).groupby("s", sort=False)
+    first, lo, hi = g.d.transform("min"), g.lo.transform("max"), g.hi.transform("min")
+    start = first.where((first >= lo) & (first <= hi), lo)
+    out = pd.Series(pd.NA, index=df.index, dtype="Float64")
+    out[ok] = start + df.loc[ok, "f"]
+    return pa.array(out.astype("Int64"), pa.int64()).cast(TS)
 
 
 def diginetica_categories(data: bytes, source: str) -> tuple[pa.Table, int]:

@@ -105,6 +105,33 @@ def test_diginetica_views_purchases_categories(shared_data: Path) -> None:
     assert joined.slice(0, 1)["category"][0].as_py() is not None
 
 
+@pytest.mark.shared_data
+def test_diginetica_times_stay_on_their_dates(shared_data: Path) -> None:
+    for name in ("train-item-views-sample.csv", "train-purchases.csv"):
+        path = shared_data / "diginetica" / name
+        t = _parse("diginetica", path)
+        dates = [line.split(";")[-1 if "views" in name else 3] for line in path.read_text().splitlines()[1:]]
+        assert pc.strftime(t["event_time"], format="%Y-%m-%d").to_pylist() == dates
+    # view session 629 crosses midnight: one start for the session, gaps = timeframe differences
+    views = _parse("diginetica", shared_data / "diginetica" / "train-item-views-sample.csv")
+    s629 = sorted(r["event_time"] for r in views.filter(pc.equal(views["session_id"], "629")).to_pylist())
+    assert s629[0] == _utc(2016, 3, 20, 23, 48, 4, 918000)  # 2016-03-21 - 728,961 ms + 13,879 ms
+    assert (s629[-1] - s629[0]).total_seconds() == (1_184_885 - 13_879) / 1000
+
+
+def test_diginetica_anchor_long_and_midnight_sessions(tmp_path: Path) -> None:
+    path = tmp_path / "purchases.csv"
+    path.write_text("sessionId;userId;timeframe;eventdate;ordernumber;itemId\n"
+                    "1;NA;1000;2016-05-06;1;10\n1;NA;3000;2016-05-06;1;11\n"  # one day: eventdate + timeframe
+                    "2;NA;172800000;2016-05-08;2;12\n"  # timeframe of 2 days: stays on its date
+                    "3;9;86300000;2016-05-06;3;13\n3;9;86500000;2016-05-07;3;14\n")  # crosses midnight
+    t = {r["item_id"]: r["event_time"] for r in _parse("diginetica", path).to_pylist()}
+    assert t["10"] == _utc(2016, 5, 6, 0, 0, 1) and t["11"] == _utc(2016, 5, 6, 0, 0, 3)
+    assert t["12"] == _utc(2016, 5, 8)
+    assert t["13"].date().isoformat() == "2016-05-06" and t["14"].date().isoformat() == "2016-05-07"
+    assert (t["14"] - t["13"]).total_seconds() == 200.0
+
+
 def test_diginetica_bad_rows(tmp_path: Path) -> None:
     path = tmp_path / "views.csv"
     path.write_text("session_id;user_id;item_id;timeframe;eventdate\n1;NA;5;100;2016-05-09\n"
