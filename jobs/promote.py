@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.evaluation.classification import pr_auc, psi
+from models.evaluation.classification import pr_auc
 from models.propensity.data import DataError, binary_label, load_table
 from models.propensity.predictor import REGISTRY_NAME, PropensityPredictor
 from models.registry import ModelVersion, Registry, RegistryError
@@ -155,17 +155,44 @@ def gate_not_collapsed(cand_pred: PropensityPredictor, cand_meta: dict[str, Any]
                 {"std": round(std, 6), "distinct": distinct, "mean": round(mean, 6), "base_rate": round(base, 6)})
 
 
+def _cdf_from_quantiles(q: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """P(score <= x) from evenly spaced quantiles (levels 0..1); ties (atoms) take the top level."""
+    levels = np.linspace(0.0, 1.0, q.size)
+    values, last = np.unique(q[::-1], return_index=True)  # for each distinct value, its highest level
+    top = levels[::-1][last]
+    return np.interp(x, values, top, left=0.0, right=1.0)
+
+
+def psi_quantiles(expected_q: np.ndarray, actual: np.ndarray, actual_is_sample: bool, bins: int = 10) -> float:
+    """PSI of ``actual`` (quantiles, or a raw sample) against stored quantiles, on the expected deciles.
+
+    The stored summaries are 21 quantiles, not samples, so bin shares come from the
+    quantile CDF (exact for the expected distribution up to its 5 % resolution).
+    """
+    expected_q = np.sort(np.asarray(expected_q, dtype=np.float64))
+    edges = np.unique(np.quantile(expected_q, np.linspace(0, 1, bins + 1))[1:-1])
+    cdf_e = np.concatenate([[0.0], _cdf_from_quantiles(expected_q, edges), [1.0]])
+    if actual_is_sample:
+        a = np.sort(np.asarray(actual, dtype=np.float64))
+        cdf_a = np.concatenate([[0.0], np.searchsorted(a, edges, side="right") / max(a.size, 1), [1.0]])
+    else:
+        cdf_a = np.concatenate([[0.0], _cdf_from_quantiles(np.sort(np.asarray(actual, np.float64)), edges), [1.0]])
+    e, a = np.maximum(np.diff(cdf_e), 1e-4), np.maximum(np.diff(cdf_a), 1e-4)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
 def gate_psi(cand_meta: dict[str, Any], champ_meta: dict[str, Any] | None, cand_scores: np.ndarray | None,
              psi_max: float) -> Gate:
     own = np.asarray(cand_meta.get("validation_scores") or [], dtype=np.float64)
     numbers: dict[str, Any] = {"max": psi_max}
     if champ_meta is not None and champ_meta.get("validation_scores") and own.size:
-        numbers["vs_champion_validation"] = psi(np.asarray(champ_meta["validation_scores"]), own)
+        numbers["vs_champion_validation"] = psi_quantiles(np.asarray(champ_meta["validation_scores"]), own, False)
     if cand_scores is not None and own.size:
-        numbers["holdout_vs_own_validation"] = psi(own, cand_scores)
+        numbers["holdout_vs_own_validation"] = psi_quantiles(own, cand_scores, True)
     values = {k: v for k, v in numbers.items() if k != "max"}
     if not values:
-        return Gate("psi", True, "no score distributions to compare (no stored validation_scores)", numbers)
+        why = "no stored validation_scores" if not own.size else "no champion and no holdout"
+        return Gate("psi", True, f"nothing to compare ({why})", numbers)
     bad = {k: v for k, v in values.items() if not v <= psi_max}
     text = ", ".join(f"PSI {k} {v:.4f}" for k, v in values.items())
     return Gate("psi", not bad, f"{text}; bound {psi_max}",

@@ -153,3 +153,18 @@ def test_rollback_without_history_fails_clearly(tmp_path: Path, data, capsys) ->
     reg.set_champion(REGISTRY_NAME, v1, "test")
     rc, res = _run(capsys, "--registry", reg.uri, "--rollback")
     assert rc == 2 and "no previous champion" in res["error"] and reg.champion(REGISTRY_NAME) == v1
+
+
+def test_psi_from_stored_quantiles_separates_same_from_shifted() -> None:
+    rng = np.random.default_rng(0)
+    a, b, c = rng.beta(1, 5, 5000), rng.beta(1, 5, 5000), rng.beta(2, 2, 5000)
+
+    def q(v: np.ndarray) -> np.ndarray:
+        return np.quantile(v, np.linspace(0, 1, 21))
+
+    assert promote.psi_quantiles(q(a), q(a), False) == pytest.approx(0.0)
+    assert promote.psi_quantiles(q(a), q(b), False) < 0.05 and promote.psi_quantiles(q(a), b, True) < 0.05
+    assert promote.psi_quantiles(q(a), q(c), False) > 1.0 and promote.psi_quantiles(q(a), c, True) > 1.0
+    # atoms (isotonic calibration ties) do not blow up the PSI of a distribution against itself
+    tied = np.round(a, 1)
+    assert promote.psi_quantiles(q(tied), tied, True) < 0.05
