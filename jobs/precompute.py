@@ -43,6 +43,7 @@ class PrecomputeConfig(BaseModel):
     batch_size: int = Field(2048, ge=1)
     tables: list[str] = Field(default_factory=lambda: ["score", "recs", "popular"])
     actor_cpus: float = Field(0.5, gt=0, description="CPUs per predictor / writer actor (leave room for reads)")
+    recent_hours: float | None = Field(None, gt=0, description="only sessions active this close to the watermark")
 
 
 class ScoredBatches:
@@ -78,6 +79,23 @@ def _filter_tenant(batch: pd.DataFrame, tenant: str | None) -> pd.DataFrame:
     return batch if tenant is None else batch[batch["tenant"] == tenant]
 
 
+def _recent(batch: pd.DataFrame, since: pd.Timestamp) -> pd.DataFrame:
+    """Rows whose session was active at or after ``since`` (cutoff_time or last_time)."""
+    col = "cutoff_time" if "cutoff_time" in batch.columns else "last_time"
+    return batch[pd.to_datetime(batch[col], utc=True) >= since]
+
+
+def recent_since(features: Path, hours: float | None) -> pd.Timestamp | None:
+    """Watermark of the feature output minus ``hours`` (None: every session)."""
+    if hours is None:
+        return None
+    manifest = features / "_manifest.json"
+    if not manifest.exists():
+        raise FileNotFoundError(f"{manifest} not found: --recent-hours needs the feature job's manifest")
+    watermark = json.loads(manifest.read_text()).get("watermark")
+    return pd.Timestamp(watermark) - pd.Timedelta(hours=hours) if watermark else None
+
+
 def publish_model_table(cfg: PrecomputeConfig, table: str, kind: str, source: Path, version: str,
                         run_id: str) -> dict[str, int]:
     """Score ``source`` with the registry model and publish ``table``; returns rows per tenant."""
@@ -86,6 +104,9 @@ def publish_model_table(cfg: PrecomputeConfig, table: str, kind: str, source: Pa
     ns_version = keys.run_version(version, run_id)
     ds = ray.data.read_parquet(str(source))
     ds = ds.map_batches(_filter_tenant, fn_kwargs={"tenant": cfg.tenant}, batch_format="pandas")
+    since = recent_since(Path(cfg.features), cfg.recent_hours)
+    if since is not None:
+        ds = ds.map_batches(_recent, fn_kwargs={"since": since}, batch_format="pandas")
     ds = ds.map_batches(ScoredBatches, fn_constructor_kwargs={"kind": kind, "registry_uri": cfg.registry,
                                                               "version": version, "top_k": cfg.top_k},
                         batch_size=cfg.batch_size, batch_format="pandas", concurrency=1, num_cpus=cfg.actor_cpus)
@@ -186,11 +207,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top-k", type=int, default=20)
     parser.add_argument("--popular-k", type=int, default=100)
     parser.add_argument("--tables", default="score,recs,popular")
+    parser.add_argument("--recent-hours", type=float, default=None,
+                        help="only sessions active within this many hours of the feature watermark")
     ns = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = PrecomputeConfig(features=ns.features, registry=ns.registry, redis=ns.redis, tenant=ns.tenant,
                            ttl=ns.ttl, top_k=ns.top_k, popular_k=ns.popular_k,
-                           tables=[t for t in ns.tables.split(",") if t])
+                           tables=[t for t in ns.tables.split(",") if t], recent_hours=ns.recent_hours)
     logger.info("precompute config: %s", cfg.model_dump())
     import ray
 

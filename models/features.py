@@ -55,6 +55,9 @@ def session_features(events: pd.DataFrame, cut_at_first_purchase: bool = True) -
     """
     if events.empty:
         return _empty()
+    sids = events["session_id"].to_numpy()
+    if len(sids) <= _FAST_MAX and (sids == sids[0]).all():
+        return _one_session(events, cut_at_first_purchase)
     ev = events.loc[:, [c for c in _INPUT if c in events.columns]].copy()
     for col in ("user_id", "price", "category", "tenant"):
         if col not in ev.columns:
@@ -127,8 +130,8 @@ def session_features(events: pd.DataFrame, cut_at_first_purchase: bool = True) -
     out["cart_ratio"] = out["n_carts"] / out["n_events"]
     out["last_event_is_cart"] = out.pop("last_cart").astype(float)
     last_time = pd.to_datetime(out["t_last"] * 1e6, unit="us", utc=True)
-    out["hour"] = last_time.dt.hour.to_numpy()
-    out["weekday"] = last_time.dt.weekday.to_numpy()
+    out["hour"] = last_time.dt.hour.to_numpy().astype(float)
+    out["weekday"] = last_time.dt.weekday.to_numpy().astype(float)
     out["is_identified"] = out["user_id"].notna().astype(float)
     out["cutoff_time"] = last_time.to_numpy()
     for col in ("n_events", "n_views", "n_carts", "n_removes", "n_items", "n_categories"):
@@ -141,6 +144,68 @@ def session_features(events: pd.DataFrame, cut_at_first_purchase: bool = True) -
         out[LABEL] = label.reindex(out[KEY].to_numpy()).to_numpy().astype("int8")
         cols.append(LABEL)
     return out[cols]
+
+
+_FAST_MAX = 2_000  # one live session scored online: plain numpy, no groupby
+
+
+def _one_session(events: pd.DataFrame, cut_at_first_purchase: bool) -> pd.DataFrame:
+    """``session_features`` for the events of one session, without pandas groupby (~0.2 ms)."""
+    t_all = pd.to_datetime(events["event_time"], utc=True).to_numpy(dtype="datetime64[us]").astype(np.int64)
+    order = np.argsort(t_all, kind="stable")
+    t_all = t_all[order]
+    etype = events["event_type"].to_numpy()[order]
+    buy = etype == "purchase"
+    purchased = bool(buy.any())
+    keep = (~np.maximum.accumulate(buy)) if cut_at_first_purchase else ~buy
+    if not keep.any():
+        return _empty()
+    t = t_all[keep] / 1e6
+    etype = etype[keep]
+    n = len(t)
+
+    def col(name: str) -> np.ndarray:
+        if name in events.columns:
+            return events[name].to_numpy()[order][keep]
+        return np.full(n, np.nan if name == "price" else None, dtype=float if name == "price" else object)
+
+    items, cats, users, tenants = col("item_id"), col("category"), col("user_id"), col("tenant")
+    price = pd.to_numeric(pd.Series(col("price")), errors="coerce").to_numpy(dtype=float)
+    dwell = np.diff(t)
+    cart = etype == "cart"
+    cart_prices = price[cart]
+    n_items = float(len(pd.unique(items)))
+    cat_vals = pd.Series(cats).dropna()
+    users_known = pd.Series(users).dropna()
+    tenants_known = pd.Series(tenants).dropna()
+    last_time = pd.Timestamp(int(t_all[keep][-1]), unit="us", tz="UTC")
+    has_price = ~np.isnan(price)
+    row = {
+        KEY: sids_first(events), "user_id": users_known.iloc[-1] if len(users_known) else None,
+        "tenant": tenants_known.iloc[-1] if len(tenants_known) else None, "cutoff_time": last_time,
+        "n_events": float(n), "n_views": float((etype == "view").sum()), "n_carts": float(cart.sum()),
+        "n_removes": float((etype == "remove_from_cart").sum()), "n_items": n_items,
+        "n_categories": float(cat_vals.nunique()), "duration_s": float(t[-1] - t[0]),
+        "mean_dwell_s": float(dwell.mean()) if n > 1 else np.nan,
+        "max_dwell_s": float(dwell.max()) if n > 1 else np.nan,
+        "last_dwell_s": float(t[-1] - t[-2]) if n > 1 else np.nan,
+        "repeat_ratio": 1.0 - n_items / n, "cart_ratio": float(cart.sum()) / n,
+        "mean_price": float(price[has_price].mean()) if has_price.any() else np.nan,
+        "max_price": float(price[has_price].max()) if has_price.any() else np.nan,
+        "cart_value": float(np.nansum(cart_prices)) if (~np.isnan(cart_prices)).any() else np.nan,
+        "last_event_is_cart": float(cart[-1]), "hour": float(last_time.hour), "weekday": float(last_time.weekday()),
+        "is_identified": float(len(users_known) > 0),
+    }
+    out = pd.DataFrame([row])
+    cols = [KEY, "user_id", "tenant", "cutoff_time", *SESSION_FEATURES]
+    if cut_at_first_purchase:
+        out[LABEL] = np.int8(purchased)
+        cols.append(LABEL)
+    return out[cols]
+
+
+def sids_first(events: pd.DataFrame) -> object:
+    return events["session_id"].iloc[0]
 
 
 _INPUT = ("event_time", "session_id", "user_id", "item_id", "event_type", "price", "category", "tenant")

@@ -90,18 +90,26 @@ class LatencyEstimate:
     margin that decays slowly from spikes.
     """
 
-    def __init__(self, alpha: float = 0.2, initial_ms: float = 0.0):
+    def __init__(self, alpha: float = 0.2, initial_ms: float = 0.0, half_life_s: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic):
         self.alpha = alpha
         self.mean_ms = initial_ms
         self.peak_ms = initial_ms
+        self.half_life_s = half_life_s
+        self._clock = clock
+        self._seen = clock()
 
     def observe(self, ms: float) -> None:
         self.mean_ms = ms if self.mean_ms == 0 else (1 - self.alpha) * self.mean_ms + self.alpha * ms
         self.peak_ms = max(ms, 0.9 * self.peak_ms)
+        self._seen = self._clock()
 
     @property
     def estimate_ms(self) -> float:
-        return max(self.mean_ms, 0.5 * self.peak_ms)
+        # A skipped model is never observed, so the estimate decays with time since the last
+        # observation: one slow call (a cold start, a GC pause) cannot shut the model out for good.
+        decay = 0.5 ** ((self._clock() - self._seen) / self.half_life_s)
+        return max(self.mean_ms, 0.5 * self.peak_ms) * decay
 
     def fits(self, remaining_s: float) -> bool:
         return remaining_s * 1000.0 > self.estimate_ms

@@ -72,5 +72,24 @@ def load_bundle(tenant: str, registry_uri: str, cfg: TenantConfig | None = None,
             logger.error("could not load %s for tenant %s from %s: %s", name, tenant, uri, exc)
     bundle.popular = popular_from(bundle.recommender, popular_k)
     bundle.prior = float(getattr(bundle.propensity, "base_rate", 0.0) or 0.0)
+    warm_up(bundle)
     logger.info("tenant %s models: %s", tenant, bundle.versions)
     return bundle
+
+
+def warm_up(bundle: ModelBundle) -> None:
+    """Run each model once before it takes traffic: lazy indexes and first-call costs
+    (seconds for a kNN index) must never land on a live request's deadline."""
+    import pandas as pd
+
+    item = bundle.popular[0][0] if bundle.popular else "warm-up"
+    try:
+        if bundle.recommender is not None:
+            bundle.recommender.recommend([item], k=5)
+        if bundle.propensity is not None:
+            now = pd.Timestamp.now(tz="UTC")
+            bundle.propensity.score_events(pd.DataFrame({
+                "event_time": [now, now], "session_id": ["warm-up", "warm-up"], "item_id": [item, item],
+                "event_type": ["view", "cart"], "price": [1.0, 1.0]}))
+    except Exception:  # noqa: BLE001 - a failed warm-up must not stop the replica; the request path logs errors
+        logger.exception("warm-up failed for tenant %s", bundle.tenant)

@@ -66,3 +66,24 @@ def test_empty_input_gives_typed_empty_frame() -> None:
 def test_optional_columns_may_be_absent(missing: str) -> None:
     out = session_features(_events().drop(columns=[missing]))
     assert len(out) == 2
+
+
+def test_single_session_fast_path_equals_the_vectorised_path() -> None:
+    from jobs.generate import GeneratorConfig, generate
+
+    ev = generate(GeneratorConfig(events=3_000, seed=4, items=300)).to_pandas()
+    ev.loc[ev.index[::17], "price"] = None  # missing prices too
+    for cut in (True, False):
+        batch = session_features(ev, cut_at_first_purchase=cut).set_index("session_id")
+        for sid in ev["session_id"].drop_duplicates().head(150):
+            one = session_features(ev[ev["session_id"] == sid], cut_at_first_purchase=cut)
+            if sid not in batch.index:
+                assert one.empty
+                continue
+            got = one.set_index("session_id").iloc[0]
+            want = batch.loc[sid]
+            pd.testing.assert_series_equal(got[list(SESSION_FEATURES)].astype(float),
+                                           want[list(SESSION_FEATURES)].astype(float), check_names=False)
+            assert got["cutoff_time"] == want["cutoff_time"]
+            if cut:
+                assert got[LABEL] == want[LABEL]
