@@ -21,7 +21,7 @@ submit() {
   set +e
   ray job submit --address "$RAY_ADDRESS" --working-dir . \
       --runtime-env-json '{"env_vars": {"PYTHONUNBUFFERED": "1", "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}}' \
-      -- "$@" 2>&1 | grep --line-buffered -vE "packaging.py|dashboard_sdk.py|working_dir.py|sdk.py:|cli.py:4[0-9]|Running Dataset|Tip:|^\s*$"
+      -- "$@" 2>&1 | grep --line-buffered -vE "packaging.py|dashboard_sdk.py|working_dir.py|sdk.py:|cli.py:|job_manager.py|worker.py:|streaming_executor|util.py:|dataset.py:|raylet|core_worker|Running Dataset|Tip:|^\s*$"
   local rc=${PIPESTATUS[0]}
   set -e
   [ "$rc" -eq 0 ] || { echo "step failed (exit $rc): $*" >&2; exit "$rc"; }
@@ -39,10 +39,14 @@ submit python -m jobs.train_propensity --features "$DATA/features/sessions" --la
 
 step "4/6 train the session recommender and register it"
 submit python -m jobs.train_recommender --train "$DATA/features/sequences" --format parquet \
-  --model vsknn --registry "$REGISTRY" --promote --json
+  --model vsknn --test-fraction 0.01 --registry "$REGISTRY" --promote --json
 
 step "5/6 precompute scores, top-K and popular items to Redis (versioned, atomic pointer flip)"
-submit python -m jobs.precompute --features "$DATA/features" --registry "$REGISTRY" --redis "$TANDEM_REDIS_URL"
+# Scores for every session; top-K only for sessions active in the last day (the ones that come back).
+submit python -m jobs.precompute --features "$DATA/features" --registry "$REGISTRY" --redis "$TANDEM_REDIS_URL" \
+  --tables score,popular
+submit python -m jobs.precompute --features "$DATA/features" --registry "$REGISTRY" --redis "$TANDEM_REDIS_URL" \
+  --tables recs --recent-hours 24
 
 step "6/6 deploy the Serve application (serve deploy)"
 python -m jobs.deploy --config serve/config.yaml --registry "$REGISTRY" --redis "$TANDEM_REDIS_URL" \
@@ -59,8 +63,8 @@ EOF
 step "try it"
 show() { echo "\$ $1"; eval "$1"; echo; }
 show "curl -s -X POST $TANDEM_SERVE_URL/v1/score -H 'X-API-Key: $API_KEY' -H 'Content-Type: application/json' -d '{\"session_id\": \"$SESSION\"}'"
-show "curl -s -X POST $TANDEM_SERVE_URL/v1/score -H 'X-API-Key: $API_KEY' -H 'Content-Type: application/json' -d '{\"session_id\": \"new-visitor-1\", \"events\": [{\"item_id\": \"i12\", \"event_type\": \"view\", \"event_time\": \"2026-11-24T12:00:00Z\", \"price\": 19.9}, {\"item_id\": \"i12\", \"event_type\": \"cart\", \"event_time\": \"2026-11-24T12:01:10Z\", \"price\": 19.9}]}'"
-show "curl -s -X POST $TANDEM_SERVE_URL/v1/events -H 'X-API-Key: $API_KEY' -H 'Content-Type: application/json' -d '{\"session_id\": \"new-visitor-1\", \"events\": [{\"item_id\": \"i40\", \"event_type\": \"view\", \"event_time\": \"2026-11-24T12:02:00Z\"}]}'"
+show "curl -s -X POST $TANDEM_SERVE_URL/v1/score -H 'X-API-Key: $API_KEY' -H 'Content-Type: application/json' -d '{\"session_id\": \"new-visitor-1\", \"deadline_ms\": 50, \"events\": [{\"item_id\": \"i12\", \"event_type\": \"view\", \"event_time\": \"2026-11-24T12:00:00Z\", \"price\": 19.9}, {\"item_id\": \"i12\", \"event_type\": \"cart\", \"event_time\": \"2026-11-24T12:01:10Z\", \"price\": 19.9}]}'"
+show "curl -s -X POST $TANDEM_SERVE_URL/v1/events -H 'X-API-Key: $API_KEY' -H 'Content-Type: application/json' -d '{\"session_id\": \"new-visitor-1\", \"deadline_ms\": 50, \"events\": [{\"item_id\": \"i40\", \"event_type\": \"view\", \"event_time\": \"2026-11-24T12:02:00Z\"}]}'"
 show "curl -s -X POST $TANDEM_SERVE_URL/v1/recommend -H 'X-API-Key: $API_KEY' -H 'Content-Type: application/json' -d '{\"session_id\": \"new-visitor-1\", \"k\": 5}'"
 show "curl -s -o /dev/null -w '%{http_code}\n' -X POST $TANDEM_SERVE_URL/v1/score -H 'X-API-Key: $API_KEY' -H 'Content-Type: application/json' -d '{\"session_id\": 42, \"deadline_ms\": -1}'"
 show "curl -s $TANDEM_SERVE_URL/v1/health"
