@@ -38,6 +38,8 @@ class LocalConfig:
     redis_port: int = 6399
     serve_port: int = 8000
     metrics_port: int = 8080
+    agent_port: int = 52365
+    client_port: int = 10001
     num_cpus: int | None = None
 
     @classmethod
@@ -51,6 +53,8 @@ class LocalConfig:
             "redis_port": int(env.get("TANDEM_REDIS_PORT", "6399")),
             "serve_port": int(env.get("TANDEM_SERVE_PORT", "8000")),
             "metrics_port": int(env.get("TANDEM_METRICS_PORT", "8080")),
+            "agent_port": int(env.get("TANDEM_AGENT_PORT", "52365")),
+            "client_port": int(env.get("TANDEM_CLIENT_PORT", "10001")),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
@@ -233,11 +237,14 @@ def start_ray(cfg: LocalConfig) -> int:
     cmd = [ray_bin, "start", "--head", "--block", f"--port={cfg.ray_port}",
            "--dashboard-host=127.0.0.1", f"--dashboard-port={cfg.dashboard_port}",
            f"--metrics-export-port={cfg.metrics_port}",
+           f"--dashboard-agent-listen-port={cfg.agent_port}", f"--ray-client-server-port={cfg.client_port}",
            f"--temp-dir={cfg.ray_temp_dir}", "--disable-usage-stats"]
     if cfg.num_cpus:
         cmd.append(f"--num-cpus={cfg.num_cpus}")
     pid = spawn(cmd, cfg.run_dir / "ray.log", cfg.run_dir / "ray.pid", env=ray_env(cfg))
     wait_for(lambda: dashboard_up(cfg), f"the Ray dashboard at {cfg.dashboard_url}", 120)
+    # Jobs are submitted through the head's dashboard agent: wait for it too.
+    wait_for(lambda: port_open(cfg.agent_port), f"the dashboard agent on port {cfg.agent_port}", 120)
     return pid
 
 
@@ -260,7 +267,7 @@ def up(cfg: LocalConfig) -> None:
         start_redis(cfg.redis_port, cfg.run_dir / "redis", cfg.run_dir / "redis.pid")
         logger.info("redis-server on %s", cfg.redis_url)
     if read_pid(cfg.run_dir / "ray.pid") is None:
-        for port in (cfg.ray_port, cfg.dashboard_port, cfg.metrics_port):
+        for port in (cfg.ray_port, cfg.dashboard_port, cfg.metrics_port, cfg.agent_port, cfg.client_port):
             if port_open(port):
                 raise RuntimeError(f"port {port} is taken by another process; set TANDEM_RAY_PORT / "
                                    "TANDEM_DASHBOARD_PORT")

@@ -32,7 +32,8 @@ def test_stop_group_stops_only_its_own_redis(tmp_path: Path) -> None:
 def test_up_submit_job_with_token_then_down(tmp_path: Path) -> None:
     run_dir = Path("/tmp") / f"tdm-up-{os.getpid()}"
     cfg = LocalConfig(run_dir=run_dir, ray_port=free_port(), dashboard_port=free_port(),
-                      redis_port=free_port(), metrics_port=free_port(), num_cpus=1)
+                      redis_port=free_port(), metrics_port=free_port(), agent_port=free_port(),
+                      client_port=free_port(), num_cpus=1)
     try:
         up(cfg)
         token = (run_dir / "auth_token").read_text().strip()
