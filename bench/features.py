@@ -79,7 +79,7 @@ def _tree_rss(root_pid: int) -> int:
 def _measure(cmd: list[str]) -> tuple[float, int, str]:
     """Run ``cmd``; return wall seconds, peak process-tree RSS and its stdout."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     peak = 0
     done = threading.Event()
@@ -92,11 +92,11 @@ def _measure(cmd: list[str]) -> tuple[float, int, str]:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    out, _ = proc.communicate()
+    out, err = proc.communicate()
     done.set()
     sampler.join()
     if proc.returncode != 0:
-        raise RuntimeError(f"{cmd[2:4]} failed with exit {proc.returncode}")
+        raise RuntimeError(f"engine {cmd[4]} failed with exit {proc.returncode}:\n{err[-3000:]}")
     return time.perf_counter() - t0, peak, out
 
 
@@ -113,14 +113,14 @@ def _duckdb(events: str, out: str) -> None:
 def _tandem(events: str, out: str) -> None:
     import secrets
 
+    tmp = tempfile.mkdtemp(prefix="tdm-bf-", dir="/tmp")
+    token = Path(tmp) / "token"
+    token.write_text(secrets.token_hex(32))
+    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))  # read by Ray at import
     import ray
 
     from jobs import features
 
-    tmp = tempfile.mkdtemp(prefix="tdm-bf-", dir="/tmp")
-    token = Path(tmp) / "token"
-    token.write_text(secrets.token_hex(32))
-    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
     ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, _temp_dir=tmp, log_to_driver=False)
     try:
         t0 = time.perf_counter()
