@@ -7,10 +7,9 @@ Each layout ``WxT`` runs ``W`` Ray Train workers with ``T`` threads each (``2x1`
 data-parallel LightGBM over its network; ``1x2`` is one worker using both cores). The plain
 peer uses all the cluster's CPUs as threads. Per Ray run the overhead is split into:
 
-- ``worker_start``: ``fit()`` called -> the train loop starts on the workers (controller,
-  placement group, worker actors, backend setup);
-- ``ingest``: Ray Data from the driver's DataFrame to each worker's shard in pandas
-  (``from_pandas`` + split + ``materialize`` + ``to_pandas``);
+- ``worker_start``: trainer built (incl. ``ray.data.from_pandas``) -> the train loop starts
+  on the workers (controller, placement group, worker actors, backend setup);
+- ``ingest``: each worker's Ray Data shard to pandas (split + ``materialize`` + ``to_pandas``);
 - ``convert``: to the float matrix and ``lightgbm.Dataset`` construction (the plain run pays
   its own ``Dataset`` construction too);
 - ``train``: ``lightgbm.train`` itself (includes the socket network setup with 2 workers);
