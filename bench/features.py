@@ -121,11 +121,14 @@ def _tandem(events: str, out: str) -> None:
 
     from jobs import features
 
-    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, _temp_dir=tmp, log_to_driver=False)
+    # A fixed object store (2 GiB): memory stays bounded as input grows; Ray spills past it.
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, _temp_dir=tmp, log_to_driver=False,
+             object_store_memory=2 * 1024**3)
     try:
         t0 = time.perf_counter()
-        manifest = features.run(events, Path(out) / "features", buckets=4 * (os.cpu_count() or 1),
-                                sessions_only=True)
+        rows = sum(f.stat().st_size for f in Path(events).rglob("*.parquet")) // 14  # ~14 bytes/event on disk
+        buckets = max(4 * (os.cpu_count() or 1), rows // 500_000)  # ~500k events per stage-2 task
+        manifest = features.run(events, Path(out) / "features", buckets=buckets, sessions_only=True)
         sys.stdout.write(json.dumps({"sessions": manifest["sessions"], "job_s": time.perf_counter() - t0}) + "\n")
     finally:
         ray.shutdown()
