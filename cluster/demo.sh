@@ -18,12 +18,20 @@ step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 submit() {
   # Every pipeline step is a Ray job: same code path as on a production cluster.
   # `ray job submit` waits, streams the job's logs and exits non-zero when the job fails.
-  set +e
-  ray job submit --address "$RAY_ADDRESS" --working-dir . \
-      --runtime-env-json '{"env_vars": {"PYTHONUNBUFFERED": "1", "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}}' \
-      -- "$@" 2>&1 | grep --line-buffered -vE "packaging.py|dashboard_sdk.py|working_dir.py|sdk.py:|cli.py:|job_manager.py|worker.py:|streaming_executor|util.py:|dataset.py:|raylet|core_worker|Running Dataset|Tip:|^\s*$"
-  local rc=${PIPESTATUS[0]}
-  set -e
+  local attempt rc
+  for attempt in 1 2 3 4 5; do
+    set +e
+    ray job submit --address "$RAY_ADDRESS" --working-dir . \
+        --runtime-env-json '{"env_vars": {"PYTHONUNBUFFERED": "1", "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}}' \
+        -- "$@" 2>&1 | tee .run/last_submit.log \
+      | grep --line-buffered -vE "packaging.py|dashboard_sdk.py|working_dir.py|sdk.py:|cli.py:|job_manager.py|worker.py:|streaming_executor|util.py:|dataset.py:|raylet|core_worker|Running Dataset|Tip:|^\s*$"
+    rc=${PIPESTATUS[0]}
+    set -e
+    # The head's job agent can lag the dashboard right after `make up`: retry that case only.
+    grep -q "No available agent to submit job" .run/last_submit.log || break
+    echo "the job agent is not ready yet; retrying in 5 s ($attempt/5)"
+    sleep 5
+  done
   [ "$rc" -eq 0 ] || { echo "step failed (exit $rc): $*" >&2; exit "$rc"; }
 }
 

@@ -38,8 +38,8 @@ class LocalConfig:
     redis_port: int = 6399
     serve_port: int = 8000
     metrics_port: int = 8080
-    agent_port: int = 52365
-    client_port: int = 10001
+    agent_port: int = 52375  # not Ray's default 52365, which every other local Ray on the box takes
+    client_port: int = 10011
     num_cpus: int | None = None
 
     @classmethod
@@ -53,8 +53,8 @@ class LocalConfig:
             "redis_port": int(env.get("TANDEM_REDIS_PORT", "6399")),
             "serve_port": int(env.get("TANDEM_SERVE_PORT", "8000")),
             "metrics_port": int(env.get("TANDEM_METRICS_PORT", "8080")),
-            "agent_port": int(env.get("TANDEM_AGENT_PORT", "52365")),
-            "client_port": int(env.get("TANDEM_CLIENT_PORT", "10001")),
+            "agent_port": int(env.get("TANDEM_AGENT_PORT", "52375")),
+            "client_port": int(env.get("TANDEM_CLIENT_PORT", "10011")),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -26,7 +26,7 @@ import pandas as pd
 
 from models.evaluation.classification import evaluate
 from models.propensity.artifact import MODEL_FILES, save
-from models.propensity.data import DataError, binary_label, encode_features, load_table, split
+from models.propensity.data import LABEL, DataError, prepare
 from models.propensity.fit import finalize
 from models.propensity.model import (
     PropensityConfig,
@@ -39,7 +39,6 @@ from models.propensity.predictor import REGISTRY_NAME, PropensityPredictor, load
 from models.registry import Registry
 
 logger = logging.getLogger(__name__)
-LABEL = "_label"
 
 
 def _train_loop(config: dict[str, Any]) -> None:
@@ -114,22 +113,7 @@ def baselines(train: pd.DataFrame, test: pd.DataFrame, features: list[str], min_
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
-    raw = load_table(args.features)
-    if raw.empty:
-        raise DataError(f"{args.features}: the table has no rows")
-    y = binary_label(raw, args.label, args.features)
-    feats, categories = encode_features(raw, args.label, args.time_column)
-    if feats.shape[1] == 0:
-        raise DataError(f"{args.features}: no numeric or categorical feature columns besides the label")
-    frame = feats.assign(**{LABEL: y})
-    if args.time_column:
-        if args.time_column not in raw.columns:
-            raise DataError(f"{args.features}: time column {args.time_column!r} not found")
-        frame[args.time_column] = raw[args.time_column].to_numpy()
-    parts = split(frame, LABEL, args.time_column, seed=args.seed)
-    if parts.kind == "stratified":
-        logger.warning("no time column: stratified seeded split (seed %d), not a time-based holdout", args.seed)
-    features = list(feats.columns)
+    raw, parts, features, categories = prepare(args.features, args.label, args.time_column, args.seed)
     cfg = PropensityConfig(kind=args.model, imbalance=args.imbalance, num_boost_round=args.rounds, seed=args.seed,
                            keep_rate=args.keep_rate)
     fit_train = (downsample_negatives(parts.train, LABEL, cfg.keep_rate, cfg.seed)

@@ -43,7 +43,7 @@ import pandas as pd
 from models.evaluation.classification import evaluate, pr_auc, recall_at_precision
 from models.propensity.artifact import PropensityArtifact, save
 from models.propensity.calibration import Calibrator
-from models.propensity.data import DataError, Split, binary_label, encode_features, load_table, split
+from models.propensity.data import LABEL, DataError, Split, prepare
 from models.propensity.model import (
     PropensityConfig,
     downsample_negatives,
@@ -55,7 +55,6 @@ from models.propensity.predictor import REGISTRY_NAME, PropensityPredictor
 from models.registry import Registry, code_version
 
 logger = logging.getLogger(__name__)
-LABEL = "_label"
 METRIC = "val_pr_auc"
 TUNED = ("kind", "imbalance", "keep_rate", "learning_rate", "num_leaves", "max_depth", "min_child_samples",
          "feature_fraction", "bagging_fraction", "reg_lambda")
@@ -162,27 +161,6 @@ def ray_train_trainable(params: dict[str, Any], train: pd.DataFrame, val: pd.Dat
         from ray.train.xgboost import XGBoostTrainer
 
         XGBoostTrainer(_train_v2_loop, **common).fit()
-
-
-def prepare(path: str, label: str, time_column: str | None, seed: int) -> tuple[pd.DataFrame, Split, list[str],
-                                                                                  dict[str, list[str]]]:
-    """Raw table, the train/validation/test split of the encoded frame, features and category maps."""
-    raw = load_table(path)
-    if raw.empty:
-        raise DataError(f"{path}: the table has no rows")
-    y = binary_label(raw, label, path)
-    feats, categories = encode_features(raw, label, time_column)
-    if feats.shape[1] == 0:
-        raise DataError(f"{path}: no numeric or categorical feature columns besides the label")
-    frame = feats.assign(**{LABEL: y})
-    if time_column:
-        if time_column not in raw.columns:
-            raise DataError(f"{path}: time column {time_column!r} not found; columns are {list(raw.columns)}")
-        frame[time_column] = raw[time_column].to_numpy()
-    parts = split(frame, LABEL, time_column, seed=seed)
-    if parts.kind == "stratified":
-        logger.warning("no time column: stratified seeded split (seed %d), not a time-based holdout", seed)
-    return raw, parts, list(feats.columns), categories
 
 
 def refit_with_oof_calibration(cfg: PropensityConfig, data: pd.DataFrame, features: list[str], folds: int,

@@ -22,6 +22,9 @@ TRUE = {"1", "true", "t", "yes", "y"}
 FALSE = {"0", "false", "f", "no", "n"}
 
 
+LABEL = "_label"  # the binary label column of a prepared frame
+
+
 class DataError(ValueError):
     """The table cannot be trained on; the message names the file and column."""
 
@@ -119,3 +122,24 @@ def split(df: pd.DataFrame, label: str, time_column: str | None, fractions: tupl
         for i, chunk in enumerate((idx[:a], idx[a:b], idx[b:])):
             parts[i].extend(chunk.tolist())
     return Split(*(df.iloc[sorted(p)] for p in parts), "stratified")
+
+
+def prepare(path: str, label: str, time_column: str | None, seed: int) -> tuple[pd.DataFrame, Split, list[str],
+                                                                      dict[str, list[str]]]:
+    """Raw table, the train/validation/test split of the encoded frame, features and category maps."""
+    raw = load_table(path)
+    if raw.empty:
+        raise DataError(f"{path}: the table has no rows")
+    y = binary_label(raw, label, path)
+    feats, categories = encode_features(raw, label, time_column)
+    if feats.shape[1] == 0:
+        raise DataError(f"{path}: no numeric or categorical feature columns besides the label")
+    frame = feats.assign(**{LABEL: y})
+    if time_column:
+        if time_column not in raw.columns:
+            raise DataError(f"{path}: time column {time_column!r} not found; columns are {list(raw.columns)}")
+        frame[time_column] = raw[time_column].to_numpy()
+    parts = split(frame, LABEL, time_column, seed=seed)
+    if parts.kind == "stratified":
+        logger.warning("no time column: stratified seeded split (seed %d), not a time-based holdout", seed)
+    return raw, parts, list(feats.columns), categories
