@@ -39,7 +39,7 @@ class LocalConfig:
     serve_port: int = 8000
     metrics_port: int = 8080
     agent_port: int = 52375  # not Ray's default 52365, which every other local Ray on the box takes
-    client_port: int = 10011
+    client_port: int = 23001  # outside Ray's worker port range (10002-19999)
     num_cpus: int | None = None
 
     @classmethod
@@ -54,7 +54,7 @@ class LocalConfig:
             "serve_port": int(env.get("TANDEM_SERVE_PORT", "8000")),
             "metrics_port": int(env.get("TANDEM_METRICS_PORT", "8080")),
             "agent_port": int(env.get("TANDEM_AGENT_PORT", "52375")),
-            "client_port": int(env.get("TANDEM_CLIENT_PORT", "10011")),
+            "client_port": int(env.get("TANDEM_CLIENT_PORT", "23001")),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
@@ -242,7 +242,10 @@ def start_ray(cfg: LocalConfig) -> int:
     if cfg.num_cpus:
         cmd.append(f"--num-cpus={cfg.num_cpus}")
     pid = spawn(cmd, cfg.run_dir / "ray.log", cfg.run_dir / "ray.pid", env=ray_env(cfg))
-    wait_for(lambda: dashboard_up(cfg), f"the Ray dashboard at {cfg.dashboard_url}", 120)
+    wait_for(lambda: dashboard_up(cfg) or not pid_alive(pid), f"the Ray dashboard at {cfg.dashboard_url}", 120)
+    if not pid_alive(pid):
+        log = (cfg.run_dir / "ray.log").read_text(errors="replace").strip().splitlines()
+        raise RuntimeError("ray start exited; the end of .run/ray.log:\n" + "\n".join(log[-8:]))
     # Jobs are submitted through the head's dashboard agent: wait for it too.
     wait_for(lambda: port_open(cfg.agent_port), f"the dashboard agent on port {cfg.agent_port}", 120)
     return pid
