@@ -92,13 +92,18 @@ def free_port() -> int:
 
 
 def pid_alive(pid: int) -> bool:
+    """True for a running process (a zombie, exited but not yet reaped, counts as dead)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
 
 
 def read_pid(path: Path) -> int | None:
