@@ -72,7 +72,7 @@ step "try it"
 show() { echo "\$ $1"; eval "$1"; echo; }
 show "curl -s -X POST $TANDEM_SERVE_URL/v1/score -H 'X-API-Key: $API_KEY' -H 'Content-Type: application/json' -d '{\"session_id\": \"$SESSION\"}'"
 show "curl -s -X POST $TANDEM_SERVE_URL/v1/score -H 'X-API-Key: $API_KEY' -H 'Content-Type: application/json' -d '{\"session_id\": \"new-visitor-1\", \"deadline_ms\": 50, \"events\": [{\"item_id\": \"i12\", \"event_type\": \"view\", \"event_time\": \"2026-11-24T12:00:00Z\", \"price\": 19.9}, {\"item_id\": \"i12\", \"event_type\": \"cart\", \"event_time\": \"2026-11-24T12:01:10Z\", \"price\": 19.9}]}'"
-show "curl -s -X POST $TANDEM_SERVE_URL/v1/events -H 'X-API-Key: $API_KEY' -H 'Content-Type: application/json' -d '{\"session_id\": \"new-visitor-1\", \"deadline_ms\": 50, \"events\": [{\"item_id\": \"i40\", \"event_type\": \"view\", \"event_time\": \"2026-11-24T12:02:00Z\"}]}'"
+show "curl -s -X POST $TANDEM_SERVE_URL/v1/events -H 'X-API-Key: $API_KEY' -H 'Content-Type: application/json' -d '{\"session_id\": \"new-visitor-1\", \"events\": [{\"item_id\": \"i40\", \"event_type\": \"view\", \"event_time\": \"2026-11-24T12:02:00Z\"}]}'"
 show "curl -s -X POST $TANDEM_SERVE_URL/v1/recommend -H 'X-API-Key: $API_KEY' -H 'Content-Type: application/json' -d '{\"session_id\": \"new-visitor-1\", \"k\": 5}'"
 show "curl -s -o /dev/null -w '%{http_code}\n' -X POST $TANDEM_SERVE_URL/v1/score -H 'X-API-Key: $API_KEY' -H 'Content-Type: application/json' -d '{\"session_id\": 42, \"deadline_ms\": -1}'"
 show "curl -s $TANDEM_SERVE_URL/v1/health"
