@@ -68,6 +68,20 @@ def _train_loop(config: dict[str, Any]) -> None:
         ray.train.report({"best_iteration": int(getattr(booster, "best_iteration", 0) or 0)}, checkpoint=checkpoint)
 
 
+def worker_cpus(workers: int) -> float:
+    """CPUs per Train worker: one each, or an even share of what is free when the cluster is
+    smaller (a small cluster also runs the Serve replicas, which hold CPUs; asking for more
+    than is free would leave the placement group pending forever)."""
+    import ray
+
+    free = float(ray.available_resources().get("CPU", 0.0))
+    if free >= workers:
+        return 1.0
+    share = max(0.1, round(free / workers, 2)) if free > 0 else 0.1
+    logger.warning("only %.2f CPUs free for %d Train workers: %.2f CPU each", free, workers, share)
+    return share
+
+
 def train_distributed(cfg: PropensityConfig, train: pd.DataFrame, val: pd.DataFrame, features: list[str],
                       workers: int, storage: str) -> Any:
     """Fit the booster data-parallel with Ray Train V2 and return it."""
@@ -78,7 +92,8 @@ def train_distributed(cfg: PropensityConfig, train: pd.DataFrame, val: pd.DataFr
                 "validation": ray.data.from_pandas(val[features + [LABEL]])}
     loop_cfg = {"cfg": cfg.model_dump(), "features": features, "workers": workers}
     common = {"train_loop_config": loop_cfg, "datasets": datasets,
-              "scaling_config": ScalingConfig(num_workers=workers, resources_per_worker={"CPU": 1}),
+              "scaling_config": ScalingConfig(num_workers=workers,
+                                              resources_per_worker={"CPU": worker_cpus(workers)}),
               "run_config": RunConfig(name=f"propensity-{int(time.time())}", storage_path=storage),
               "dataset_config": ray.train.DataConfig(datasets_to_split=["train"])}
     if cfg.kind == "lightgbm":
