@@ -244,8 +244,10 @@ def start_ray(cfg: LocalConfig) -> int:
            f"--metrics-export-port={cfg.metrics_port}",
            f"--dashboard-agent-listen-port={cfg.agent_port}", f"--ray-client-server-port={cfg.client_port}",
            f"--temp-dir={cfg.ray_temp_dir}", "--disable-usage-stats"]
-    if cfg.num_cpus:
-        cmd.append(f"--num-cpus={cfg.num_cpus}")
+    # Logical CPUs: at least 4 on a small box, so the Serve replicas (which hold CPUs while
+    # deployed) and a batch job's Train workers or Ray Data actors can all be placed at once.
+    # Ray's CPUs are scheduling slots, not a cap on threads.
+    cmd.append(f"--num-cpus={cfg.num_cpus or max(4, os.cpu_count() or 1)}")
     pid = spawn(cmd, cfg.run_dir / "ray.log", cfg.run_dir / "ray.pid", env=ray_env(cfg))
     wait_for(lambda: dashboard_up(cfg) or not pid_alive(pid), f"the Ray dashboard at {cfg.dashboard_url}", 120)
     if not pid_alive(pid):
