@@ -67,10 +67,9 @@ class PropensityPredictor:
         """The champion (or ``version``) of model name ``propensity``."""
         from models.registry import Registry
 
-        registry = Registry(registry_uri)
-        mv = registry.get(REGISTRY_NAME, version)
-        local = registry.fetch(REGISTRY_NAME, mv.version, cache_dir or tempfile.mkdtemp(prefix="tdm-prop-"))
-        return cls(str(local), version=mv.version)
+        # fetch resolves the champion once and names the local copy after its version
+        local = Registry(registry_uri).fetch(REGISTRY_NAME, version, cache_dir or tempfile.mkdtemp(prefix="tdm-prop-"))
+        return cls(str(local), version=local.name)
 
     # -- scoring -------------------------------------------------------------
     def predict_matrix(self, x: np.ndarray) -> np.ndarray:

@@ -74,10 +74,9 @@ class SessionRecPredictor:
         """The champion (or ``version``) of model name ``recommender``."""
         from models.registry import Registry
 
-        registry = Registry(registry_uri)
-        mv = registry.get(REGISTRY_NAME, version)
-        local = registry.fetch(REGISTRY_NAME, mv.version, cache_dir or tempfile.mkdtemp(prefix="tdm-rec-"))
-        return cls(str(local), version=mv.version)
+        # fetch resolves the champion once and names the local copy after its version
+        local = Registry(registry_uri).fetch(REGISTRY_NAME, version, cache_dir or tempfile.mkdtemp(prefix="tdm-rec-"))
+        return cls(str(local), version=local.name)
 
     # -- scoring -------------------------------------------------------------
     def _encode(self, items: Sequence[str]) -> np.ndarray:
