@@ -1,7 +1,7 @@
 """Train a purchase-propensity model with Ray Train V2 and register it.
 
 ``python -m jobs.train_propensity --features PATH --label COLUMN [--time-column COLUMN]
-[--model lightgbm|xgboost] [--imbalance weight|downsample|none] [--registry URI] [--json]``
+[--model lightgbm|xgboost] [--imbalance weight|downsample|focal|none] [--registry URI] [--json]``
 
 LightGBM trains through ``ray.train.lightgbm.LightGBMTrainer`` and XGBoost through
 ``ray.train.xgboost.XGBoostTrainer`` (data-parallel ``train_loop_per_worker``). The booster
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     raw, parts, features, categories = prepare(args.features, args.label, args.time_column, args.seed)
     cfg = PropensityConfig(kind=args.model, imbalance=args.imbalance, num_boost_round=args.rounds, seed=args.seed,
-                           keep_rate=args.keep_rate)
+                           keep_rate=args.keep_rate, focal_alpha=args.focal_alpha, focal_gamma=args.focal_gamma)
     fit_train = (downsample_negatives(parts.train, LABEL, cfg.keep_rate, cfg.seed)
                  if cfg.imbalance == "downsample" else parts.train)
     storage = tempfile.mkdtemp(prefix="tdm-train-")
@@ -175,8 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label", required=True, help="binary label column")
     parser.add_argument("--time-column", default=None, help="split by this column's time order")
     parser.add_argument("--model", choices=["lightgbm", "xgboost"], default="lightgbm")
-    parser.add_argument("--imbalance", choices=["weight", "downsample", "none"], default="weight")
+    parser.add_argument("--imbalance", choices=["weight", "downsample", "focal", "none"], default="weight")
     parser.add_argument("--keep-rate", type=float, default=0.2, help="negatives kept with --imbalance downsample")
+    parser.add_argument("--focal-alpha", type=float, default=0.25, help="positive weight with --imbalance focal")
+    parser.add_argument("--focal-gamma", type=float, default=2.0, help="focusing parameter with --imbalance focal")
     parser.add_argument("--rounds", type=int, default=300)
     parser.add_argument("--min-precision", type=float, default=0.3, help="precision floor for the threshold")
     parser.add_argument("--workers", type=int, default=2, help="Ray Train workers")

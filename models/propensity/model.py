@@ -4,7 +4,12 @@ Imbalance strategies (``PropensityConfig.imbalance``):
 - ``none``: plain log loss;
 - ``weight``: positive class weight (``scale_pos_weight`` = negatives / positives);
 - ``downsample``: keep negatives at ``keep_rate`` and undo it at prediction time
-  with the log-odds correction (see ``calibration.correct_downsampling``).
+  with the log-odds correction (see ``calibration.correct_downsampling``);
+- ``focal``: focal loss (``focal_alpha``, ``focal_gamma``) as a custom objective on raw
+  margins (see ``focal``); the isotonic calibration then maps its scores to rates.
+
+Scores are always ``sigmoid(raw margin)`` (``raw_predict``), which for the built-in binary
+objectives is the booster's own probability and for focal loss the margin's sigmoid.
 """
 
 from __future__ import annotations
@@ -27,8 +32,10 @@ class PropensityConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Kind = "lightgbm"
-    imbalance: Literal["none", "weight", "downsample"] = "weight"
+    imbalance: Literal["none", "weight", "downsample", "focal"] = "weight"
     keep_rate: float = Field(0.2, gt=0, le=1, description="negatives kept when imbalance=downsample")
+    focal_alpha: float = Field(0.25, gt=0, lt=1, description="positive-class weight when imbalance=focal")
+    focal_gamma: float = Field(2.0, ge=0, description="focusing parameter when imbalance=focal")
     num_boost_round: int = Field(200, gt=0)
     early_stopping_rounds: int = Field(20, ge=0)
     learning_rate: float = Field(0.05, gt=0)
@@ -67,6 +74,10 @@ def lightgbm_params(cfg: PropensityConfig, y: np.ndarray) -> dict[str, Any]:
         params["num_threads"] = cfg.num_threads
     if cfg.imbalance == "weight":
         params["scale_pos_weight"] = pos_weight(y)
+    if cfg.imbalance == "focal":
+        from models.propensity.focal import lightgbm_objective
+
+        params["objective"] = lightgbm_objective(cfg.focal_alpha, cfg.focal_gamma)
     return params
 
 
@@ -103,20 +114,38 @@ def fit_booster(cfg: PropensityConfig, x_train: np.ndarray, y_train: np.ndarray,
     import xgboost as xgb
 
     params = {**xgboost_params(cfg, y_train), **(extra_params or {})}
+    obj = None
+    if cfg.imbalance == "focal":
+        from models.propensity.focal import xgboost_objective
+
+        # the custom objective gets raw margins; "binary:logitraw" keeps the saved model's
+        # output a margin and its start at margin 0 (no intercept fitted for another loss)
+        params.update(objective="binary:logitraw", base_score=0.0)
+        obj = xgboost_objective(cfg.focal_alpha, cfg.focal_gamma)
     dtrain = xgb.DMatrix(x_train, label=y_train, feature_names=feature_names)
     evals = [(xgb.DMatrix(x_val, label=y_val, feature_names=feature_names), "validation")] if has_val else []
-    return xgb.train(params, dtrain, num_boost_round=cfg.num_boost_round, evals=evals,
+    return xgb.train(params, dtrain, num_boost_round=cfg.num_boost_round, evals=evals, obj=obj,
                      early_stopping_rounds=cfg.early_stopping_rounds if has_val and cfg.early_stopping_rounds else None,
                      callbacks=callbacks, verbose_eval=False)
 
 
-def raw_predict(booster: Any, kind: str, x: np.ndarray) -> np.ndarray:
-    """Uncalibrated probabilities for a float matrix in feature order."""
+def raw_margin(booster: Any, kind: str, x: np.ndarray, rounds: int | None = None) -> np.ndarray:
+    """Raw margins (log-odds scale) for a float matrix in feature order; ``rounds`` limits the trees
+    (default: LightGBM's best/all iterations, XGBoost's ``best_iteration`` when set)."""
     if kind == "lightgbm":
-        return np.asarray(booster.predict(x, num_threads=1), dtype=np.float64)
-    best = getattr(booster, "best_iteration", None)
-    rng = (0, best + 1) if best is not None else (0, 0)
-    return np.asarray(booster.inplace_predict(x, iteration_range=rng), dtype=np.float64)
+        return np.asarray(booster.predict(x, raw_score=True, num_iteration=rounds, num_threads=1), dtype=np.float64)
+    if rounds is None:
+        best = getattr(booster, "best_iteration", None)
+        rounds = best + 1 if best is not None else 0
+    return np.asarray(booster.inplace_predict(x, iteration_range=(0, rounds), predict_type="margin"),
+                      dtype=np.float64)
+
+
+def raw_predict(booster: Any, kind: str, x: np.ndarray) -> np.ndarray:
+    """Uncalibrated scores in (0, 1): ``sigmoid(raw margin)``, for every objective."""
+    from models.propensity.focal import sigmoid
+
+    return sigmoid(raw_margin(booster, kind, x))
 
 
 def to_matrix(df: pd.DataFrame, feature_names: list[str]) -> np.ndarray:
