@@ -82,3 +82,4 @@ def test_focal_boosters_learn_and_calibrate(tmp_path: Path, kind: str) -> None:
     # focal scores are not rates; after isotonic calibration their mean tracks the base rate
     assert abs(scores.mean() - val["y"].mean()) < 0.01
     assert art.config["imbalance"] == "focal" and art.config["focal_gamma"] == 2.0
+
