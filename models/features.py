@@ -17,6 +17,19 @@ import logging
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from models.segments import (
+    US_PER_S,
+    Sorted,
+    codes,
+    count_distinct,
+    last_valid,
+    segment_starts,
+    sort_sessions,
+    take_or_null,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -58,92 +71,132 @@ def session_features(events: pd.DataFrame, cut_at_first_purchase: bool = True) -
     sids = events["session_id"].to_numpy()
     if len(sids) <= _FAST_MAX and (sids == sids[0]).all():
         return _one_session(events, cut_at_first_purchase)
-    ev = events.loc[:, [c for c in _INPUT if c in events.columns]].copy()
-    for col in ("user_id", "price", "category", "tenant"):
-        if col not in ev.columns:
-            ev[col] = np.nan if col == "price" else None
-    ev["event_time"] = pd.to_datetime(ev["event_time"], utc=True)
-    ev = ev.sort_values(["session_id", "event_time"], kind="stable")
+    out = session_features_table(_to_arrow(events), cut_at_first_purchase).to_pandas()
+    if out.empty:
+        return _empty()
+    for col in ("user_id", "tenant"):
+        if out[col].isna().all():
+            out[col] = pd.Series([None] * len(out), dtype=object)
+    return out
 
-    is_purchase = (ev["event_type"] == "purchase").to_numpy()
+
+def session_features_table(events: pa.Table | Sorted, cut_at_first_purchase: bool = True) -> pa.Table:
+    """``session_features`` on an Arrow table of canonical events, with numpy segment reductions.
+
+    The events are sorted once by (session, time) (``models.segments``); each feature is a
+    reduction over the contiguous rows of a session. The batch feature job calls this.
+    """
+    srt = events if isinstance(events, Sorted) else sort_sessions(events)
+    table = srt.table
+    n = table.num_rows
+    if n == 0:
+        return _empty_table(cut_at_first_purchase)
+    etype, types = codes(table["event_type"])
+    kinds = {name: int(i) for i, name in enumerate(types.to_pylist())}
+
+    def is_type(name: str) -> np.ndarray:
+        return etype == kinds[name] if name in kinds else np.zeros(n, dtype=bool)
+
+    buy = is_type("purchase")
+    rows = np.arange(n)
+    seg_of_row = srt.segment_of_row()
     label = None
     if cut_at_first_purchase:
-        seen_purchase = pd.Series(is_purchase, index=ev.index).groupby(ev["session_id"], sort=False).cummax()
-        label = pd.Series(is_purchase, index=ev.index).groupby(ev["session_id"], sort=True).any()
-        ev = ev[~seen_purchase.to_numpy()]
-        if ev.empty:
-            return _empty()
+        first_buy = np.minimum.reduceat(np.where(buy, rows, n), srt.starts)
+        label = first_buy < n
+        keep = rows < first_buy[seg_of_row]
     else:
-        ev = ev[~is_purchase]
-        if ev.empty:
-            return _empty()
+        keep = ~buy
+    kept = np.flatnonzero(keep)
+    if len(kept) == 0:
+        return _empty_table(cut_at_first_purchase)
+    sess = srt.session[kept]
+    starts = segment_starts(sess)
+    source = seg_of_row[kept[starts]]  # each output session's segment in ``srt``
+    m = len(starts)
+    ends = np.r_[starts[1:], len(kept)]
+    seg = np.repeat(np.arange(m), ends - starts)
+    t = srt.t_us[kept] / US_PER_S
+    lengths = (ends - starts).astype(float)
 
-    sid = ev["session_id"]
-    t = ev["event_time"].astype("int64").to_numpy() / 1e6  # seconds (us resolution)
-    same_next = np.r_[sid.to_numpy()[1:] == sid.to_numpy()[:-1], False]
+    def total(values: np.ndarray) -> np.ndarray:
+        return np.add.reduceat(values, starts)
+
+    view, cart, remove = is_type("view")[kept], is_type("cart")[kept], is_type("remove_from_cart")[kept]
+    price = _floats(table["price"])[kept]
+    same_next = np.r_[sess[1:] == sess[:-1], False]
     dwell = np.where(same_next, np.r_[np.diff(t), 0.0], np.nan)
-    etype = ev["event_type"].to_numpy()
-    price = pd.to_numeric(ev["price"], errors="coerce").to_numpy(dtype=float)
-    frame = pd.DataFrame(
-        {
-            "session_id": sid.to_numpy(),
-            "t": t,
-            "dwell": dwell,
-            "view": etype == "view",
-            "cart": etype == "cart",
-            "remove": etype == "remove_from_cart",
-            "price": price,
-            "cart_price": np.where(etype == "cart", price, np.nan),
-            "item_id": ev["item_id"].to_numpy(),
-            "category": ev["category"].to_numpy(),
-            "user_id": ev["user_id"].to_numpy(),
-            "tenant": ev["tenant"].to_numpy(),
+    has_dwell = ~np.isnan(dwell)
+    has_price = ~np.isnan(price)
+    cart_price = cart & has_price
+    n_items = count_distinct(seg, codes(table["item_id"])[0][kept], m).astype(float)
+    t_first, t_last = t[starts], t[ends - 1]
+    last_us = srt.t_us[kept][ends - 1]
+    multi = lengths > 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        n_dwell, n_price, n_cart_price = total(has_dwell), total(has_price), total(cart_price)
+        cols: dict[str, object] = {
+            "n_events": lengths, "n_views": total(view).astype(float), "n_carts": total(cart).astype(float),
+            "n_removes": total(remove).astype(float), "n_items": n_items,
+            "n_categories": count_distinct(seg, codes(table["category"])[0][kept], m).astype(float),
+            "duration_s": t_last - t_first,
+            "mean_dwell_s": np.where(n_dwell > 0, total(np.where(has_dwell, dwell, 0.0)) / n_dwell, np.nan),
+            "max_dwell_s": np.fmax.reduceat(dwell, starts),
+            "last_dwell_s": np.where(multi, t_last - t[np.maximum(ends - 2, 0)], np.nan),
+            "repeat_ratio": 1.0 - n_items / lengths,
+            "cart_ratio": total(cart) / lengths,
+            "mean_price": np.where(n_price > 0, total(np.where(has_price, price, 0.0)) / n_price, np.nan),
+            "max_price": np.fmax.reduceat(price, starts),
+            "cart_value": np.where(n_cart_price > 0, total(np.where(cart_price, price, 0.0)), np.nan),
+            "last_event_is_cart": cart[ends - 1].astype(float),
+            "hour": (np.floor_divide(last_us, np.int64(3_600_000_000)) % 24).astype(float),
+            "weekday": ((np.floor_divide(last_us, np.int64(86_400_000_000)) + 3) % 7).astype(float),
         }
-    )
-    g = frame.groupby("session_id", sort=True)
-    out = pd.DataFrame(
-        {
-            "n_events": g.size(),
-            "n_views": g["view"].sum(),
-            "n_carts": g["cart"].sum(),
-            "n_removes": g["remove"].sum(),
-            "n_items": g["item_id"].nunique(),
-            "n_categories": g["category"].nunique(),
-            "t_first": g["t"].min(),
-            "t_last": g["t"].max(),
-            "mean_dwell_s": g["dwell"].mean(),
-            "max_dwell_s": g["dwell"].max(),
-            "mean_price": g["price"].mean(),
-            "max_price": g["price"].max(),
-            "cart_value": g["cart_price"].sum(min_count=1),
-            "last_cart": g["cart"].last(),
-            "user_id": g["user_id"].last(),
-            "tenant": g["tenant"].last(),
-        }
-    )
-    # last_dwell: gap between the last two events of the session.
-    last_two = frame.groupby("session_id", sort=True)["t"].nth(-2)
-    prev_t = pd.Series(last_two.to_numpy(), index=frame.loc[last_two.index, "session_id"].to_numpy())
-    out["last_dwell_s"] = out["t_last"] - prev_t.reindex(out.index)
-    out["duration_s"] = out["t_last"] - out["t_first"]
-    out["repeat_ratio"] = 1.0 - out["n_items"] / out["n_events"]
-    out["cart_ratio"] = out["n_carts"] / out["n_events"]
-    out["last_event_is_cart"] = out.pop("last_cart").astype(float)
-    last_time = pd.to_datetime(out["t_last"] * 1e6, unit="us", utc=True)
-    out["hour"] = last_time.dt.hour.to_numpy().astype(float)
-    out["weekday"] = last_time.dt.weekday.to_numpy().astype(float)
-    out["is_identified"] = out["user_id"].notna().astype(float)
-    out["cutoff_time"] = last_time.to_numpy()
-    for col in ("n_events", "n_views", "n_carts", "n_removes", "n_items", "n_categories"):
-        out[col] = out[col].astype(float)
-    out = out.drop(columns=["t_first", "t_last"])
-    out.index.name = KEY
-    out = out.reset_index()
-    cols = [KEY, "user_id", "tenant", "cutoff_time", *SESSION_FEATURES]
+    user_row = last_valid(table["user_id"].is_valid().to_numpy(zero_copy_only=False)[kept], starts)
+    tenant_row = last_valid(table["tenant"].is_valid().to_numpy(zero_copy_only=False)[kept], starts)
+    cols["is_identified"] = (user_row >= 0).astype(float)
+    out = {
+        KEY: srt.session_ids.take(pa.array(source)),
+        "user_id": take_or_null(table["user_id"], np.where(user_row >= 0, kept[np.maximum(user_row, 0)], -1)),
+        "tenant": take_or_null(table["tenant"], np.where(tenant_row >= 0, kept[np.maximum(tenant_row, 0)], -1)),
+        "cutoff_time": pa.array(last_us, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+    }
+    out.update({f: pa.array(cols[f], pa.float64()) for f in SESSION_FEATURES})
     if label is not None:
-        out[LABEL] = label.reindex(out[KEY].to_numpy()).to_numpy().astype("int8")
-        cols.append(LABEL)
-    return out[cols]
+        out[LABEL] = pa.array(label[source].astype(np.int8))
+    return pa.table(out)
+
+
+def _floats(col: pa.ChunkedArray) -> np.ndarray:
+    return pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False).astype(float)
+
+
+def _strings(values: pd.Series) -> pa.Array:
+    """A column as Arrow strings; None/NaN give null, other values their ``str``."""
+    try:
+        arr = pa.array(values, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types in an object column
+        arr = pa.array([None if pd.isna(v) else str(v) for v in values.to_numpy(dtype=object)], pa.string())
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    return arr if arr.type == pa.string() else pc.cast(arr, pa.string())
+
+
+def _to_arrow(events: pd.DataFrame) -> pa.Table:
+    """Canonical columns of a pandas frame as Arrow (missing optional columns are null)."""
+    n = len(events)
+    cols: dict[str, pa.Array] = {
+        "event_time": pa.array(pd.to_datetime(events["event_time"], utc=True).to_numpy(dtype="datetime64[us]"),
+                               pa.timestamp("us")).cast(pa.timestamp("us", tz="UTC")),
+    }
+    for name in ("session_id", "user_id", "item_id", "event_type", "category", "tenant"):
+        if name in events.columns:
+            cols[name] = _strings(events[name])
+        else:
+            cols[name] = pa.nulls(n, pa.string())
+    price = pd.to_numeric(events["price"], errors="coerce") if "price" in events.columns else pd.Series(np.nan, index=events.index)
+    cols["price"] = pa.array(price.to_numpy(dtype=float), pa.float64(), from_pandas=True)
+    return pa.table(cols)
 
 
 _FAST_MAX = 2_000  # one live session scored online: plain numpy, no groupby
@@ -217,3 +270,12 @@ def _empty() -> pd.DataFrame:
     cols.update({f: pd.Series(dtype=float) for f in SESSION_FEATURES})
     cols[LABEL] = pd.Series(dtype="int8")
     return pd.DataFrame(cols)
+
+
+def _empty_table(with_label: bool) -> pa.Table:
+    fields = [pa.field(KEY, pa.string()), pa.field("user_id", pa.string()), pa.field("tenant", pa.string()),
+              pa.field("cutoff_time", pa.timestamp("us", tz="UTC"))]
+    fields += [pa.field(f, pa.float64()) for f in SESSION_FEATURES]
+    if with_label:
+        fields.append(pa.field(LABEL, pa.int8()))
+    return pa.schema(fields).empty_table()

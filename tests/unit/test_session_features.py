@@ -87,3 +87,36 @@ def test_single_session_fast_path_equals_the_vectorised_path() -> None:
             assert got["cutoff_time"] == want["cutoff_time"]
             if cut:
                 assert got[LABEL] == want[LABEL]
+
+
+def _messy_events(n: int, seed: int) -> pd.DataFrame:
+    """Generated events plus the awkward cases: missing prices and categories, ties in time,
+    unsorted rows, several user ids in one session, purchase-first sessions."""
+    import numpy as np
+
+    from jobs.generate import GeneratorConfig, generate
+
+    ev = generate(GeneratorConfig(events=n, seed=seed, items=300, anonymous_share=0.5)).to_pandas()
+    rng = np.random.default_rng(seed)
+    ev.loc[ev.index[::17], "price"] = None
+    ev.loc[ev.index[::23], "category"] = None
+    ev.loc[ev.index[5::31], "user_id"] = "login-" + ev.loc[ev.index[5::31], "session_id"]
+    ev.loc[ev.index[1::13], "event_time"] = ev.loc[ev.index[0::13], "event_time"].to_numpy()[: len(ev.index[1::13])]
+    ev.loc[ev.index[::41], "event_type"] = "remove_from_cart"
+    return ev.sample(frac=1.0, random_state=int(rng.integers(1000))).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("cut", [True, False])
+def test_segment_path_equals_the_old_pandas_groupby(cut: bool) -> None:
+    from tests.unit.reference_features import reference_session_features
+
+    ev = _messy_events(20_000, seed=11)
+    new = session_features(ev, cut_at_first_purchase=cut).reset_index(drop=True)
+    old = reference_session_features(ev, cut_at_first_purchase=cut).reset_index(drop=True)
+    assert len(new) == len(old) > 1_000
+    assert new["session_id"].tolist() == old["session_id"].tolist()
+    assert new["user_id"].fillna("<na>").tolist() == old["user_id"].fillna("<na>").tolist()
+    assert (new["cutoff_time"] == old["cutoff_time"]).all()
+    pd.testing.assert_frame_equal(new[list(SESSION_FEATURES)], old[list(SESSION_FEATURES)], rtol=1e-12)
+    if cut:
+        assert new[LABEL].tolist() == old[LABEL].tolist()
