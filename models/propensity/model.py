@@ -95,6 +95,19 @@ def xgboost_params(cfg: PropensityConfig, y: np.ndarray) -> dict[str, Any]:
     return params
 
 
+def xgboost_setup(cfg: PropensityConfig, y: np.ndarray) -> tuple[dict[str, Any], Any]:
+    """``xgboost.train`` params and custom objective (``None`` unless ``imbalance="focal"``)."""
+    params = xgboost_params(cfg, y)
+    if cfg.imbalance != "focal":
+        return params, None
+    from models.propensity.focal import xgboost_objective
+
+    # the custom objective gets raw margins; "binary:logitraw" with base_score 0 keeps the
+    # saved model's output a margin that starts at 0 (no intercept fitted for another loss)
+    params.update(objective="binary:logitraw", base_score=0.0)
+    return params, xgboost_objective(cfg.focal_alpha, cfg.focal_gamma)
+
+
 def fit_booster(cfg: PropensityConfig, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None,
                 y_val: np.ndarray | None, feature_names: list[str], extra_params: dict[str, Any] | None = None,
                 callbacks: list[Any] | None = None) -> Any:
@@ -113,15 +126,8 @@ def fit_booster(cfg: PropensityConfig, x_train: np.ndarray, y_train: np.ndarray,
                          valid_names=["validation"] if has_val else None, callbacks=cbs)
     import xgboost as xgb
 
-    params = {**xgboost_params(cfg, y_train), **(extra_params or {})}
-    obj = None
-    if cfg.imbalance == "focal":
-        from models.propensity.focal import xgboost_objective
-
-        # the custom objective gets raw margins; "binary:logitraw" keeps the saved model's
-        # output a margin and its start at margin 0 (no intercept fitted for another loss)
-        params.update(objective="binary:logitraw", base_score=0.0)
-        obj = xgboost_objective(cfg.focal_alpha, cfg.focal_gamma)
+    params, obj = xgboost_setup(cfg, y_train)
+    params.update(extra_params or {})
     dtrain = xgb.DMatrix(x_train, label=y_train, feature_names=feature_names)
     evals = [(xgb.DMatrix(x_val, label=y_val, feature_names=feature_names), "validation")] if has_val else []
     return xgb.train(params, dtrain, num_boost_round=cfg.num_boost_round, evals=evals, obj=obj,
