@@ -50,6 +50,8 @@ class FoldBooster:
 
     def __init__(self, cfg: PropensityConfig, x: np.ndarray, y: np.ndarray, feature_names: list[str]):
         self.kind = cfg.kind
+        self.booster: Any
+        self.fobj: Any
         if cfg.kind == "lightgbm":
             import lightgbm as lgb
 
