@@ -1,16 +1,19 @@
-"""Events to feature tables with Ray Data: sessionize, point-in-time features, labels, sequences.
+"""Events to feature tables on Ray: sessionize, point-in-time features, labels, sequences.
 
 ``python -m jobs.features --events DIR --out DIR [--as-of TS] [--since TS] [--incremental]``
 
-Two embarrassingly parallel stages, no generic groupby shuffle on the hot path:
+Three stages of independent Ray tasks over files, no generic groupby shuffle
+(``jobs.featurize`` has the stage functions):
 
-1. Ray Data reads the event files (local or ``s3://``), validates each block against the
-   canonical schema (bad rows get a ``reason``), and writes every row once into a hash
-   bucket of its user (anonymous sessions: of the session id).
-2. One task per bucket reads only its bucket and computes, with vectorised pandas,
-   sessions and session features (``models.features``, the same code as online scoring),
-   point-in-time user features and labels (``models.feature_tables``), sequences for the
-   recommender, per-day item counts and the quarantine.
+1. one task per slice of an event file (local or ``s3://``, whole row groups): validate
+   against the canonical schema (bad rows are quarantined with a ``reason``) and split the rows
+   by a hash of their **session** into Arrow IPC bucket files, so a session whose rows carry
+   several user ids (a login mid-session) stays whole;
+2. one task per session bucket: sessions and session features (``models.features``, the same
+   code as online scoring), session summaries, sequences and per-day item counts; summaries
+   and feature rows are written on to the bucket of their user;
+3. one task per user bucket: point-in-time user features and labels (``models.feature_tables``)
+   from the user's whole history.
 
 Outputs land in a new version directory, and ``OUT`` (a symlink) is switched to it in one
 atomic rename, so readers see the old tables or the new ones, never a mix, and a crash
@@ -36,7 +39,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.featurize import bucket_task, list_event_files, validate_block
+from jobs.featurize import LAYOUT, bucket_events, list_event_files, plan_reads, session_bucket, user_bucket
 
 logger = logging.getLogger(__name__)
 
@@ -58,16 +61,22 @@ def previous_manifest(out: Path) -> dict[str, Any] | None:
 
 def run(events: str, out: Path, as_of: pd.Timestamp | None = None, since: pd.Timestamp | None = None,
         incremental: bool = False, lateness_hours: float = 24.0, gap_minutes: float | None = None,
-        buckets: int = 16, sessions_only: bool = False) -> dict[str, Any]:
+        buckets: int = 16, sessions_only: bool = False, rows_per_task: int = 1_000_000) -> dict[str, Any]:
     """Build the feature tables and atomically publish them at ``out``; return the manifest.
 
     ``sessions_only`` computes just sessions, session features and labels (the benchmark's
-    unit of work): no user features, sequences or item tables.
+    unit of work): no user features, sequences or item tables. ``buckets`` sets the tasks of
+    stages 2 and 3 (memory per task is about the input over ``buckets``); ``rows_per_task``
+    sets the input slice of a stage-1 task.
     """
     import ray
 
     t0 = time.perf_counter()
     prev = previous_manifest(out) if out.exists() else None
+    if incremental and prev and prev.get("layout") != LAYOUT:
+        logger.warning("features: previous output has layout %s, not %s; running in full",
+                       prev.get("layout"), LAYOUT)
+        incremental = False
     if incremental and prev and since is None:
         since = pd.Timestamp(prev["watermark"]) - pd.Timedelta(hours=lateness_hours)
     if prev and incremental:
@@ -82,23 +91,35 @@ def run(events: str, out: Path, as_of: pd.Timestamp | None = None, since: pd.Tim
     stage = versions / run_id
     work = stage / "_work"
     stage.mkdir(parents=True)
+    timings: dict[str, float] = {}
     try:
-        ds = ray.data.read_parquet(files, include_paths=True, partitioning=None)
-        ds = ds.map_batches(validate_block, batch_format="pyarrow", batch_size=None,
-                            fn_kwargs={"buckets": buckets, "as_of": as_of})
-        ds.write_parquet(str(work), partition_cols=["bucket"])
-        bucket_dirs = sorted(p for p in work.iterdir() if p.name.startswith("bucket="))
         prior = Path(os.path.realpath(out)) if (prev and incremental) else None
-        tasks = [{"bucket": int(p.name.split("=")[1]), "path": str(p)} for p in bucket_dirs]
-        results = ray.data.from_items(tasks, override_num_blocks=max(1, len(tasks))).map(
-            bucket_task, fn_kwargs={"stage": str(stage), "prior": str(prior) if prior else None,
-                                    "emit_from": first_day, "gap_minutes": gap_minutes,
-                                    "sessions_only": sessions_only},
-            num_cpus=1).take_all()
-        results = [json.loads(r["result"]) for r in results]
-        shutil.rmtree(work)
+        t = time.perf_counter()
+        reads = plan_reads(files, rows_per_task)
+        task = ray.remote(num_cpus=1, max_retries=2)
+        read = ray.get([task(bucket_events).remote(r, str(work), str(stage), buckets, as_of, bool(gap_minutes))
+                        for r in reads])
+        timings["stage1_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        sessions = ray.get([task(session_bucket).remote(b, str(work), str(stage), first_day, gap_minutes, buckets,
+                                                        sessions_only) for b in range(buckets)])
+        timings["stage2_s"] = time.perf_counter() - t
+        users: list[dict[str, Any]] = []
+        if not sessions_only:
+            t = time.perf_counter()
+            users = ray.get([task(user_bucket).remote(b, str(work), str(stage), str(prior) if prior else None,
+                                                      first_day) for b in range(buckets)])
+            timings["stage3_s"] = time.perf_counter() - t
+        shutil.rmtree(work, ignore_errors=True)
         if prior is not None and first_day is not None:
             _carry_over(prior, stage, first_day)
+        results = {
+            "rows_in": sum(r["rows_in"] for r in read),
+            "quarantine": [r["quarantine"] for r in read], "samples": [s for r in read for s in r["samples"]],
+            "max_time": max((pd.Timestamp(r["max_time"]) for r in sessions if r["max_time"]), default=None),
+            "sessions": sum(r["sessions"] for r in (sessions if sessions_only else users)),
+            "sequences": sum(r["sequences"] for r in sessions), "timings": timings,
+        }
         manifest = _finish(stage, results, files, buckets, as_of, since, run_id, t0)
         _publish(stage, out)
     except BaseException:
@@ -123,12 +144,12 @@ def _carry_over(prior: Path, stage: Path, first_day: pd.Timestamp) -> None:
                         os.link(f, dest / f.name)
 
 
-def _finish(stage: Path, results: list[dict[str, Any]], files: list[str], buckets: int,
+def _finish(stage: Path, results: dict[str, Any], files: list[str], buckets: int,
             as_of: pd.Timestamp | None, since: pd.Timestamp | None, run_id: str, t0: float) -> dict[str, Any]:
     from models.feature_tables import item_features
 
     daily = [pq.read_table(p) for p in sorted((stage / "item_daily").rglob("*.parquet"))]
-    wm = max((r["max_time"] for r in results if r["max_time"]), default=None)
+    wm = results["max_time"]
     items = pd.DataFrame()
     if daily and wm is not None:
         counts = pa.concat_tables(daily, promote_options="default").to_pandas()
@@ -145,19 +166,19 @@ def _finish(stage: Path, results: list[dict[str, Any]], files: list[str], bucket
     (stage / "items").mkdir(exist_ok=True)
     pq.write_table(pa.Table.from_pandas(items, preserve_index=False), stage / "items" / "part-0.parquet")
     reasons: dict[str, int] = {}
-    for r in results:
-        for k, v in r["quarantine"].items():
+    for counts in results["quarantine"]:
+        for k, v in counts.items():
             reasons[k] = reasons.get(k, 0) + v
-    rows_in = sum(r["rows_in"] for r in results)
+    rows_in = results["rows_in"]
     seconds = time.perf_counter() - t0
     manifest = {
-        "run_id": run_id, "watermark": str(wm) if wm is not None else None, "buckets": buckets,
+        "run_id": run_id, "watermark": str(wm) if wm is not None else None, "buckets": buckets, "layout": LAYOUT,
         "as_of": str(as_of) if as_of is not None else None, "since": str(since) if since is not None else None,
-        "input_files": len(files), "rows_in": rows_in, "sessions": sum(r["sessions"] for r in results),
-        "sequences": sum(r["sequences"] for r in results), "items": len(items),
+        "input_files": len(files), "rows_in": rows_in, "sessions": results["sessions"],
+        "sequences": results["sequences"], "items": len(items),
         "quarantined": sum(reasons.values()), "quarantine_reasons": reasons,
-        "quarantine_samples": [s for r in results for s in r["samples"]][:10],
-        "seconds": round(seconds, 2), "events_per_s": round(rows_in / seconds, 1) if seconds else None,
+        "quarantine_samples": results["samples"][:10],
+        "timings": {k: round(v, 2) for k, v in results["timings"].items()}, "seconds": round(seconds, 2), "events_per_s": round(rows_in / seconds, 1) if seconds else None,
     }
     (stage / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
     return manifest
@@ -188,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lateness-hours", type=float, default=24.0, help="late events reprocessed (incremental)")
     parser.add_argument("--gap-minutes", type=float, default=None,
                         help="re-sessionize by user with this inactivity gap (default: use the source session id)")
-    parser.add_argument("--buckets", type=int, default=16, help="user hash buckets (parallelism of stage 2)")
+    parser.add_argument("--buckets", type=int, default=16, help="session and user hash buckets (tasks of stages 2 and 3)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of counts")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -1,8 +1,22 @@
-"""The two stages of the feature job: block validation + bucketing, and per-bucket features."""
+"""The three stages of the feature job, each a plain function over files (one Ray task per call).
+
+1. ``bucket_events``: read a slice of an event file (whole row groups), validate it, write the
+   quarantined rows, and split the valid rows by a hash of their **session** (with
+   ``--gap-minutes``: of their user, since sessions are then cut per user) into one Arrow
+   IPC file per bucket. All events of a session land in one bucket.
+2. ``session_bucket``: per session bucket, sort the events once by (session, time) and compute
+   session features (``models.features``, the code online scoring uses), session summaries,
+   sequences and per-day item counts. Summaries go to the bucket of the session's owner
+   (last non-null user id), feature rows to the bucket of their feature user (last non-null
+   user id before the cutoff), anonymous ones to a bucket of their session id.
+3. ``user_bucket``: per user bucket, point-in-time user features and the 7-day label of each
+   session from its user's whole history (this run's summaries plus the previous output's).
+
+``sessions_only`` stops after stage 2's session features (the benchmark's unit of work).
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -14,11 +28,21 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from models.feature_tables import USER_FEATURES, purchase_within, sequences, session_summaries, user_features
-from models.features import session_features
-from models.schema import EVENT_SCHEMA, SchemaError, conform, split_valid
+from models.feature_tables import (
+    USER_FEATURES,
+    purchase_within_at,
+    sequences_table,
+    session_summaries_table,
+    user_features_at,
+)
+from models.features import LABEL, events_to_arrow, session_features_table
+from models.schema import EVENT_SCHEMA, conform, split_valid
+from models.segments import day_strings, sort_sessions
 
 logger = logging.getLogger(__name__)
+
+LAYOUT = "session-buckets-v2"  # stored in the manifest; an incremental run needs the same layout
+_IPC = pa.ipc.IpcWriteOptions(compression="lz4")
 
 
 def list_event_files(events: str, first_day: pd.Timestamp | None = None) -> list[str]:
@@ -41,26 +65,78 @@ def list_event_files(events: str, first_day: pd.Timestamp | None = None) -> list
     return sorted(out)
 
 
-def validate_block(batch: pa.Table, buckets: int, as_of: pd.Timestamp | None) -> pa.Table:
-    """Conform a block, tag bad rows with a ``reason`` and every row with its user ``bucket``."""
-    source = batch["path"][0].as_py() if "path" in batch.column_names and batch.num_rows else "<events>"
-    paths = batch["path"] if "path" in batch.column_names else pa.nulls(batch.num_rows, pa.string())
-    raw = batch.drop_columns([c for c in ("path", "date") if c in batch.column_names])
-    try:
-        table = conform(raw, source)
-    except SchemaError:
-        raise
-    table = table.append_column("path", paths)
-    split = split_valid(table.drop_columns(["path"]))
-    valid = split.valid
+def _open(path: str) -> pq.ParquetFile:
+    fs, p = pafs.FileSystem.from_uri(path if "://" in path else str(Path(path).absolute()))
+    return pq.ParquetFile(fs.open_input_file(p))
+
+
+def plan_reads(files: list[str], rows_per_task: int) -> list[dict[str, Any]]:
+    """Stage-1 tasks: consecutive row groups of one file, about ``rows_per_task`` rows each."""
+    tasks: list[dict[str, Any]] = []
+    for path in files:
+        meta = _open(path).metadata
+        group: list[int] = []
+        rows = 0
+        for i in range(meta.num_row_groups):
+            group.append(i)
+            rows += meta.row_group(i).num_rows
+            if rows >= rows_per_task:
+                tasks.append({"path": path, "row_groups": group})
+                group, rows = [], 0
+        if group or meta.num_row_groups == 0:
+            tasks.append({"path": path, "row_groups": group})
+    for i, t in enumerate(tasks):
+        t["task"] = i
+    return tasks
+
+
+def bucket_of(keys: pa.Array | pa.ChunkedArray, buckets: int) -> np.ndarray:
+    """Stable hash bucket of each string key: hashes each distinct value once (pandas' SipHash)."""
+    arr = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
+    enc = pc.dictionary_encode(pc.fill_null(arr, ""))
+    hashed = pd.util.hash_array(enc.dictionary.to_numpy(zero_copy_only=False).astype(object))
+    per_value = (hashed % np.uint64(buckets)).astype(np.int32)
+    return per_value[enc.indices.to_numpy(zero_copy_only=False)]
+
+
+def _write_split(table: pa.Table, bucket: np.ndarray, buckets: int, folder: Path, prefix: str, name: str) -> None:
+    """Write ``table``'s rows into ``folder/{prefix}{b:05d}/{name}.arrow``, one file per non-empty bucket."""
+    order = np.argsort(bucket, kind="stable")
+    bounds = np.searchsorted(bucket[order], np.arange(buckets + 1))
+    table = table.take(pa.array(order))
+    for b in np.flatnonzero(np.diff(bounds)):
+        target = folder / f"{prefix}{b:05d}"
+        target.mkdir(parents=True, exist_ok=True)
+        part = table.slice(bounds[b], bounds[b + 1] - bounds[b])
+        with pa.ipc.new_file(target / f"{name}.arrow", part.schema, options=_IPC) as w:
+            w.write_table(part)
+
+
+def _read_all(folder: Path, pattern: str) -> pa.Table | None:
+    parts = []
+    for f in sorted(folder.glob(pattern)):
+        with pa.ipc.open_file(f) as r:
+            parts.append(r.read_all())
+    return pa.concat_tables(parts) if parts else None
+
+
+def bucket_events(task: dict[str, Any], work: str, stage: str, buckets: int, as_of: pd.Timestamp | None,
+                  by_user: bool) -> dict[str, Any]:
+    """Stage 1 for one slice of one file; returns row and quarantine counts."""
+    path, idx = task["path"], int(task["task"])
+    table = conform(_open(path).read_row_groups(task["row_groups"]), path)
+    split = split_valid(table)
+    valid, bad = split.valid, split.quarantined
     if as_of is not None:
         valid = valid.filter(pc.less(valid["event_time"], pa.scalar(as_of.to_pydatetime(), EVENT_SCHEMA.field(0).type)))
-    good = valid.append_column("reason", pa.nulls(valid.num_rows, pa.string()))
-    bad = split.quarantined
-    out = pa.concat_tables([good, bad.select(good.column_names)]) if bad.num_rows else good
-    key = pc.coalesce(out["user_id"], out["session_id"], pa.scalar("")).to_numpy(zero_copy_only=False)
-    hashed = pd.util.hash_array(key.astype(object)) % np.uint64(buckets)
-    return out.append_column("bucket", pa.array(hashed.astype(np.int32)))
+    if bad.num_rows:
+        (Path(stage) / "quarantine").mkdir(parents=True, exist_ok=True)
+        pq.write_table(bad, Path(stage) / "quarantine" / f"part-{idx:05d}.parquet")
+    if valid.num_rows:
+        key = pc.coalesce(valid["user_id"], valid["session_id"]) if by_user else valid["session_id"]
+        _write_split(valid, bucket_of(key, buckets), buckets, Path(work), "s", f"t{idx:05d}")
+    samples = [{k: str(v) for k, v in r.items()} for r in bad.slice(0, 3).to_pylist()]
+    return {"rows_in": valid.num_rows + bad.num_rows, "quarantine": split.reason_counts(), "samples": samples}
 
 
 def _sessionize_by_gap(ev: pd.DataFrame, gap_minutes: float) -> pd.DataFrame:
@@ -75,86 +151,109 @@ def _sessionize_by_gap(ev: pd.DataFrame, gap_minutes: float) -> pd.DataFrame:
     return ev.drop(columns=["_who"])
 
 
-def _write(df: pd.DataFrame, root: Path, table: str, bucket: int, by_date: pd.Series | None) -> None:
-    if df.empty:
+def _write_by_day(table: pa.Table, days: np.ndarray, root: Path, name: str, bucket: int) -> None:
+    if table.num_rows == 0:
         return
-    if by_date is None:
-        (root / table).mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), root / table / f"part-{bucket:05d}.parquet")
-        return
-    for day, part in df.groupby(by_date.to_numpy(), sort=True):
-        target = root / table / f"date={day}"
+    order = np.argsort(days, kind="stable")
+    uniq, first = np.unique(days[order], return_index=True)
+    table = table.take(pa.array(order))
+    for day, lo, hi in zip(uniq, first, np.r_[first[1:], len(order)], strict=True):
+        target = root / name / f"date={day}"
         target.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.Table.from_pandas(part, preserve_index=False), target / f"part-{bucket:05d}.parquet")
+        pq.write_table(table.slice(lo, hi - lo), target / f"part-{bucket:05d}.parquet")
 
 
-def bucket_task(row: dict[str, Any], stage: str, prior: str | None, emit_from: pd.Timestamp | None,
-                gap_minutes: float | None, sessions_only: bool = False) -> dict[str, Any]:
-    """Everything for one user bucket; returns counts as JSON (Ray Data row)."""
-    bucket, root = int(row["bucket"]), Path(stage)
-    frame = pq.read_table(row["path"]).to_pandas()
-    bad = frame[frame["reason"].notna()]
-    ev = frame[frame["reason"].isna()].drop(columns=["reason"])
-    quarantine = bad.value_counts("reason").to_dict() if not bad.empty else {}
-    samples = bad.head(3).astype(str).to_dict("records")
-    _write(bad, root, "quarantine", bucket, None)
-    result: dict[str, Any] = {"rows_in": int(len(frame)), "quarantine": quarantine, "samples": samples,
-                              "sessions": 0, "sequences": 0, "max_time": None}
-    if ev.empty:
-        return {"result": json.dumps(result, default=str)}
+def session_bucket(bucket: int, work: str, stage: str, emit_from: pd.Timestamp | None, gap_minutes: float | None,
+                   buckets: int, sessions_only: bool) -> dict[str, Any]:
+    """Stage 2 for one session bucket; returns counts and the latest event time."""
+    root = Path(stage)
+    ev = _read_all(Path(work) / f"s{bucket:05d}", "t*.arrow")
+    out: dict[str, Any] = {"events": 0, "sessions": 0, "sequences": 0, "max_time": None}
+    if ev is None or ev.num_rows == 0:
+        return out
     if gap_minutes:
-        ev = _sessionize_by_gap(ev, gap_minutes)
-    result["max_time"] = str(ev["event_time"].max())
+        ev = events_to_arrow(_sessionize_by_gap(ev.to_pandas(), gap_minutes))
+    srt = sort_sessions(ev)
+    out["events"] = ev.num_rows
+    out["max_time"] = str(pd.Timestamp(int(srt.t_us.max()), unit="us", tz="UTC"))
+    feats = session_features_table(srt)
     if sessions_only:
-        sess = session_features(ev)
-        _write(sess, root, "sessions", bucket, None)
-        result["sessions"] = int(len(sess))
-        return {"result": json.dumps(result, default=str)}
+        (root / "sessions").mkdir(parents=True, exist_ok=True)
+        pq.write_table(feats, root / "sessions" / f"part-{bucket:05d}.parquet")
+        out["sessions"] = feats.num_rows
+        return out
 
-    summaries = session_summaries(ev)
-    start = pd.to_datetime(summaries["start"] * 1e6, unit="us", utc=True)
-    emit = summaries["session_id"][start >= emit_from] if emit_from is not None else summaries["session_id"]
-    history = summaries
+    summ = session_summaries_table(srt)
+    start = summ["start"].to_numpy()
+    emit = start >= emit_from.timestamp() if emit_from is not None else np.ones(len(start), dtype=bool)
+    emitted = summ["session_id"].filter(pa.array(emit))
+    summ = summ.append_column("emit", pa.array(emit))
+    # Stage 3 sends each session to the bucket of its owner (summaries) / feature user (features).
+    owner = pc.coalesce(summ["user_id"], summ["session_id"])
+    _write_split(summ, bucket_of(owner, buckets), buckets, Path(work), "u", f"summ-{bucket:05d}")
+    feats = feats.filter(pc.is_in(feats["session_id"], value_set=emitted))
+    pos = pc.index_in(feats["session_id"], value_set=summ["session_id"]).to_numpy(zero_copy_only=False)
+    feats = feats.append_column("start", pa.array(start[pos]))
+    feature_user = pc.coalesce(feats["user_id"], feats["session_id"])
+    _write_split(feats, bucket_of(feature_user, buckets), buckets, Path(work), "u", f"feat-{bucket:05d}")
+
+    seq = sequences_table(srt)
+    seq = seq.filter(pc.is_in(seq["session_id"], value_set=emitted))
+    first_t = pc.list_element(seq["times"], 0).cast(pa.int64()).to_numpy(zero_copy_only=False)
+    _write_by_day(seq, day_strings(first_t), root, "sequences", bucket)
+    out["sequences"] = seq.num_rows
+
+    rows = pc.is_in(srt.table["session_id"], value_set=emitted)
+    t_us = srt.t_us[rows.to_numpy(zero_copy_only=False)]
+    kept = srt.table.filter(rows)
+    etype = kept["event_type"]
+    daily = pa.table({"date": day_strings(t_us), "item_id": kept["item_id"],
+                      "views": pc.cast(pc.equal(etype, "view"), pa.int64()),
+                      "carts": pc.cast(pc.equal(etype, "cart"), pa.int64()),
+                      "purchases": pc.cast(pc.equal(etype, "purchase"), pa.int64())})
+    daily = daily.group_by(["date", "item_id"]).aggregate([(c, "sum") for c in ("views", "carts", "purchases")])
+    daily = daily.rename_columns([c.removesuffix("_sum") for c in daily.column_names])
+    _write_by_day(daily, daily["date"].to_numpy(zero_copy_only=False), root, "item_daily", bucket)
+    return out
+
+
+def _days_of_seconds(seconds: np.ndarray) -> np.ndarray:
+    return day_strings(np.rint(np.asarray(seconds, dtype=float) * 1e6).astype(np.int64))
+
+
+def user_bucket(bucket: int, work: str, stage: str, prior: str | None, emit_from: pd.Timestamp | None) -> dict[str, Any]:
+    """Stage 3 for one user bucket: user features and label per session; writes sessions and summaries."""
+    root, folder = Path(stage), Path(work) / f"u{bucket:05d}"
+    summ_t = _read_all(folder, "summ-*.arrow")
+    feats = _read_all(folder, "feat-*.arrow")
+    if summ_t is None:
+        return {"sessions": 0}
+    summ = summ_t.to_pandas()
+    history = summ.drop(columns=["emit"])
     if prior:
-        old = [pq.read_table(p) for p in Path(prior, "summaries").glob(f"date=*/part-{bucket:05d}.parquet")]
+        old = [pq.read_table(p) for p in sorted(Path(prior, "summaries").glob(f"date=*/part-{bucket:05d}.parquet"))]
         if old:
-            prev = pa.concat_tables(old).to_pandas()
-            prev = prev[~prev["session_id"].isin(summaries["session_id"])]
+            prev = pa.concat_tables(old, promote_options="default").to_pandas()
+            prev = prev[~prev["session_id"].isin(summ["session_id"])]
             if emit_from is not None:
-                prev = prev[pd.to_datetime(prev["start"] * 1e6, unit="us", utc=True) < emit_from]
-            history = pd.concat([prev.drop(columns=["date"], errors="ignore"), summaries], ignore_index=True)
-
-    sess = session_features(ev[ev["session_id"].isin(set(emit))])
-    hist_idx = history.set_index("session_id")
-    feats_user = user_features(history)
-    feats_user.index = history["session_id"].to_numpy()
-    sess = sess.join(feats_user, on="session_id")
-    cutoff_s = sess["cutoff_time"].astype("int64") / 1e6
-    sub = hist_idx.loc[sess["session_id"]].reset_index()
-    sess["purchase_within_7d"] = purchase_within(sub, cutoff_s.reset_index(drop=True), 7.0) if len(sub) else []
-    sess_start = pd.to_datetime(hist_idx.loc[sess["session_id"], "start"].to_numpy() * 1e6, unit="us", utc=True)
-    day = pd.Series(sess_start.strftime("%Y-%m-%d"), index=sess.index)
-    _write(sess, root, "sessions", bucket, day)
-    result["sessions"] = int(len(sess))
-
-    seq = sequences(ev[ev["session_id"].isin(set(emit))])
-    seq_day = seq["times"].map(lambda ts: ts[0].strftime("%Y-%m-%d"))
-    _write(seq, root, "sequences", bucket, seq_day)
-    result["sequences"] = int(len(seq))
-
-    new_sum = summaries[summaries["session_id"].isin(set(emit))]
-    _write(new_sum, root, "summaries", bucket,
-           pd.Series(pd.to_datetime(new_sum["start"] * 1e6, unit="us", utc=True).dt.strftime("%Y-%m-%d").to_numpy(),
-                     index=new_sum.index))
-    emitted = ev[ev["session_id"].isin(set(emit))]
-    daily = pd.DataFrame({"date": pd.to_datetime(emitted["event_time"], utc=True).dt.strftime("%Y-%m-%d").to_numpy(),
-                          "item_id": emitted["item_id"].to_numpy(),
-                          "views": (emitted["event_type"] == "view").to_numpy(np.int64),
-                          "carts": (emitted["event_type"] == "cart").to_numpy(np.int64),
-                          "purchases": (emitted["event_type"] == "purchase").to_numpy(np.int64)})
-    daily = daily.groupby(["date", "item_id"], sort=False).sum().reset_index()
-    _write(daily, root, "item_daily", bucket, daily["date"])
-    return {"result": json.dumps(result, default=str)}
+                prev = prev[prev["start"] < emit_from.timestamp()]
+            history = pd.concat([prev.drop(columns=["date"], errors="ignore"), history], ignore_index=True)
+    new_sum = summ_t.filter(summ_t["emit"]).drop_columns(["emit"])
+    _write_by_day(new_sum, _days_of_seconds(new_sum["start"].to_numpy()), root, "summaries", bucket)
+    if feats is None or feats.num_rows == 0:
+        return {"sessions": 0}
+    users = feats["user_id"].to_numpy(zero_copy_only=False)
+    start = feats["start"].to_numpy()
+    cutoff_s = feats["cutoff_time"].cast(pa.int64()).to_numpy(zero_copy_only=False) / 1e6
+    uf = user_features_at(history, users, start)
+    label = purchase_within_at(history, users, cutoff_s, feats[LABEL].to_numpy(zero_copy_only=False) > 0, 7.0)
+    sess = feats.drop_columns(["start"])
+    for name in USER_FEATURES:
+        sess = sess.append_column(name, pa.array(uf[name].to_numpy(dtype=float)))
+    sess = sess.append_column("purchase_within_7d", pa.array(label))
+    _write_by_day(sess, _days_of_seconds(start), root, "sessions", bucket)
+    return {"sessions": sess.num_rows}
 
 
-__all__ = ["USER_FEATURES", "bucket_task", "list_event_files", "validate_block"]
+__all__ = ["LAYOUT", "USER_FEATURES", "bucket_events", "list_event_files", "plan_reads", "session_bucket",
+           "user_bucket"]

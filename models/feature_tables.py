@@ -1,7 +1,17 @@
-"""Point-in-time user features, item features, labels and sequences. Pure pandas/numpy.
+"""Point-in-time user features, item features, labels and sequences. Pure Arrow/pandas/numpy.
 
-These run per bucket of users inside the feature job (every session of a user lands
-in the same bucket), so each function sees a user's whole history.
+The feature job computes session summaries and sequences per bucket of sessions, then
+user features and labels per bucket of users (every session summary of a user lands in
+the same bucket), so the user functions see a user's whole history.
+
+Which user a session belongs to:
+
+- its **owner** (``session_summaries``' ``user_id``) is the last non-null user id of the
+  session in time order, over all its events. The owner's history counts the session.
+- its **feature user** is the last non-null user id among the events before the
+  session's cutoff (the ``user_id`` of ``models.features.session_features``). User
+  features and the label of the session come from the feature user, so a login that
+  happens only at the purchase (after the cutoff) does not leak into them.
 
 Point-in-time rule: a feature attached to a session starting at t uses only sessions
 that ended strictly before t.
@@ -11,6 +21,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from models.segments import US_PER_S, Sorted, last_valid, sort_sessions, take_or_null
 
 WINDOWS_DAYS = (1, 7, 30)
 USER_FEATURES: tuple[str, ...] = tuple(
@@ -21,20 +35,38 @@ DAY = 86_400.0
 _SHIFT = np.int64(1 << 34)  # > seconds in 500 years, so (user, time) packs into one int64
 
 
+def session_summaries_table(srt: Sorted) -> pa.Table:
+    """One row per session: owner ``user_id``, start, end (seconds), purchased, spend (purchase value),
+    first_purchase (seconds, NaN if none). Sessions in ``session_id`` order."""
+    table, starts = srt.table, srt.starts
+    if table.num_rows == 0:
+        return _empty_summaries()
+    t = srt.t_us / US_PER_S
+    buy = pc.equal(table["event_type"], "purchase").to_numpy(zero_copy_only=False)
+    price = pc.cast(table["price"], pa.float64()).to_numpy(zero_copy_only=False).astype(float)
+    spend_rows = buy & ~np.isnan(price)
+    user = last_valid(table["user_id"].is_valid().to_numpy(zero_copy_only=False), starts)
+    ends = np.r_[starts[1:], len(t)]
+    first_buy = np.minimum.reduceat(np.where(buy, np.arange(len(t)), len(t)), starts)
+    return pa.table({
+        "session_id": srt.session_ids, "user_id": take_or_null(table["user_id"], user),
+        "start": t[starts], "end": t[ends - 1], "purchased": first_buy < len(t),
+        "spend": np.add.reduceat(np.where(spend_rows, price, 0.0), starts),
+        "first_purchase": np.where(first_buy < len(t), t[np.minimum(first_buy, len(t) - 1)], np.nan),
+    })
+
+
+def _empty_summaries() -> pa.Table:
+    return pa.schema([("session_id", pa.string()), ("user_id", pa.string()), ("start", pa.float64()),
+                      ("end", pa.float64()), ("purchased", pa.bool_()), ("spend", pa.float64()),
+                      ("first_purchase", pa.float64())]).empty_table()
+
+
 def session_summaries(events: pd.DataFrame) -> pd.DataFrame:
-    """One row per session: user, start, end (seconds), purchased, spend (purchase value)."""
-    t = pd.to_datetime(events["event_time"], utc=True).astype("int64").to_numpy() / 1e6
-    is_buy = (events["event_type"] == "purchase").to_numpy()
-    price = pd.to_numeric(events.get("price"), errors="coerce") if "price" in events else pd.Series(np.nan, index=events.index)
-    frame = pd.DataFrame({"session_id": events["session_id"].to_numpy(), "user_id": events["user_id"].to_numpy()
-                          if "user_id" in events else None, "t": t, "buy": is_buy,
-                          "spend": np.where(is_buy, price.to_numpy(dtype=float), 0.0)})
-    g = frame.groupby("session_id", sort=False)
-    out = pd.DataFrame({"user_id": g["user_id"].last(), "start": g["t"].min(), "end": g["t"].max(),
-                        "purchased": g["buy"].any(), "spend": g["spend"].sum(min_count=1).fillna(0.0)})
-    first_buy = frame[frame["buy"]].groupby("session_id")["t"].min()
-    out["first_purchase"] = first_buy.reindex(out.index)
-    return out.reset_index()
+    """``session_summaries_table`` for a pandas frame of canonical events."""
+    from models.features import events_to_arrow
+
+    return session_summaries_table(sort_sessions(events_to_arrow(events))).to_pandas()
 
 
 def user_features(summaries: pd.DataFrame, at: pd.Series | None = None) -> pd.DataFrame:
@@ -45,13 +77,32 @@ def user_features(summaries: pd.DataFrame, at: pd.Series | None = None) -> pd.Da
     """
     s = summaries.reset_index(drop=True)
     at_s = (s["start"] if at is None else at).to_numpy(dtype=float)
-    out = pd.DataFrame(index=s.index, columns=list(USER_FEATURES), dtype=float)
-    known = s["user_id"].notna().to_numpy()
+    return user_features_at(s, s["user_id"].to_numpy(dtype=object), at_s)
+
+
+def _user_codes(history_users: np.ndarray, query_users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Shared integer codes for two arrays of non-null user ids."""
+    _, inv = np.unique(np.r_[history_users.astype(str), query_users.astype(str)], return_inverse=True)
+    return inv[: len(history_users)].astype(np.int64), inv[len(history_users):].astype(np.int64)
+
+
+def user_features_at(history: pd.DataFrame, users: np.ndarray, at: np.ndarray) -> pd.DataFrame:
+    """User features of each query (``users[i]`` at time ``at[i]``, seconds) over ``history``.
+
+    ``history`` holds session summaries (``user_id``, ``end``, ``purchased``, ``spend``);
+    only sessions of the same user that ended strictly before ``at`` count. A null user gives NaN.
+    """
+    users = np.asarray(users, dtype=object)
+    at_s = np.asarray(at, dtype=float)
+    out = pd.DataFrame(index=pd.RangeIndex(len(users)), columns=list(USER_FEATURES), dtype=float)
+    known = ~pd.isna(users)
+    h_known = history["user_id"].notna().to_numpy()
     if not known.any():
         return out
-    users, codes = np.unique(s.loc[known, "user_id"].astype(str).to_numpy(), return_inverse=True)
-    hist = pd.DataFrame({"u": codes.astype(np.int64), "end": s.loc[known, "end"].to_numpy(),
-                         "buy": s.loc[known, "purchased"].to_numpy(), "spend": s.loc[known, "spend"].to_numpy()})
+    h_codes, q_user = _user_codes(history["user_id"].to_numpy(dtype=object)[h_known], users[known])
+    hist = pd.DataFrame({"u": h_codes, "end": history["end"].to_numpy(dtype=float)[h_known],
+                         "buy": history["purchased"].to_numpy(dtype=bool)[h_known],
+                         "spend": history["spend"].to_numpy(dtype=float)[h_known]})
     hist = hist.sort_values(["u", "end"], kind="stable").reset_index(drop=True)
     keys = hist["u"].to_numpy() * _SHIFT + np.floor(hist["end"].to_numpy()).astype(np.int64)
     cum_n = np.r_[0, np.arange(1, len(hist) + 1)]
@@ -59,7 +110,6 @@ def user_features(summaries: pd.DataFrame, at: pd.Series | None = None) -> pd.Da
     cum_spend = np.r_[0, np.cumsum(hist["spend"].to_numpy(dtype=float))]
     buy_end = np.where(hist["buy"].to_numpy(), hist["end"].to_numpy(), np.nan)
     last_buy = pd.Series(buy_end).groupby(hist["u"]).ffill().to_numpy()
-    q_user = codes.astype(np.int64)
     q_at = at_s[known]
     hi = np.searchsorted(keys, q_user * _SHIFT + np.ceil(q_at).astype(np.int64), side="left")  # ended before at
     first_of_user = np.searchsorted(keys, q_user * _SHIFT, side="left")
@@ -72,7 +122,8 @@ def user_features(summaries: pd.DataFrame, at: pd.Series | None = None) -> pd.Da
         vals[f"u_purchases_{d}d"] = cum_buy[hi] - cum_buy[lo]
         vals[f"u_spend_{d}d"] = cum_spend[hi] - cum_spend[lo]
     prev = np.clip(hi - 1, 0, max(len(hist) - 1, 0))
-    vals["u_days_since_last_session"] = np.where(has_prev, (q_at - hist["end"].to_numpy()[prev]) / DAY, np.nan)
+    end_prev = hist["end"].to_numpy()[prev] if len(hist) else np.full(len(prev), np.nan)
+    vals["u_days_since_last_session"] = np.where(has_prev, (q_at - end_prev) / DAY, np.nan)
     lb = last_buy[prev] if len(hist) else np.full(len(prev), np.nan)
     vals["u_days_since_last_purchase"] = np.where(has_prev, (q_at - lb) / DAY, np.nan)
     for name, v in vals.items():
@@ -83,20 +134,24 @@ def user_features(summaries: pd.DataFrame, at: pd.Series | None = None) -> pd.Da
 def purchase_within(summaries: pd.DataFrame, cutoff: pd.Series, days: float) -> np.ndarray:
     """Label: the session, or a later session of the same user, has a purchase in (cutoff, cutoff + days]."""
     s = summaries.reset_index(drop=True)
-    own = s["purchased"].to_numpy(dtype=bool)
-    out = own.copy()
-    known = s["user_id"].notna().to_numpy()
-    if not known.any():
+    return purchase_within_at(s, s["user_id"].to_numpy(dtype=object), cutoff.to_numpy(dtype=float),
+                              s["purchased"].to_numpy(dtype=bool), days)
+
+
+def purchase_within_at(history: pd.DataFrame, users: np.ndarray, cutoff: np.ndarray, own: np.ndarray,
+                       days: float) -> np.ndarray:
+    """Label per query: ``own`` purchase, or a purchase of the same user in ``history`` (first purchase
+    of a session) in (cutoff, cutoff + days]."""
+    users = np.asarray(users, dtype=object)
+    out = np.asarray(own, dtype=bool).copy()
+    known = ~pd.isna(users)
+    buys = history[history["user_id"].notna().to_numpy() & history["first_purchase"].notna().to_numpy()]
+    if not known.any() or buys.empty:
         return out.astype(np.int8)
-    buys = s.loc[known & s["first_purchase"].notna().to_numpy()]
-    if buys.empty:
-        return out.astype(np.int8)
-    users, codes = np.unique(s.loc[known, "user_id"].astype(str).to_numpy(), return_inverse=True)
-    lookup = dict(zip(users, range(len(users)), strict=True))
-    bkeys = np.sort(buys["user_id"].astype(str).map(lookup).to_numpy(np.int64) * _SHIFT
-                    + np.floor(buys["first_purchase"].to_numpy()).astype(np.int64))
-    c = cutoff.to_numpy(dtype=float)[known]
-    base = codes.astype(np.int64) * _SHIFT
+    b_codes, q_codes = _user_codes(buys["user_id"].to_numpy(dtype=object), users[known])
+    bkeys = np.sort(b_codes * _SHIFT + np.floor(buys["first_purchase"].to_numpy(dtype=float)).astype(np.int64))
+    c = np.asarray(cutoff, dtype=float)[known]
+    base = q_codes * _SHIFT
     lo = np.searchsorted(bkeys, base + np.floor(c).astype(np.int64), side="right")
     hi = np.searchsorted(bkeys, base + np.floor(c + days * DAY).astype(np.int64), side="right")
     out[known] = out[known] | (hi > lo)
@@ -116,9 +171,30 @@ def item_features(counts: pd.DataFrame) -> pd.DataFrame:
 
 def sequences(events: pd.DataFrame) -> pd.DataFrame:
     """Per session: the ordered browsed items (views and carts), their times and the last time."""
-    ev = events[events["event_type"] != "purchase"].sort_values(["session_id", "event_time"], kind="stable")
-    g = ev.groupby("session_id", sort=True)
-    out = pd.DataFrame({"items": g["item_id"].agg(list), "times": g["event_time"].agg(list),
-                        "last_time": g["event_time"].max(),
-                        "tenant": g["tenant"].last() if "tenant" in ev else None})
-    return out.reset_index()
+    from models.features import events_to_arrow
+
+    out = sequences_table(sort_sessions(events_to_arrow(events))).to_pandas()
+    for col in ("items", "times"):
+        out[col] = out[col].map(list)
+    return out
+
+
+def sequences_table(srt: Sorted) -> pa.Table:
+    """``sequences`` from events sorted by (session, time): list columns built from segment offsets."""
+    table = srt.table
+    browse = np.flatnonzero(pc.not_equal(table["event_type"], "purchase").to_numpy(zero_copy_only=False))
+    sess = srt.session[browse]
+    starts = np.flatnonzero(np.r_[True, sess[1:] != sess[:-1]]) if len(sess) else np.zeros(0, dtype=np.int64)
+    offsets = pa.array(np.r_[starts, len(browse)].astype(np.int32))
+    rows = pa.array(browse)
+    times = table["event_time"].take(rows).combine_chunks()
+    ends = np.r_[starts[1:], len(browse)]
+    tenant = last_valid(table["tenant"].take(rows).is_valid().to_numpy(zero_copy_only=False), starts)
+    seg = np.searchsorted(srt.starts, browse[starts], side="right") - 1
+    return pa.table({
+        "session_id": srt.session_ids.take(pa.array(seg, pa.int64())),
+        "items": pa.ListArray.from_arrays(offsets, table["item_id"].take(rows).combine_chunks()),
+        "times": pa.ListArray.from_arrays(offsets, times),
+        "last_time": times.take(pa.array(ends - 1, pa.int64())) if len(starts) else times,
+        "tenant": take_or_null(table["tenant"], np.where(tenant >= 0, browse[np.maximum(tenant, 0)], -1)),
+    })

@@ -14,6 +14,7 @@ import pytest
 
 from jobs import features
 from jobs.generate import GeneratorConfig, generate, write_partitioned
+from models.feature_tables import USER_FEATURES
 from models.features import SESSION_FEATURES, session_features
 
 
@@ -110,3 +111,47 @@ def test_incremental_run_reprocesses_only_recent_partitions(ray_cluster: object,
     full = tmp_path / "full"
     features.run(str(events), full, buckets=4)
     assert set(_sessions(full)["session_id"]) == set(second["session_id"])
+
+
+def _login_events() -> pa.Table:
+    """Per i: a history session of user v{i} (day 1, one purchase) and a session m{i} (day 3) whose
+    first events are anonymous (even i) or under another id w{i} (odd i) before a login as v{i};
+    user v0 also has a session p0 that logs in only at its purchase, and a later session l0 (day 5)."""
+    rows = []  # (time, session, user, item, type, price)
+    for i in range(8):
+        rows += [(f"2026-11-01 10:0{i}", f"h{i}", f"v{i}", "i1", "view", 10.0),
+                 (f"2026-11-01 10:1{i}", f"h{i}", f"v{i}", "i1", "purchase", 10.0)]
+        early = None if i % 2 == 0 else f"w{i}"
+        rows += [(f"2026-11-03 12:0{i}", f"m{i}", early, "i2", "view", 5.0),
+                 (f"2026-11-03 12:1{i}", f"m{i}", early, "i3", "view", 6.0),
+                 (f"2026-11-03 12:2{i}", f"m{i}", f"v{i}", "i4", "view", 7.0),
+                 (f"2026-11-03 12:3{i}", f"m{i}", f"v{i}", "i4", "cart", 7.0)]
+    rows += [("2026-11-03 18:00", "p0", None, "i5", "view", 3.0), ("2026-11-03 18:05", "p0", None, "i5", "cart", 3.0),
+             ("2026-11-03 18:10", "p0", "v0", "i5", "purchase", 3.0), ("2026-11-05 09:00", "l0", "v0", "i6", "view", 1.0)]
+    t, s, u, it, ty, pr = zip(*rows, strict=True)
+    return pa.table({"event_time": pa.array(pd.to_datetime(list(t), utc=True)), "session_id": list(s),
+                     "user_id": pa.array(list(u), pa.string()), "item_id": list(it), "event_type": list(ty),
+                     "price": list(pr)})
+
+
+def test_session_with_two_user_ids_appears_once_with_its_users_history(ray_cluster: object, tmp_path: Path) -> None:
+    from models.schema import conform
+
+    write_partitioned(conform(_login_events()), tmp_path / "events")
+    manifest = features.run(str(tmp_path / "events"), tmp_path / "features", buckets=4)
+    sess = _sessions(tmp_path / "features")
+    assert sess["session_id"].is_unique and len(sess) == manifest["sessions"] == 8 + 8 + 2
+    s = sess.set_index("session_id")
+    for i in range(8):
+        m = s.loc[f"m{i}"]
+        assert m["n_events"] == 4 and m["n_items"] == 3 and m["user_id"] == f"v{i}"  # the whole session, its last user
+        assert m["u_sessions_7d"] == 1 and m["u_purchases_7d"] == 1 and m["u_spend_7d"] == 10.0  # v{i}'s history
+    assert s.loc["m1", "date"] == "2026-11-03"
+    # p0 knew no user before its purchase: no user features (point in time) ...
+    assert pd.isna(s.loc["p0", "user_id"]) and s.loc["p0", list(USER_FEATURES)].isna().all()
+    assert s.loc["p0", "purchased"] == 1
+    # ... but it belongs to v0's history afterwards: l0 sees h0, m0 and p0, two of them purchases.
+    assert s.loc["l0", "u_sessions_7d"] == 3 and s.loc["l0", "u_purchases_7d"] == 2
+    summaries = ds.dataset(tmp_path / "features" / "summaries", partitioning="hive").to_table().to_pandas()
+    assert summaries["session_id"].is_unique
+    assert summaries.set_index("session_id").loc["p0", "user_id"] == "v0"

@@ -26,7 +26,7 @@ def test_diginetica_ingest_feeds_the_feature_job(ray_cluster: object, shared_dat
     viewed = sess[sess["session_id"].isin(views)]
     assert viewed["session_id"].nunique() == 2_986
     # Diginetica sessions can carry more than one user id (NA then a login, or views and
-    # purchases under different ids); the feature job keys sessions by user, so such a
-    # session can appear once per user and see its purchase only under the buyer's id.
-    buyers = int(viewed.groupby("session_id")["purchased"].max().sum())
-    assert 138 - 19 <= buyers <= 138, buyers
+    # purchases under different ids). The job buckets events by session, so each session
+    # appears once, with all its events, and sees its purchase whatever id made it.
+    assert viewed["session_id"].is_unique
+    assert int(viewed["purchased"].sum()) == 138

@@ -81,3 +81,25 @@ def test_sequences_are_time_ordered_without_purchases() -> None:
     seq = sequences(_events().sample(frac=1.0, random_state=1)).set_index("session_id")
     assert seq.loc["d", "items"] == ["i3", "i1"]
     assert seq.loc["a", "items"] == ["i1"]
+
+
+def test_summary_owner_is_the_last_user_id_in_time_order() -> None:
+    ev = pd.DataFrame({
+        "event_time": pd.to_datetime(["2026-01-01 10:02", "2026-01-01 10:00", "2026-01-01 10:01", "2026-01-01 10:03"],
+                                     utc=True),
+        "session_id": ["s", "s", "s", "s"], "user_id": [None, "u2", "u1", None], "item_id": ["i"] * 4,
+        "event_type": ["view", "view", "view", "purchase"], "price": [1.0, 1.0, 1.0, 4.0]})
+    s = session_summaries(ev.iloc[::-1]).set_index("session_id").loc["s"]
+    assert s["user_id"] == "u1" and s["spend"] == 4.0 and s["purchased"]
+    assert s["first_purchase"] == pd.Timestamp("2026-01-01 10:03", tz="UTC").timestamp()
+
+
+def test_user_features_at_query_users_other_than_the_history_rows() -> None:
+    from models.feature_tables import user_features_at
+
+    hist = session_summaries(_events())
+    at = np.array([pd.Timestamp("2026-01-04", tz="UTC").timestamp()] * 3)
+    f = user_features_at(hist, np.array(["u1", None, "nobody"], dtype=object), at)
+    assert f.loc[0, "u_sessions_7d"] == 2 and f.loc[0, "u_purchases_7d"] == 2 and f.loc[0, "u_spend_7d"] == 15
+    assert f.loc[1].isna().all()
+    assert f.loc[2, "u_sessions_30d"] == 0 and np.isnan(f.loc[2, "u_days_since_last_session"])
