@@ -33,6 +33,7 @@ MODEL_CLASSES: dict[str, str] = {
     "pop": "models.session_rec.base:PopModel",
     "itemknn": "models.session_rec.knn:ItemKNN",
     "vsknn": "models.session_rec.knn:VSKNN",
+    "vstan": "models.session_rec.stan:VSTAN",
     "gru4rec": "models.session_rec.network:GRU4RecScorer",
     "sasrec": "models.session_rec.sasrec:SASRecScorer",
     "hybrid": "models.session_rec.hybrid:HybridModel",

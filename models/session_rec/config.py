@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-ModelType = Literal["pop", "itemknn", "vsknn", "gru4rec", "sasrec", "hybrid"]
-PartType = Literal["pop", "itemknn", "vsknn", "gru4rec", "sasrec"]
+ModelType = Literal["pop", "itemknn", "vsknn", "vstan", "gru4rec", "sasrec", "hybrid"]
+PartType = Literal["pop", "itemknn", "vsknn", "vstan", "gru4rec", "sasrec"]
 
 
 class _Strict(BaseModel):
@@ -25,6 +25,18 @@ class VSKNNConfig(_Strict):
     k: int = Field(100, ge=1)
     sample_size: int = Field(500, ge=1)
     idf_weighting: float = Field(1.0, ge=0)
+
+
+class VSTANConfig(_Strict):
+    """Defaults: session-rec ``vstan`` (lambda_snh off: it is in sessions here, see models.session_rec.stan)."""
+
+    k: int = Field(500, ge=1)
+    sample_size: int = Field(5000, ge=1)
+    lambda_spw: float | None = Field(1.02, gt=0)
+    lambda_snh: float | None = Field(None, gt=0, description="neighbour recency, in training sessions")
+    lambda_inh: float | None = Field(2.05, gt=0)
+    lambda_ipw: float | None = Field(1.02, gt=0)
+    lambda_idf: float | None = Field(5.0, ge=0)
 
 
 class GRU4RecConfig(_Strict):
@@ -75,6 +87,7 @@ class RecommenderConfig(_Strict):
     eval_batch_size: int = Field(512, ge=1)
     itemknn: ItemKNNConfig = Field(default_factory=ItemKNNConfig)  # type: ignore[arg-type]
     vsknn: VSKNNConfig = Field(default_factory=VSKNNConfig)  # type: ignore[arg-type]
+    vstan: VSTANConfig = Field(default_factory=VSTANConfig)  # type: ignore[arg-type]
     gru4rec: GRU4RecConfig = Field(default_factory=GRU4RecConfig)  # type: ignore[arg-type]
     sasrec: SASRecConfig = Field(default_factory=SASRecConfig)  # type: ignore[arg-type]
     hybrid: HybridConfig = Field(default_factory=HybridConfig)  # type: ignore[arg-type]

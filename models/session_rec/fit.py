@@ -15,7 +15,7 @@ from models.session_rec.knn import VSKNN, ItemKNN
 
 logger = logging.getLogger(__name__)
 
-BASELINES = ("pop", "itemknn", "vsknn")
+BASELINES = ("pop", "itemknn", "vsknn", "vstan")
 
 
 def fit_baseline(model_type: str, data: EncodedData, params: dict[str, Any]) -> SessionModel:
@@ -26,6 +26,10 @@ def fit_baseline(model_type: str, data: EncodedData, params: dict[str, Any]) -> 
         return ItemKNN.fit(data.train, n, **params)
     if model_type == "vsknn":
         return VSKNN.fit(data.train, n, **params)
+    if model_type == "vstan":
+        from models.session_rec.stan import VSTAN
+
+        return VSTAN.fit(data.train, n, **params)
     raise ValueError(f"{model_type!r} is not a baseline; expected one of {BASELINES}")
 
 
