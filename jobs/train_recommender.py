@@ -2,7 +2,7 @@
 
     python -m jobs.train_recommender --train PATH --test PATH --format session-tsv --model gru4rec --json
 
-Baselines (pop, itemknn, vsknn) fit in process; torch models (gru4rec, sasrec) train
+Baselines (pop, itemknn, vsknn, vstan) fit in process; torch models (gru4rec, sasrec) train
 through Ray Train's TorchTrainer with ``--workers`` data-parallel workers (GPU when the
 cluster has one). The artifact is saved, registered as ``recommender`` when
 ``--registry`` is given (champion with ``--promote`` or when none exists), and ``--json``
@@ -44,6 +44,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     from models.session_rec.training import GRU4RecTrainer, SASRecTrainer, allreduce_grads, steps_per_epoch
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # worker entrypoint
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(config["threads"])
@@ -59,13 +60,25 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     sync = allreduce_grads if world > 1 else None
     my_items, my_offsets = shards[rank]
     seconds = events = 0.0
+    budget = config.get("time_budget_s")
     for epoch in range(params["n_epochs"]):
         stats = trainer.train_epoch(my_items, my_offsets, sync=sync, max_steps=max_steps)
         seconds += stats["seconds"]
         events += stats["events"]
+        last = epoch + 1 == params["n_epochs"]
+        if budget and not last:  # stop when the next epoch would overrun the budget (all ranks agree)
+            stop = torch.tensor([float(seconds * (epoch + 2) / (epoch + 1) > budget)])
+            if world > 1:
+                import torch.distributed as dist
+
+                dist.all_reduce(stop, op=dist.ReduceOp.MAX)
+            last = bool(stop.item())
         metrics = {"epoch": epoch + 1, "loss": stats["loss"], "train_seconds": seconds,
-                   "events_per_s": events * world / max(seconds, 1e-9)}
-        if epoch + 1 < params["n_epochs"]:
+                   "events_per_s": events * world / max(seconds, 1e-9),
+                   "epoch_events_per_s": stats["events_per_s"] * world}
+        logger.info("%s epoch %d/%d: loss %.4f, %.0f events/s, %.0f s", config["model"], epoch + 1,
+                       params["n_epochs"], stats["loss"], metrics["epoch_events_per_s"], seconds)
+        if not last:
             ray.train.report(metrics)
             continue
         with tempfile.TemporaryDirectory() as tmp:
@@ -74,11 +87,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 torch.save({k: v.cpu() for k, v in trainer.net.state_dict().items()}, os.path.join(tmp, "net.pt"))
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=checkpoint)
+        break
 
 
 def train_torch(model_type: str, cfg: RecommenderConfig, params: dict[str, Any], data: EncodedData,
-                storage: str) -> tuple[Any, dict[str, Any]]:
-    """Run the TorchTrainer and return (scorer, last reported metrics)."""
+                storage: str, time_budget_s: float | None = None) -> tuple[Any, dict[str, Any]]:
+    """Run the TorchTrainer and return (scorer, last reported metrics).
+
+    With ``time_budget_s`` training stops after the epoch past which the next one would
+    overrun the budget; the metrics' ``epoch`` then says how many of ``n_epochs`` were done.
+    """
     import ray
     import torch
     from ray.train import RunConfig, ScalingConfig
@@ -89,7 +107,7 @@ def train_torch(model_type: str, cfg: RecommenderConfig, params: dict[str, Any],
     items, offsets = pack(data.train)
     loop_config = {"model": model_type, "params": params, "items": items, "offsets": offsets,
                    "n_items": len(data.items), "counts": item_counts(data.train, len(data.items)),  # type: ignore[arg-type]
-                   "seed": cfg.seed, "threads": max(1, cpus // cfg.workers)}
+                   "seed": cfg.seed, "threads": max(1, cpus // cfg.workers), "time_budget_s": time_budget_s}
     trainer = TorchTrainer(train_loop_per_worker, train_loop_config=loop_config,
                            scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=use_gpu),
                            run_config=RunConfig(name=f"recommender-{model_type}-{int(time.time())}",
@@ -154,7 +172,8 @@ def fit_any(model_type: str, cfg: RecommenderConfig, params: dict[str, Any], dat
         return HybridModel(parts, cfg.hybrid.weights), metrics
     started = _ensure_ray(args)
     try:
-        return train_torch(model_type, cfg, params, data, storage)
+        budget = args.time_budget_min * 60 if args.time_budget_min else None
+        return train_torch(model_type, cfg, params, data, storage, time_budget_s=budget)
     finally:
         if started:
             import ray
@@ -186,6 +205,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                               **{k: round(v, 6) for k, v in metrics.items()},
                               "train_seconds": round(train_seconds, 3), "train_events_per_s": round(events_per_s, 1),
                               "workers": cfg.workers, "n_items": len(data.items)}  # type: ignore[arg-type]
+    if "epoch" in train_metrics:  # torch models: epochs actually trained (fewer than n_epochs under a time budget)
+        report["epochs_done"] = int(train_metrics["epoch"])
+        report["epochs_planned"] = int(params.get("n_epochs", 0))
     training = {"config": {**cfg.model_dump(), cfg.model: params} if cfg.model != "pop" else cfg.model_dump(),
                 "train_seconds": train_seconds, "events_per_s": events_per_s, "smoke_test": args.smoke_test,
                 **{f"last_{k}": v for k, v in train_metrics.items() if isinstance(v, int | float)}}
@@ -210,10 +232,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train", required=True, help="training data (file or parquet dir)")
     p.add_argument("--test", help="test data; optional for --format parquet (time split)")
     p.add_argument("--format", required=True, choices=["session-tsv", "prefix-target", "parquet"])
-    p.add_argument("--model", choices=["gru4rec", "sasrec", "vsknn", "itemknn", "pop", "hybrid"])
+    p.add_argument("--model", choices=["gru4rec", "sasrec", "vsknn", "vstan", "itemknn", "pop", "hybrid"])
     p.add_argument("--config", help="YAML RecommenderConfig")
     p.add_argument("--parts-from", nargs="*", help="hybrid: artifacts of parts trained on this --train ('-' = fit)")
     p.add_argument("--epochs", type=int, help="override n_epochs")
+    p.add_argument("--time-budget-min", type=float,
+                   help="torch models: stop after the last epoch that fits this many minutes (epochs_done says how many)")
     p.add_argument("--workers", type=int, help="Ray Train data-parallel workers (torch models)")
     p.add_argument("--test-fraction", type=float, default=0.1, help="parquet time split")
     p.add_argument("--registry", help="registry URI (local dir or s3://)")
