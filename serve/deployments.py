@@ -39,6 +39,24 @@ api = FastAPI(title="tandem", version="1", description="Real-time purchase prope
               "recommendations behind a cache, with fallbacks (model -> precomputed -> popular).")
 
 MAX_MULTIPLEXED = 16
+APP_LOGGERS = ("serve", "models")
+
+
+def route_app_logs(names: tuple[str, ...] = APP_LOGGERS) -> None:
+    """Send tandem's module loggers through this replica's Serve log handlers.
+
+    Serve's ``logging_config`` (JSON encoding, level, replica log file) configures only
+    the ``ray.serve`` logger; without this, ``serve.*`` and ``models.*`` records would go
+    to the worker's stderr in plain text and miss the replica's JSON log.
+    """
+    serve_logger = logging.getLogger("ray.serve")
+    if not serve_logger.handlers:
+        return
+    for name in names:
+        app_logger = logging.getLogger(name)
+        app_logger.handlers = list(serve_logger.handlers)
+        app_logger.setLevel(serve_logger.level or logging.INFO)
+        app_logger.propagate = False
 
 
 def tenant_for(api_key: str | None, args: AppArgs) -> str:
@@ -69,6 +87,7 @@ class TandemService:
     """Thin ingress: typed request -> tenant -> models -> ``Engine`` -> typed response."""
 
     def __init__(self, args: dict[str, Any]):
+        route_app_logs()
         self.args = AppArgs.model_validate(args)
         preload_modules()
         self.cache = RedisCache(self.args.redis_url, self.args.cache)

@@ -39,8 +39,11 @@ def register_pop(registry_uri: str, sessions: list[list[str]], tmp: Path, promot
 _APPS: dict[str, dict[str, Any]] = {}
 
 
-def deploy(name: str, prefix: str, args: dict[str, Any], user_config: dict[str, Any] | None = None) -> None:
-    """Apply a declarative config holding every app this module deployed (like ``serve deploy``)."""
+def deploy(name: str, prefix: str, args: dict[str, Any], user_config: dict[str, Any] | None = None,
+           **options: Any) -> None:
+    """Apply a declarative config holding every app this module deployed (like ``serve deploy``).
+
+    ``options`` override the Tandem deployment's settings (e.g. ``max_queued_requests``)."""
     from ray.serve.context import _get_global_client
     from ray.serve.schema import ServeDeploySchema
 
@@ -48,7 +51,7 @@ def deploy(name: str, prefix: str, args: dict[str, Any], user_config: dict[str, 
                    "deployments": [{"name": "Tandem", "user_config": user_config or {"generation": 0},
                                     "max_ongoing_requests": 64, "health_check_period_s": 2,
                                     "graceful_shutdown_wait_loop_s": 0.5, "graceful_shutdown_timeout_s": 2,
-                                    "ray_actor_options": {"num_cpus": 0}}]}
+                                    "ray_actor_options": {"num_cpus": 0}, **options}]}
     config = ServeDeploySchema.model_validate({"applications": list(_APPS.values())})
     _get_global_client().deploy_apps(config, _blocking=True)
 
@@ -88,7 +91,9 @@ def app(serve_http: str, redis_server: str, tmp_path_factory: pytest.TempPathFac
     register_pop(bolt, [["b1", "b2", "b3"], ["b1", "b2"], ["b1"]], tmp)
     args = {"registry_uri": shared, "redis_url": redis_server, "api_keys": KEYS,
             "tenants": {"acme": {"registry_uri": acme}, "bolt": {"registry_uri": bolt}},
-            "model_cache_dir": str(tmp / "cache"), "deadline_ms": 2000}
+            "model_cache_dir": str(tmp / "cache"), "deadline_ms": 2000,
+            # generous Redis timeouts: these tests check behaviour, and CI boxes are loaded
+            "cache": {"call_timeout_s": 0.25, "pool_timeout_s": 0.25}}
     deploy("tandem-test", "/t", args)
     try:
         yield {"url": f"{serve_http}/t", "args": args, "registry": shared, "tmp": tmp}
@@ -162,8 +167,8 @@ def test_tenants_never_see_each_others_data(app: dict[str, Any], redis_server: s
         b_rec = post(c, app["url"], "/v1/recommend", {"session_id": "iso-1", "k": 5}, key="key-bolt-1").json()
         a_rec = post(c, app["url"], "/v1/recommend", {"session_id": "iso-1", "k": 5}, key="key-acme-1").json()
         inject = post(c, app["url"], "/v1/score", {"session_id": "x:tandem:acme:score"}, key="key-bolt-1")
-    assert (a["score"], a["tenant"], a["model_version"]) == (0.9, "acme", "vacme-1")
-    assert (b["score"], b["tenant"], b["model_version"]) == (0.1, "bolt", "vbolt-1")
+    assert (a["score"], a["tenant"], a["model_version"]) == (0.9, "acme", "vacme-1"), a
+    assert (b["score"], b["tenant"], b["model_version"]) == (0.1, "bolt", "vbolt-1"), b
     assert d["source"] == "popular" and d["tenant"] == "default"
     assert {i["item_id"] for i in b_rec["items"]} <= {"b1", "b2", "b3"}      # bolt's model, bolt's session
     assert b_rec["source"] == "popular" and len(b_rec["items"]) == 3         # acme's event is invisible to bolt
@@ -276,3 +281,60 @@ def test_redis_hung_then_killed_under_load_never_5xx(app: dict[str, Any], serve_
     assert recovered, "endpoints did not recover by themselves after Redis returned"
     assert health["redis"] == "up"
     assert max(slow) < 3.0, f"a request took {max(slow):.2f}s while Redis was down"
+
+
+def test_overload_gets_429_with_retry_after_never_5xx(app: dict[str, Any], serve_http: str) -> None:
+    """Past max_ongoing + max_queued, Serve sheds load with 429 + Retry-After (serve/config.yaml's policy)."""
+    import asyncio
+
+    deploy("tandem-busy", "/busy", app["args"], max_ongoing_requests=1, max_queued_requests=1,
+           backpressure_config={"status_code": 429, "retry_after_s": 1})
+
+    async def burst(n: int) -> list[httpx.Response]:
+        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=n)) as c:
+            body = {"session_id": "busy-1", "items": ["d1", "d2"], "k": 5}
+            return await asyncio.gather(*(c.post(f"{serve_http}/busy/v1/recommend", json=body, timeout=20,
+                                                 headers={"X-API-Key": "key-default"}) for _ in range(n)))
+
+    codes: Counter = Counter()
+    retry_after: set[str | None] = set()
+    try:
+        for _ in range(5):                     # a burst of 64 against 1 running + 1 queued sheds load
+            for r in asyncio.run(burst(64)):
+                codes[r.status_code] += 1
+                if r.status_code == 429:
+                    retry_after.add(r.headers.get("retry-after"))
+            if codes[429]:
+                break
+    finally:
+        undeploy("tandem-busy")
+    assert codes[429] > 0, f"no request was shed: {codes}"
+    assert codes[200] > 0, codes
+    assert set(codes) <= {200, 429}, f"overload must never answer 5xx: {codes}"
+    assert retry_after == {"1"}, retry_after
+
+
+def test_app_logs_land_in_the_replica_json_log(app: dict[str, Any], serve_http: str) -> None:
+    """serve.* / models.* records go through Serve's logging_config (JSON, replica log file)."""
+    import json
+
+    import ray
+
+    deploy("tandem-logs", "/logs", app["args"], logging_config={"encoding": "JSON", "log_level": "INFO"})
+    try:
+        with httpx.Client() as c:
+            r = post(c, f"{serve_http}/logs", "/v1/recommend", {"session_id": "log-1", "items": ["d1"], "k": 2})
+        assert r.status_code == 200
+        logs_dir = Path(ray._private.worker._global_node.get_logs_dir_path()) / "serve"
+        deadline, found = time.time() + 15, []
+        while time.time() < deadline and not found:
+            for f in logs_dir.glob("replica_tandem-logs_Tandem_*.log"):
+                for line in f.read_text(errors="replace").splitlines():
+                    if "tenant default models" in line:
+                        found.append(line)
+            time.sleep(0.5)
+    finally:
+        undeploy("tandem-logs")
+    assert found, f"no app log record in {sorted(p.name for p in logs_dir.glob('replica_tandem-logs*'))}"
+    record = json.loads(found[0])
+    assert record["levelname"] == "INFO" and "tenant default models" in record["message"], record

