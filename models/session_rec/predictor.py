@@ -1,6 +1,6 @@
 """One predictor for online recommendation and Ray Data batch precompute.
 
-``SessionRecPredictor(artifact_dir)`` loads any recommender artifact (pop, itemknn,
+``SessionRecPredictor(artifact_dir)`` loads any recommender artifact (pop, itemknn, vstan,
 vsknn, gru4rec, sasrec). Item ids are strings at this interface. Unknown items in a
 prefix are ignored; an empty or fully unknown prefix gets popularity.
 """
@@ -8,6 +8,7 @@ prefix are ignored; an empty or fully unknown prefix gets popularity.
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 from collections.abc import Sequence
 from typing import Any
@@ -23,27 +24,31 @@ REGISTRY_NAME = "recommender"
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and scores of the k best per row, best first (equal scores: lower index first)."""
+    """Indices and scores of the k best per row, best first (equal scores: lower index first).
+
+    One ``torch.topk`` of k + 1 per call: when the (k+1)-th score is strictly below the k-th
+    the set is exact and only k entries are ordered; rows with a tie at the cut fall back to
+    a scan of that row for the lowest-index tied items.
+    """
     import torch
 
+    scores = np.ascontiguousarray(scores, dtype=np.float32)
     n = scores.shape[1]
     k = min(k, n)
     if k <= 0:
         empty = np.zeros((scores.shape[0], 0))
         return empty.astype(np.int64), empty.astype(np.float32)
-    part = torch.topk(torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32)), k, dim=1,
-                      sorted=False).indices.numpy()
-    part_scores = np.take_along_axis(scores, part, axis=1)
-    kth = part_scores.min(axis=1)
-    for row in np.nonzero((scores == kth[:, None]).sum(axis=1) > (part_scores == kth[:, None]).sum(axis=1))[0]:
-        # ties at the cut: keep the lowest-index items among those equal to the k-th score
-        above = part[row][part_scores[row] > kth[row]]
-        tied = np.nonzero(scores[row] == kth[row])[0][:k - len(above)]
-        part[row] = np.concatenate([above, tied])
-        part_scores[row] = scores[row, part[row]]
-    order = np.lexsort((part, -part_scores), axis=1)
-    idx = np.take_along_axis(part, order, axis=1)
-    return idx, np.take_along_axis(scores, idx, axis=1)
+    vals_t, idx_t = torch.topk(torch.from_numpy(scores), min(k + 1, n), dim=1, sorted=True)
+    vals, part = vals_t.numpy(), idx_t.numpy()
+    tied = np.nonzero(vals[:, k] == vals[:, k - 1])[0] if n > k else np.zeros(0, dtype=np.int64)
+    vals, part = vals[:, :k].copy(), part[:, :k].copy()
+    for row in tied:  # ties at the cut: keep the lowest-index items among those equal to the k-th score
+        kth = vals[row, k - 1]
+        above = part[row][vals[row] > kth]
+        part[row] = np.concatenate([above, np.nonzero(scores[row] == kth)[0][:k - len(above)]])
+        vals[row] = scores[row, part[row]]
+    order = np.lexsort((part, -vals), axis=1)
+    return np.take_along_axis(part, order, axis=1), np.take_along_axis(vals, order, axis=1)
 
 
 class SessionRecPredictor:
@@ -111,8 +116,24 @@ class SessionRecPredictor:
                 for r, s in zip(idx, vals, strict=True)]
 
     def recommend(self, items: list[str], k: int = 20, exclude_seen: bool = True) -> list[tuple[str, float]]:
-        """The top ``k`` (item id, score) pairs after the prefix ``items``."""
-        return self.recommend_many([items], k=k, exclude_seen=exclude_seen)[0]
+        """The top ``k`` (item id, score) pairs after the prefix ``items``.
+
+        Online path: one model call on one prefix whose score row is used in place (no batch
+        buffer, no copy); same result as ``recommend_many([items])[0]``.
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        prefix = self._encode(items)
+        if not len(prefix):
+            return self.recommend_many([items], k=k, exclude_seen=exclude_seen)[0]
+        scores = self.model.score([prefix])
+        if scores.dtype != np.float32 or not scores.flags.writeable or not scores.flags.c_contiguous:
+            scores = np.array(scores, dtype=np.float32)
+        if exclude_seen:
+            scores[0, prefix] = -np.inf
+        idx, vals = top_k(scores, k)
+        ids = self.items.ids
+        return [(ids[i], float(v)) for i, v in zip(idx[0].tolist(), vals[0].tolist(), strict=True) if math.isfinite(v)]
 
     # -- Ray Data ------------------------------------------------------------
     def __call__(self, batch: pd.DataFrame, k: int | None = None, exclude_seen: bool | None = None) -> pd.DataFrame:

@@ -80,6 +80,35 @@ def test_top_k_breaks_ties_by_index() -> None:
     assert vals.tolist() == [[3.0, 3.0, 1.0]]
 
 
+def test_top_k_matches_a_full_stable_sort_with_ties_and_masks() -> None:
+    rng = np.random.default_rng(7)
+    scores = rng.integers(0, 6, size=(40, 50)).astype(np.float32)  # many ties, also at the cut
+    scores[:, :10][rng.random((40, 10)) < 0.5] = -np.inf
+    scores[0] = -np.inf  # a row that is all masked
+    idx, vals = top_k(scores, 20)
+    ref = np.lexsort((np.broadcast_to(np.arange(50), scores.shape), -scores), axis=1)[:, :20]
+    assert idx.tolist() == ref.tolist()
+    assert np.array_equal(vals, np.take_along_axis(scores, ref, axis=1))
+
+
+def test_recommend_matches_the_batch_path(tmp_path: Path) -> None:
+    import torch
+
+    from models.session_rec.artifact import save_artifact
+    from models.session_rec.items import ItemMap
+    from models.session_rec.network import GRU4RecNet, GRU4RecScorer
+
+    torch.manual_seed(0)
+    ids = [f"i{j}" for j in range(30)]
+    save_artifact(tmp_path / "g", GRU4RecScorer(GRU4RecNet(30, [8]), {"layers": [8]}), ItemMap(ids), np.ones(30))
+    pred = SessionRecPredictor(str(tmp_path / "g"))
+    for items in (["i3"], ["i1", "i7", "i1"], ["zzz", "i2"], []):
+        for exclude in (True, False):
+            one = pred.recommend(items, k=5, exclude_seen=exclude)
+            assert one == pred.recommend_many([items], k=5, exclude_seen=exclude)[0]
+            assert len(one) == 5 and not (exclude and {i for i, _ in one} & set(items))
+
+
 def test_call_defaults_come_from_the_constructor(pop_dir: Path) -> None:
     pred = SessionRecPredictor(str(pop_dir), k=1, exclude_seen=False)
     out = pred(pd.DataFrame({"session_id": ["s"], "items": [["c"]]}))
