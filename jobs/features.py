@@ -39,7 +39,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.featurize import LAYOUT, bucket_events, list_event_files, plan_reads, session_bucket, user_bucket
+from jobs.featurize import (
+    LAYOUT,
+    bucket_events,
+    gather,
+    list_event_files,
+    plan_reads,
+    session_bucket,
+    user_bucket,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +69,7 @@ def previous_manifest(out: Path) -> dict[str, Any] | None:
 
 def run(events: str, out: Path, as_of: pd.Timestamp | None = None, since: pd.Timestamp | None = None,
         incremental: bool = False, lateness_hours: float = 24.0, gap_minutes: float | None = None,
-        buckets: int = 16, sessions_only: bool = False, rows_per_task: int = 1_000_000) -> dict[str, Any]:
+        buckets: int = 16, sessions_only: bool = False, rows_per_task: int = 250_000) -> dict[str, Any]:
     """Build the feature tables and atomically publish them at ``out``; return the manifest.
 
     ``sessions_only`` computes just sessions, session features and labels (the benchmark's
@@ -101,14 +109,17 @@ def run(events: str, out: Path, as_of: pd.Timestamp | None = None, since: pd.Tim
                         for r in reads])
         timings["stage1_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        sessions = ray.get([task(session_bucket).remote(b, str(work), str(stage), first_day, gap_minutes, buckets,
-                                                        sessions_only) for b in range(buckets)])
+        sessions = ray.get([task(session_bucket).remote(b, parts, str(work), str(stage), first_day, gap_minutes,
+                                                        buckets, sessions_only)
+                            for b, parts in enumerate(gather(read, "parts", buckets))])
         timings["stage2_s"] = time.perf_counter() - t
         users: list[dict[str, Any]] = []
         if not sessions_only:
             t = time.perf_counter()
-            users = ray.get([task(user_bucket).remote(b, str(work), str(stage), str(prior) if prior else None,
-                                                      first_day) for b in range(buckets)])
+            users = ray.get([task(user_bucket).remote(b, summ, feat, str(stage), str(prior) if prior else None,
+                                                      first_day)
+                             for b, (summ, feat) in enumerate(zip(gather(sessions, "summ_parts", buckets),
+                                                                  gather(sessions, "feat_parts", buckets), strict=True))])
             timings["stage3_s"] = time.perf_counter() - t
         shutil.rmtree(work, ignore_errors=True)
         if prior is not None and first_day is not None:

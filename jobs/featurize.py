@@ -37,7 +37,7 @@ from models.feature_tables import (
 )
 from models.features import LABEL, events_to_arrow, session_features_table
 from models.schema import EVENT_SCHEMA, conform, split_valid
-from models.segments import day_strings, sort_sessions
+from models.segments import day_strings, hash_strings, sort_sessions
 
 logger = logging.getLogger(__name__)
 
@@ -91,33 +91,51 @@ def plan_reads(files: list[str], rows_per_task: int) -> list[dict[str, Any]]:
 
 
 def bucket_of(keys: pa.Array | pa.ChunkedArray, buckets: int) -> np.ndarray:
-    """Stable hash bucket of each string key: hashes each distinct value once (pandas' SipHash)."""
-    arr = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
-    enc = pc.dictionary_encode(pc.fill_null(arr, ""))
-    hashed = pd.util.hash_array(enc.dictionary.to_numpy(zero_copy_only=False).astype(object))
-    per_value = (hashed % np.uint64(buckets)).astype(np.int32)
-    return per_value[enc.indices.to_numpy(zero_copy_only=False)]
+    """Stable hash bucket of each string key (``models.segments.hash_strings``; null as "")."""
+    return (hash_strings(keys) % np.uint64(buckets)).astype(np.int32)
 
 
-def _write_split(table: pa.Table, bucket: np.ndarray, buckets: int, folder: Path, prefix: str, name: str) -> None:
-    """Write ``table``'s rows into ``folder/{prefix}{b:05d}/{name}.arrow``, one file per non-empty bucket."""
+Parts = list[tuple[str, int, int]]  # (Arrow IPC file, first record batch, number of batches)
+
+
+def _write_split(table: pa.Table, bucket: np.ndarray, buckets: int, path: Path) -> dict[int, tuple[str, int, int]]:
+    """Write ``table`` to one IPC file, its rows grouped by bucket; return where each bucket's rows are.
+
+    One file per task (not per task and bucket), so the file count stays at the task count
+    however many buckets there are. A reader takes its bucket's record batches by index.
+    """
     order = np.argsort(bucket, kind="stable")
     bounds = np.searchsorted(bucket[order], np.arange(buckets + 1))
-    table = table.take(pa.array(order))
-    for b in np.flatnonzero(np.diff(bounds)):
-        target = folder / f"{prefix}{b:05d}"
-        target.mkdir(parents=True, exist_ok=True)
-        part = table.slice(bounds[b], bounds[b + 1] - bounds[b])
-        with pa.ipc.new_file(target / f"{name}.arrow", part.schema, options=_IPC) as w:
-            w.write_table(part)
+    table = table.take(pa.array(order)).combine_chunks()
+    where: dict[int, tuple[str, int, int]] = {}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with pa.ipc.new_file(path, table.schema, options=_IPC) as w:
+        n = 0
+        for b in np.flatnonzero(np.diff(bounds)):
+            batches = table.slice(bounds[b], bounds[b + 1] - bounds[b]).to_batches()
+            for batch in batches:
+                w.write_batch(batch)
+            where[int(b)] = (str(path), n, len(batches))
+            n += len(batches)
+    return where
 
 
-def _read_all(folder: Path, pattern: str) -> pa.Table | None:
-    parts = []
-    for f in sorted(folder.glob(pattern)):
-        with pa.ipc.open_file(f) as r:
-            parts.append(r.read_all())
-    return pa.concat_tables(parts) if parts else None
+def _read_parts(parts: Parts) -> pa.Table | None:
+    """The record batches named by ``parts`` (memory-mapped, in the order given) as one table."""
+    batches = []
+    for path, first, count in parts:
+        with pa.ipc.open_file(pa.memory_map(path)) as r:
+            batches += [r.get_batch(i) for i in range(first, first + count)]
+    return pa.Table.from_batches(batches) if batches else None
+
+
+def gather(results: list[dict[str, Any]], key: str, buckets: int) -> list[Parts]:
+    """Per bucket, the parts that the tasks' ``results[key]`` maps say it has, in task order."""
+    out: list[Parts] = [[] for _ in range(buckets)]
+    for r in results:
+        for b, part in sorted(r.get(key, {}).items()):
+            out[b].append(part)
+    return out
 
 
 def bucket_events(task: dict[str, Any], work: str, stage: str, buckets: int, as_of: pd.Timestamp | None,
@@ -132,11 +150,13 @@ def bucket_events(task: dict[str, Any], work: str, stage: str, buckets: int, as_
     if bad.num_rows:
         (Path(stage) / "quarantine").mkdir(parents=True, exist_ok=True)
         pq.write_table(bad, Path(stage) / "quarantine" / f"part-{idx:05d}.parquet")
+    parts: dict[int, tuple[str, int, int]] = {}
     if valid.num_rows:
         key = pc.coalesce(valid["user_id"], valid["session_id"]) if by_user else valid["session_id"]
-        _write_split(valid, bucket_of(key, buckets), buckets, Path(work), "s", f"t{idx:05d}")
+        parts = _write_split(valid, bucket_of(key, buckets), buckets, Path(work) / f"events-{idx:05d}.arrow")
     samples = [{k: str(v) for k, v in r.items()} for r in bad.slice(0, 3).to_pylist()]
-    return {"rows_in": valid.num_rows + bad.num_rows, "quarantine": split.reason_counts(), "samples": samples}
+    return {"rows_in": valid.num_rows + bad.num_rows, "quarantine": split.reason_counts(), "samples": samples,
+            "parts": parts}
 
 
 def _sessionize_by_gap(ev: pd.DataFrame, gap_minutes: float) -> pd.DataFrame:
@@ -163,11 +183,11 @@ def _write_by_day(table: pa.Table, days: np.ndarray, root: Path, name: str, buck
         pq.write_table(table.slice(lo, hi - lo), target / f"part-{bucket:05d}.parquet")
 
 
-def session_bucket(bucket: int, work: str, stage: str, emit_from: pd.Timestamp | None, gap_minutes: float | None,
+def session_bucket(bucket: int, parts: Parts, work: str, stage: str, emit_from: pd.Timestamp | None, gap_minutes: float | None,
                    buckets: int, sessions_only: bool) -> dict[str, Any]:
     """Stage 2 for one session bucket; returns counts and the latest event time."""
     root = Path(stage)
-    ev = _read_all(Path(work) / f"s{bucket:05d}", "t*.arrow")
+    ev = _read_parts(parts)
     out: dict[str, Any] = {"events": 0, "sessions": 0, "sequences": 0, "max_time": None}
     if ev is None or ev.num_rows == 0:
         return out
@@ -190,12 +210,13 @@ def session_bucket(bucket: int, work: str, stage: str, emit_from: pd.Timestamp |
     summ = summ.append_column("emit", pa.array(emit))
     # Stage 3 sends each session to the bucket of its owner (summaries) / feature user (features).
     owner = pc.coalesce(summ["user_id"], summ["session_id"])
-    _write_split(summ, bucket_of(owner, buckets), buckets, Path(work), "u", f"summ-{bucket:05d}")
+    out["summ_parts"] = _write_split(summ, bucket_of(owner, buckets), buckets, Path(work) / f"summ-{bucket:05d}.arrow")
     feats = feats.filter(pc.is_in(feats["session_id"], value_set=emitted))
     pos = pc.index_in(feats["session_id"], value_set=summ["session_id"]).to_numpy(zero_copy_only=False)
     feats = feats.append_column("start", pa.array(start[pos]))
     feature_user = pc.coalesce(feats["user_id"], feats["session_id"])
-    _write_split(feats, bucket_of(feature_user, buckets), buckets, Path(work), "u", f"feat-{bucket:05d}")
+    out["feat_parts"] = _write_split(feats, bucket_of(feature_user, buckets), buckets,
+                                     Path(work) / f"feat-{bucket:05d}.arrow")
 
     seq = sequences_table(srt)
     seq = seq.filter(pc.is_in(seq["session_id"], value_set=emitted))
@@ -203,9 +224,9 @@ def session_bucket(bucket: int, work: str, stage: str, emit_from: pd.Timestamp |
     _write_by_day(seq, day_strings(first_t), root, "sequences", bucket)
     out["sequences"] = seq.num_rows
 
-    rows = pc.is_in(srt.table["session_id"], value_set=emitted)
+    rows = pc.is_in(srt.table["session_id"].take(pa.array(srt.order)), value_set=emitted)
     t_us = srt.t_us[rows.to_numpy(zero_copy_only=False)]
-    kept = srt.table.filter(rows)
+    kept = srt.table.take(pa.array(srt.order)).filter(rows)
     etype = kept["event_type"]
     daily = pa.table({"date": day_strings(t_us), "item_id": kept["item_id"],
                       "views": pc.cast(pc.equal(etype, "view"), pa.int64()),
@@ -221,11 +242,12 @@ def _days_of_seconds(seconds: np.ndarray) -> np.ndarray:
     return day_strings(np.rint(np.asarray(seconds, dtype=float) * 1e6).astype(np.int64))
 
 
-def user_bucket(bucket: int, work: str, stage: str, prior: str | None, emit_from: pd.Timestamp | None) -> dict[str, Any]:
+def user_bucket(bucket: int, summ_parts: Parts, feat_parts: Parts, stage: str, prior: str | None,
+                emit_from: pd.Timestamp | None) -> dict[str, Any]:
     """Stage 3 for one user bucket: user features and label per session; writes sessions and summaries."""
-    root, folder = Path(stage), Path(work) / f"u{bucket:05d}"
-    summ_t = _read_all(folder, "summ-*.arrow")
-    feats = _read_all(folder, "feat-*.arrow")
+    root = Path(stage)
+    summ_t = _read_parts(summ_parts)
+    feats = _read_parts(feat_parts)
     if summ_t is None:
         return {"sessions": 0}
     summ = summ_t.to_pandas()
@@ -255,5 +277,5 @@ def user_bucket(bucket: int, work: str, stage: str, prior: str | None, emit_from
     return {"sessions": sess.num_rows}
 
 
-__all__ = ["LAYOUT", "USER_FEATURES", "bucket_events", "list_event_files", "plan_reads", "session_bucket",
+__all__ = ["LAYOUT", "USER_FEATURES", "bucket_events", "gather", "list_event_files", "plan_reads", "session_bucket",
            "user_bucket"]

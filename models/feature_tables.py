@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from models.segments import US_PER_S, Sorted, last_valid, sort_sessions, take_or_null
+from models.segments import US_PER_S, Sorted, last_valid, sort_sessions
 
 WINDOWS_DAYS = (1, 7, 30)
 USER_FEATURES: tuple[str, ...] = tuple(
@@ -38,18 +38,18 @@ _SHIFT = np.int64(1 << 34)  # > seconds in 500 years, so (user, time) packs into
 def session_summaries_table(srt: Sorted) -> pa.Table:
     """One row per session: owner ``user_id``, start, end (seconds), purchased, spend (purchase value),
     first_purchase (seconds, NaN if none). Sessions in ``session_id`` order."""
-    table, starts = srt.table, srt.starts
-    if table.num_rows == 0:
+    starts = srt.starts
+    if srt.n_rows == 0:
         return _empty_summaries()
     t = srt.t_us / US_PER_S
-    buy = pc.equal(table["event_type"], "purchase").to_numpy(zero_copy_only=False)
-    price = pc.cast(table["price"], pa.float64()).to_numpy(zero_copy_only=False).astype(float)
+    buy = pc.equal(srt.table["event_type"], "purchase").to_numpy(zero_copy_only=False)[srt.order]
+    price = srt.floats("price")
     spend_rows = buy & ~np.isnan(price)
-    user = last_valid(table["user_id"].is_valid().to_numpy(zero_copy_only=False), starts)
+    user = last_valid(srt.valid("user_id"), starts)
     ends = np.r_[starts[1:], len(t)]
     first_buy = np.minimum.reduceat(np.where(buy, np.arange(len(t)), len(t)), starts)
     return pa.table({
-        "session_id": srt.session_ids, "user_id": take_or_null(table["user_id"], user),
+        "session_id": srt.session_ids, "user_id": srt.take("user_id", user),
         "start": t[starts], "end": t[ends - 1], "purchased": first_buy < len(t),
         "spend": np.add.reduceat(np.where(spend_rows, price, 0.0), starts),
         "first_purchase": np.where(first_buy < len(t), t[np.minimum(first_buy, len(t) - 1)], np.nan),
@@ -181,20 +181,18 @@ def sequences(events: pd.DataFrame) -> pd.DataFrame:
 
 def sequences_table(srt: Sorted) -> pa.Table:
     """``sequences`` from events sorted by (session, time): list columns built from segment offsets."""
-    table = srt.table
-    browse = np.flatnonzero(pc.not_equal(table["event_type"], "purchase").to_numpy(zero_copy_only=False))
+    browse = np.flatnonzero(pc.not_equal(srt.table["event_type"], "purchase").to_numpy(zero_copy_only=False)[srt.order])
     sess = srt.session[browse]
     starts = np.flatnonzero(np.r_[True, sess[1:] != sess[:-1]]) if len(sess) else np.zeros(0, dtype=np.int64)
     offsets = pa.array(np.r_[starts, len(browse)].astype(np.int32))
-    rows = pa.array(browse)
-    times = table["event_time"].take(rows).combine_chunks()
     ends = np.r_[starts[1:], len(browse)]
-    tenant = last_valid(table["tenant"].take(rows).is_valid().to_numpy(zero_copy_only=False), starts)
+    times = srt.take("event_time", browse)
+    tenant = last_valid(srt.valid("tenant")[browse], starts)
     seg = np.searchsorted(srt.starts, browse[starts], side="right") - 1
     return pa.table({
         "session_id": srt.session_ids.take(pa.array(seg, pa.int64())),
-        "items": pa.ListArray.from_arrays(offsets, table["item_id"].take(rows).combine_chunks()),
+        "items": pa.ListArray.from_arrays(offsets, srt.take("item_id", browse)),
         "times": pa.ListArray.from_arrays(offsets, times),
         "last_time": times.take(pa.array(ends - 1, pa.int64())) if len(starts) else times,
-        "tenant": take_or_null(table["tenant"], np.where(tenant >= 0, browse[np.maximum(tenant, 0)], -1)),
+        "tenant": srt.take("tenant", np.where(tenant >= 0, browse[np.maximum(tenant, 0)], -1)),
     })

@@ -23,12 +23,10 @@ import pyarrow.compute as pc
 from models.segments import (
     US_PER_S,
     Sorted,
-    codes,
     count_distinct,
     last_valid,
     segment_starts,
     sort_sessions,
-    take_or_null,
 )
 
 logger = logging.getLogger(__name__)
@@ -71,7 +69,7 @@ def session_features(events: pd.DataFrame, cut_at_first_purchase: bool = True) -
     sids = events["session_id"].to_numpy()
     if len(sids) <= _FAST_MAX and (sids == sids[0]).all():
         return _one_session(events, cut_at_first_purchase)
-    out = session_features_table(_to_arrow(events), cut_at_first_purchase).to_pandas()
+    out = session_features_table(events_to_arrow(events), cut_at_first_purchase).to_pandas()
     if out.empty:
         return _empty()
     for col in ("user_id", "tenant"):
@@ -87,11 +85,10 @@ def session_features_table(events: pa.Table | Sorted, cut_at_first_purchase: boo
     reduction over the contiguous rows of a session. The batch feature job calls this.
     """
     srt = events if isinstance(events, Sorted) else sort_sessions(events)
-    table = srt.table
-    n = table.num_rows
+    n = srt.n_rows
     if n == 0:
         return _empty_table(cut_at_first_purchase)
-    etype, types = codes(table["event_type"])
+    etype, types = srt.codes("event_type")
     kinds = {name: int(i) for i, name in enumerate(types.to_pylist())}
 
     def is_type(name: str) -> np.ndarray:
@@ -123,13 +120,13 @@ def session_features_table(events: pa.Table | Sorted, cut_at_first_purchase: boo
         return np.add.reduceat(values, starts)
 
     view, cart, remove = is_type("view")[kept], is_type("cart")[kept], is_type("remove_from_cart")[kept]
-    price = _floats(table["price"])[kept]
+    price = srt.floats("price")[kept]
     same_next = np.r_[sess[1:] == sess[:-1], False]
     dwell = np.where(same_next, np.r_[np.diff(t), 0.0], np.nan)
     has_dwell = ~np.isnan(dwell)
     has_price = ~np.isnan(price)
     cart_price = cart & has_price
-    n_items = count_distinct(seg, codes(table["item_id"])[0][kept], m).astype(float)
+    n_items = count_distinct(seg, srt.codes("item_id")[0][kept], m).astype(float)
     t_first, t_last = t[starts], t[ends - 1]
     last_us = srt.t_us[kept][ends - 1]
     multi = lengths > 1
@@ -138,7 +135,7 @@ def session_features_table(events: pa.Table | Sorted, cut_at_first_purchase: boo
         cols: dict[str, object] = {
             "n_events": lengths, "n_views": total(view).astype(float), "n_carts": total(cart).astype(float),
             "n_removes": total(remove).astype(float), "n_items": n_items,
-            "n_categories": count_distinct(seg, codes(table["category"])[0][kept], m).astype(float),
+            "n_categories": count_distinct(seg, srt.codes("category")[0][kept], m).astype(float),
             "duration_s": t_last - t_first,
             "mean_dwell_s": np.where(n_dwell > 0, total(np.where(has_dwell, dwell, 0.0)) / n_dwell, np.nan),
             "max_dwell_s": np.fmax.reduceat(dwell, starts),
@@ -152,23 +149,19 @@ def session_features_table(events: pa.Table | Sorted, cut_at_first_purchase: boo
             "hour": (np.floor_divide(last_us, np.int64(3_600_000_000)) % 24).astype(float),
             "weekday": ((np.floor_divide(last_us, np.int64(86_400_000_000)) + 3) % 7).astype(float),
         }
-    user_row = last_valid(table["user_id"].is_valid().to_numpy(zero_copy_only=False)[kept], starts)
-    tenant_row = last_valid(table["tenant"].is_valid().to_numpy(zero_copy_only=False)[kept], starts)
+    user_row = last_valid(srt.valid("user_id")[kept], starts)
+    tenant_row = last_valid(srt.valid("tenant")[kept], starts)
     cols["is_identified"] = (user_row >= 0).astype(float)
     out = {
         KEY: srt.session_ids.take(pa.array(source)),
-        "user_id": take_or_null(table["user_id"], np.where(user_row >= 0, kept[np.maximum(user_row, 0)], -1)),
-        "tenant": take_or_null(table["tenant"], np.where(tenant_row >= 0, kept[np.maximum(tenant_row, 0)], -1)),
+        "user_id": srt.take("user_id", np.where(user_row >= 0, kept[np.maximum(user_row, 0)], -1)),
+        "tenant": srt.take("tenant", np.where(tenant_row >= 0, kept[np.maximum(tenant_row, 0)], -1)),
         "cutoff_time": pa.array(last_us, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
     }
     out.update({f: pa.array(cols[f], pa.float64()) for f in SESSION_FEATURES})
     if label is not None:
         out[LABEL] = pa.array(label[source].astype(np.int8))
     return pa.table(out)
-
-
-def _floats(col: pa.ChunkedArray) -> np.ndarray:
-    return pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False).astype(float)
 
 
 def _strings(values: pd.Series) -> pa.Array:
@@ -182,7 +175,7 @@ def _strings(values: pd.Series) -> pa.Array:
     return arr if arr.type == pa.string() else pc.cast(arr, pa.string())
 
 
-def _to_arrow(events: pd.DataFrame) -> pa.Table:
+def events_to_arrow(events: pd.DataFrame) -> pa.Table:
     """Canonical columns of a pandas frame as Arrow (missing optional columns are null)."""
     n = len(events)
     cols: dict[str, pa.Array] = {

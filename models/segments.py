@@ -69,31 +69,50 @@ def count_distinct(seg: np.ndarray, value_codes: np.ndarray, n_segments: int) ->
     if not ok.any():
         return np.zeros(n_segments, dtype=np.int64)
     width = np.int64(value_codes.max() + 1)
-    pairs = np.unique(seg[ok].astype(np.int64) * width + value_codes[ok])
-    return np.bincount(pairs // width, minlength=n_segments)
+    pairs = np.sort(seg[ok].astype(np.int64) * width + value_codes[ok])
+    first = np.r_[True, pairs[1:] != pairs[:-1]]
+    return np.bincount(pairs[first] // width, minlength=n_segments)
 
 
 @dataclass(frozen=True)
 class Sorted:
-    """Events in (session, time) order.
+    """Events in (session, time) order, without copying the table.
 
-    ``table`` is the input reordered, ``session`` the ordered session code per row,
-    ``t_us`` the event time in microseconds, ``starts`` the first row of each session and
-    ``session_ids`` the id of each session (ascending).
+    ``table`` is the input as given and ``order`` the sorting permutation; ``session`` is the
+    ordered session code per sorted row, ``t_us`` the sorted event time in microseconds,
+    ``starts`` the first sorted row of each session and ``session_ids`` the id of each session
+    (ascending). Columns are reordered on demand, as numpy codes or values where possible.
     """
 
     table: pa.Table
+    order: np.ndarray
     session: np.ndarray
     t_us: np.ndarray
     starts: np.ndarray
     session_ids: pa.Array
 
     @property
-    def n_segments(self) -> int:
-        return len(self.starts)
+    def n_rows(self) -> int:
+        return len(self.order)
 
     def segment_of_row(self) -> np.ndarray:
         return np.repeat(np.arange(len(self.starts)), np.diff(np.r_[self.starts, len(self.session)]))
+
+    def codes(self, name: str) -> tuple[np.ndarray, pa.Array]:
+        """Dictionary codes of a string column in sorted order (null: -1) and the dictionary."""
+        idx, dictionary = codes(self.table[name])
+        return idx[self.order], dictionary
+
+    def floats(self, name: str) -> np.ndarray:
+        col = pc.cast(_array(self.table[name]), pa.float64()).to_numpy(zero_copy_only=False)
+        return np.asarray(col, dtype=float)[self.order]
+
+    def valid(self, name: str) -> np.ndarray:
+        return _array(self.table[name]).is_valid().to_numpy(zero_copy_only=False)[self.order]
+
+    def take(self, name: str, rows: np.ndarray) -> pa.Array:
+        """Column ``name`` at sorted positions ``rows`` (-1 gives null)."""
+        return take_or_null(self.table[name], np.where(rows >= 0, self.order[np.maximum(rows, 0)], -1))
 
 
 def sort_sessions(events: pa.Table) -> Sorted:
@@ -101,11 +120,47 @@ def sort_sessions(events: pa.Table) -> Sorted:
     session, dictionary = codes(events["session_id"], ordered=True)
     t_us = pc.cast(_array(events["event_time"]), _US).cast(pa.int64()).to_numpy(zero_copy_only=False)
     order = np.lexsort((t_us, session))
-    table = events.take(pa.array(order))
     session, t_us = session[order], t_us[order]
     starts = segment_starts(session)
     ids = dictionary.take(pa.array(session[starts])) if len(starts) else pa.array([], pa.string())
-    return Sorted(table=table, session=session, t_us=t_us, starts=starts, session_ids=ids)
+    return Sorted(table=events, order=order, session=session, t_us=t_us, starts=starts, session_ids=ids)
+
+
+def hash_strings(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A stable 64-bit hash of each string (null hashes as ""), vectorised over Arrow's buffers.
+
+    A polynomial over the UTF-8 bytes, then the splitmix64 finaliser; it depends only on the
+    bytes, so buckets are the same in every process and run.
+    """
+    arr = pc.fill_null(_array(values), "")
+    if not pa.types.is_large_string(arr.type):
+        arr = arr.cast(pa.large_string())
+    n = len(arr)
+    if n > _HASH_CHUNK:  # bounds the per-byte temporaries
+        return np.concatenate([hash_strings(arr.slice(i, _HASH_CHUNK)) for i in range(0, n, _HASH_CHUNK)])
+    bufs = arr.buffers()
+    offsets = np.frombuffer(bufs[1], dtype=np.int64, count=n + 1, offset=arr.offset * 8)
+    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
+    data = data[offsets[0]:offsets[-1]].astype(np.uint64)
+    off = offsets - offsets[0]
+    lengths = np.diff(off)
+    h = np.zeros(n, dtype=np.uint64)
+    if len(data):
+        powers = np.cumprod(np.r_[np.uint64(1), np.full(int(lengths.max()), _P, dtype=np.uint64)])
+        exponent = np.repeat(off[1:] - 1, lengths) - np.arange(len(data))
+        some = lengths > 0
+        h[some] = np.add.reduceat(data * powers[exponent], off[:-1][some])
+    h ^= lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    h ^= h >> np.uint64(30)
+    h *= np.uint64(0xBF58476D1CE4E5B9)
+    h ^= h >> np.uint64(27)
+    h *= np.uint64(0x94D049BB133111EB)
+    h ^= h >> np.uint64(31)
+    return h
+
+
+_HASH_CHUNK = 1 << 18
+_P = np.uint64(1_099_511_628_211)  # the FNV-1 64-bit prime
 
 
 def day_strings(t_us: np.ndarray) -> np.ndarray:
