@@ -231,7 +231,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m jobs.train_recommender", description=__doc__.split("\n")[0])
     p.add_argument("--train", required=True, help="training data (file or parquet dir)")
     p.add_argument("--test", help="test data; optional for --format parquet (time split)")
-    p.add_argument("--format", required=True, choices=["session-tsv", "prefix-target", "parquet"])
+    p.add_argument("--format", required=True, choices=["session-tsv", "session-lines", "prefix-target", "parquet"])
     p.add_argument("--model", choices=["gru4rec", "sasrec", "vsknn", "vstan", "itemknn", "pop", "hybrid"])
     p.add_argument("--config", help="YAML RecommenderConfig")
     p.add_argument("--parts-from", nargs="*", help="hybrid: artifacts of parts trained on this --train ('-' = fit)")
