@@ -148,7 +148,22 @@ class GRU4RecScorer:
 
     @torch.no_grad()
     def score(self, prefixes: Sequence[np.ndarray]) -> np.ndarray:
-        return torch.addmm(self._b, self.hidden(prefixes), self._wt).numpy()
+        one = len(prefixes) == 1 and len(prefixes[0]) and not self.net.training
+        h = self._hidden_one(prefixes[0]) if one else self.hidden(prefixes)
+        return torch.addmm(self._b, h, self._wt).numpy()
+
+    @torch.no_grad()
+    def _hidden_one(self, prefix: np.ndarray) -> torch.Tensor:
+        """The online path: one prefix through ``torch.gru_cell`` directly (eval mode: dropout is identity)."""
+        net = self.net
+        x = net.Wy.weight[torch.from_numpy(np.asarray(prefix, dtype=np.int64))]
+        hidden = [torch.zeros(1, h) for h in net.layers]
+        cells = [(c.weight_ih, c.weight_hh, c.bias_ih, c.bias_hh) for c in net.gru]  # type: ignore[union-attr]
+        for t in range(len(x)):
+            e = x[t:t + 1]
+            for i, (w_ih, w_hh, b_ih, b_hh) in enumerate(cells):
+                e = hidden[i] = torch.gru_cell(e, hidden[i], w_ih, w_hh, b_ih, b_hh)
+        return hidden[-1]
 
     @torch.no_grad()
     def hidden(self, prefixes: Sequence[np.ndarray]) -> torch.Tensor:

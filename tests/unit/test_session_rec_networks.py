@@ -35,13 +35,15 @@ def test_bpr_max_loss_by_hand() -> None:
     assert bpr_max_loss(r, 1, bpreg=0.5, elu_param=0.0).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
-def test_gru4rec_batched_prefixes_match_single_runs() -> None:
+@pytest.mark.parametrize("layers", [[8], [8, 6]])
+def test_gru4rec_batched_prefixes_match_single_runs(layers: list[int]) -> None:
     torch.manual_seed(0)
-    scorer = GRU4RecScorer(GRU4RecNet(12, [8]), {"layers": [8]})
-    prefixes = [np.array([1, 2, 3]), np.array([4]), np.array([5, 6])]
+    scorer = GRU4RecScorer(GRU4RecNet(12, layers, dropout_p_embed=0.3, dropout_p_hidden=0.3), {"layers": layers})
+    prefixes = [np.array([1, 2, 3]), np.array([4]), np.array([5, 6, 5, 1])]
     batched = scorer.score(prefixes)
-    for row, p in enumerate(prefixes):
+    for row, p in enumerate(prefixes):  # a single prefix takes the direct gru_cell path
         assert np.allclose(batched[row], scorer.score([p])[0], atol=1e-5)
+        assert np.allclose(scorer.hidden([p]).numpy(), scorer._hidden_one(p).numpy(), atol=1e-6)
 
 
 def test_sasrec_batched_prefixes_match_single_runs() -> None:
