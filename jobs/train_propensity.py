@@ -26,6 +26,7 @@ import pandas as pd
 
 from models.evaluation.classification import evaluate
 from models.propensity.artifact import MODEL_FILES, save
+from models.propensity.baselines import baselines
 from models.propensity.data import LABEL, DataError, prepare
 from models.propensity.fit import finalize
 from models.propensity.model import (
@@ -106,24 +107,6 @@ def train_distributed(cfg: PropensityConfig, train: pd.DataFrame, val: pd.DataFr
         result = XGBoostTrainer(_train_loop, **common).fit()
     with result.checkpoint.as_directory() as path:
         return load_booster(cfg.kind, Path(path) / MODEL_FILES[cfg.kind])
-
-
-def baselines(train: pd.DataFrame, test: pd.DataFrame, features: list[str], min_precision: float) -> dict[str, Any]:
-    """Class-weighted logistic regression and default LightGBM on the same split."""
-    import lightgbm as lgb
-    from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    x_tr, y_tr = to_matrix(train, features), train[LABEL].to_numpy()
-    x_te, y_te = to_matrix(test, features), test[LABEL].to_numpy()
-    logreg = make_pipeline(SimpleImputer(strategy="median"), StandardScaler(),
-                           LogisticRegression(class_weight="balanced", max_iter=1000))
-    logreg.fit(x_tr, y_tr)
-    default = lgb.train({"objective": "binary", "verbose": -1}, lgb.Dataset(x_tr, label=y_tr))
-    return {"logreg_balanced": evaluate(y_te, logreg.predict_proba(x_te)[:, 1], min_precision).as_dict(),
-            "lightgbm_default": evaluate(y_te, default.predict(x_te), min_precision).as_dict()}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
