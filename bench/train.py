@@ -15,6 +15,15 @@ peer uses all the cluster's CPUs as threads. Per Ray run the overhead is split i
 - ``train``: ``lightgbm.train`` itself (includes the socket network setup with 2 workers);
 - ``teardown``: report + checkpoint + worker shutdown until ``fit()`` returns.
 
+``worker_start`` and ``teardown`` are split further by a Train callback (``PhaseStamps``, a
+developer API) that stamps the controller's own hooks: ``controller_up`` (``fit()`` -> the
+controller actor runs), ``data_setup`` (``ray.data.from_pandas`` and the rest of ``fit()``'s
+set-up before it), ``placement`` (worker-group start requested -> placement group ready and
+worker actors up), ``backend`` (-> the backend set up and the loop dispatched), ``report``
+(loop done -> the controller sees the finished workers; it polls every
+``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``, 2 s by default), ``shutdown`` (worker group and
+placement group removed) and ``return`` (-> ``fit()`` returns in the driver).
+
 ``--sweep-trials N`` also times an N-trial ``jobs.tune_propensity`` sweep on a sample.
 The last line is one JSON object with ``ratio`` (best Ray layout / plain).
 """
@@ -100,6 +109,39 @@ def _loop(config: dict[str, Any]) -> None:
         ray.train.report(metrics, checkpoint=checkpoint)
 
 
+def _phase_stamps(path: str) -> Any:
+    """A Train callback (developer API, runs in the controller) appending ``name time`` lines to ``path``."""
+    from ray.train.v2._internal.execution.callback import ControllerCallback, WorkerGroupCallback
+
+    class PhaseStamps(ControllerCallback, WorkerGroupCallback):
+        def _stamp(self, name: str) -> None:
+            with open(path, "a") as f:
+                f.write(f"{name} {time.time()}\n")
+
+        def after_controller_start(self, train_run_context: Any) -> None:
+            self._stamp("controller_start")
+
+        def before_worker_group_start(self, worker_group_context: Any) -> None:
+            self._stamp("group_start")
+
+        def after_worker_group_start(self, worker_group: Any) -> None:
+            self._stamp("group_ready")
+
+        def after_worker_group_training_start(self, worker_group: Any) -> None:
+            self._stamp("training_start")
+
+        def before_worker_group_shutdown(self, worker_group: Any) -> None:
+            self._stamp("group_shutdown")
+
+        def after_worker_group_shutdown(self, worker_group_context: Any) -> None:
+            self._stamp("group_down")
+
+        def after_controller_finish(self, result: Any) -> None:
+            self._stamp("controller_finish")
+
+    return PhaseStamps()
+
+
 def ray_train(df: pd.DataFrame, workers: int, threads: int, rounds: int) -> dict[str, float]:
     import ray.data
     import ray.train
@@ -107,41 +149,72 @@ def ray_train(df: pd.DataFrame, workers: int, threads: int, rounds: int) -> dict
     from ray.train.lightgbm import LightGBMTrainer
 
     t0 = time.time()
-    trainer = LightGBMTrainer(
-        _loop, train_loop_config={"params": params(threads, rounds), "workers": workers},
-        datasets={"train": ray.data.from_pandas(df)},
-        scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": threads}),
-        run_config=RunConfig(name=f"bench-train-{int(t0)}", storage_path=tempfile.mkdtemp(prefix="tdm-bench-")))
-    result = trainer.fit()
-    t_end = time.time()
+    with tempfile.TemporaryDirectory(prefix="tdm-bench-") as tmp:
+        stamps_path = str(Path(tmp) / "stamps.txt")
+        trainer = LightGBMTrainer(
+            _loop, train_loop_config={"params": params(threads, rounds), "workers": workers},
+            datasets={"train": ray.data.from_pandas(df)},
+            scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": threads}),
+            run_config=RunConfig(name=f"bench-train-{int(t0)}", storage_path=str(Path(tmp) / "storage"),
+                                 callbacks=[_phase_stamps(stamps_path)]))
+        t_fit = time.time()
+        result = trainer.fit()
+        t_end = time.time()
+        st = {}
+        for line in Path(stamps_path).read_text().splitlines():
+            name, value = line.split()
+            st.setdefault(name, float(value))  # first occurrence (one worker group per run here)
     m = result.metrics  # rank 0's stamps
-    return {"total": t_end - t0, "worker_start": m["t_start"] - t0, "ingest": m["t_ingest"] - m["t_start"],
-            "convert": m["t_convert"] - m["t_ingest"], "train": m["t_train"] - m["t_convert"],
-            "teardown": t_end - m["t_train"], "rows_rank0": m["rows"], "trees": m["trees"]}
+    out = {"total": t_end - t0, "worker_start": m["t_start"] - t0, "ingest": m["t_ingest"] - m["t_start"],
+           "convert": m["t_convert"] - m["t_ingest"], "train": m["t_train"] - m["t_convert"],
+           "teardown": t_end - m["t_train"], "rows_rank0": m["rows"], "trees": m["trees"]}
+    if {"controller_start", "group_start", "group_ready", "group_down", "controller_finish"} <= st.keys():
+        out.update({"data_setup": t_fit - t0, "controller_up": st["controller_start"] - t_fit,
+                    "pre_group": st["group_start"] - st["controller_start"],
+                    "placement": st["group_ready"] - st["group_start"],
+                    "backend": m["t_start"] - st["group_ready"],
+                    "report": st.get("group_shutdown", st["group_down"]) - m["t_train"],
+                    "shutdown": st["group_down"] - st.get("group_shutdown", st["group_down"]),
+                    "return": t_end - st["group_down"]})
+    return out
 
 
-def sweep(df: pd.DataFrame, trials: int, rows: int) -> dict[str, Any]:
-    from jobs import tune_propensity
+def sweep(df: pd.DataFrame, trials: int, rows: int, trainer: str) -> dict[str, Any]:
+    """Time ``python -m jobs.tune_propensity`` (a subprocess: nothing imports ``jobs``) on this
+    cluster, with ``trials`` trials of up to 100 rounds on a ``rows``-row sample."""
+    import os
+    import subprocess
+
+    import ray
 
     sample = df.sample(n=min(rows, len(df)), random_state=0)
     with tempfile.TemporaryDirectory(prefix="tdm-bench-sweep-") as tmp:
         path = Path(tmp) / "table.parquet"
         sample.to_parquet(path)
+        env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+        cmd = [sys.executable, "-m", "jobs.tune_propensity", "--features", str(path), "--label", LABEL,
+               "--trials", str(trials), "--rounds", "100", "--trainer", trainer, "--out", str(Path(tmp) / "out"),
+               "--json"]
         t0 = time.perf_counter()
-        rc = tune_propensity.main(["--features", str(path), "--label", LABEL, "--trials", str(trials),
-                                   "--rounds", "100", "--out", str(Path(tmp) / "out")])
-        return {"trials": trials, "rows": len(sample), "seconds": round(time.perf_counter() - t0, 1), "rc": rc}
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        seconds = time.perf_counter() - t0
+        if proc.returncode:
+            logger.error("sweep failed (rc %d):\n%s", proc.returncode, proc.stderr[-3000:])
+        res = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else {}
+        return {"trials": trials, "rows": len(sample), "trainer": trainer, "seconds": round(seconds, 1),
+                "sweep_seconds": res.get("sweep_seconds"), "rc": proc.returncode}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.train", description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=500_000)
+    parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--features", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--layouts", default="1x2,2x1", help="Ray Train layouts WORKERSxTHREADS, comma-separated")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved repeats; the fastest of each counts")
     parser.add_argument("--sweep-trials", type=int, default=0, help="also time an N-trial tune_propensity sweep")
     parser.add_argument("--sweep-rows", type=int, default=20_000)
+    parser.add_argument("--sweep-trainer", choices=["ray-train", "booster"], default="ray-train")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import ray
@@ -174,6 +247,11 @@ def main(argv: list[str] | None = None) -> int:
             logger.info("[%d] Ray Train %s: %.2f s = worker start %.2f + ingest %.2f + convert %.2f + train %.2f + "
                         "teardown %.2f", rep, name, r["total"], r["worker_start"], r["ingest"], r["convert"],
                         r["train"], r["teardown"])
+            if "placement" in r:
+                logger.info("[%d]   fixed cost: data set-up %.2f, controller up %.2f, to group start %.2f, placement + "
+                            "worker actors %.2f, backend + dispatch %.2f | report seen %.2f, group shutdown %.2f, "
+                            "fit() return %.2f", rep, r["data_setup"], r["controller_up"], r["pre_group"],
+                            r["placement"], r["backend"], r["report"], r["shutdown"], r["return"])
     base = min(trials["plain"], key=lambda r: r["total"])
     runs = {name: min(trials[name], key=lambda r: r["total"]) for name, _, _ in layouts}
     for name, r in runs.items():
@@ -188,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
                            "ratios": {k: round(r["total"] / base["total"], 3) for k, r in runs.items()},
                            "all_totals": {k: [round(r["total"], 2) for r in v] for k, v in trials.items()}}
     if args.sweep_trials:
-        out["sweep"] = sweep(df, args.sweep_trials, args.sweep_rows)
+        out["sweep"] = sweep(df, args.sweep_trials, args.sweep_rows, args.sweep_trainer)
         logger.info("sweep: %d trials on %d rows in %.1f s", args.sweep_trials, out["sweep"]["rows"],
                     out["sweep"]["seconds"])
     sys.stdout.write(json.dumps(out) + "\n")
