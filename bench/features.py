@@ -137,8 +137,15 @@ def _tandem(events: str, out: str) -> None:
     from jobs import features
 
     # A fixed object store (2 GiB): memory stays bounded as input grows; Ray spills past it.
-    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, _temp_dir=tmp, log_to_driver=False,
-             object_store_memory=2 * 1024**3)
+    for attempt in range(3):  # on a busy machine the raylet can miss Ray's fixed 30 s start-up wait
+        try:
+            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, _temp_dir=tmp,
+                     log_to_driver=False, object_store_memory=2 * 1024**3)
+            break
+        except Exception:  # noqa: BLE001 - Ray raises a bare Exception for the start-up timeout
+            ray.shutdown()
+            if attempt == 2:
+                raise
     try:
         t0 = time.perf_counter()
         rows = sum(f.stat().st_size for f in Path(events).rglob("*.parquet")) // 14  # ~14 bytes/event on disk
