@@ -6,6 +6,10 @@
 The test split is never read. Without ``--valid`` the last ``--valid-fraction`` of the
 (time-ordered) training sessions is held out and scored with protocol (a). ``--out-config``
 writes a YAML that ``jobs.train_recommender --config`` accepts.
+
+``--model vsknn|vstan`` grid-searches a kNN model in process (no Ray): every combination
+of the ``--grid key=v1,v2`` values is fitted on the carved train split and scored on
+validation (``--valid-sample`` scores a fixed random subset of the validation pairs).
 """
 
 from __future__ import annotations
@@ -142,6 +146,59 @@ def tune_hybrid(args: argparse.Namespace) -> dict[str, Any]:
             "valid_pairs": len(data.test_prefixes)}
 
 
+def parse_grid(specs: list[str]) -> dict[str, list[Any]]:
+    """``["k=100,500", "lambda_snh=none,2000"]`` -> {"k": [100, 500], "lambda_snh": [None, 2000.0]}."""
+    grid: dict[str, list[Any]] = {}
+    for spec in specs:
+        key, sep, values = spec.partition("=")
+        if not sep or not key or not values:
+            raise ValueError(f"--grid {spec!r}: expected key=v1,v2,...")
+        out: list[Any] = []
+        for v in values.split(","):
+            v = v.strip()
+            out.append(None if v.lower() == "none" else int(v) if v.lstrip("-").isdigit() else float(v))
+        grid[key.strip()] = out
+    return grid
+
+
+def tune_knn(args: argparse.Namespace) -> dict[str, Any]:
+    """Grid search of a kNN model's parameters on the validation split (no Ray)."""
+    import itertools
+
+    from models.session_rec.fit import evaluate_model, fit_baseline
+
+    cfg = load_config(args.config, model=args.model)
+    base = cfg.model_params()
+    grid = parse_grid(args.grid or [])
+    unknown = set(grid) - set(base)
+    if unknown:
+        raise ValueError(f"--grid: {sorted(unknown)} are not {args.model} parameters; expected {sorted(base)}")
+    data = carve_validation(args)
+    if args.valid_sample and args.valid_sample < len(data.test_prefixes):
+        keep = np.sort(np.random.default_rng(cfg.seed).choice(len(data.test_prefixes), args.valid_sample,
+                                                                replace=False))
+        data.test_prefixes = [data.test_prefixes[i] for i in keep]
+        data.test_targets = data.test_targets[keep]
+    rows = []
+    for values in itertools.product(*grid.values()):
+        params = {**base, **dict(zip(grid, values, strict=True))}
+        load_config(None, model=args.model, **{args.model: params})  # validate through the typed config
+        m = evaluate_model(fit_baseline(args.model, data, params), data)
+        rows.append({"params": params, **{k: round(m[k], 4) for k in ("recall@20", "mrr@20", "recall@10",
+                                                                        "mrr@10")},
+                     "eval_seconds": round(m["eval_seconds"], 1)})
+        logger.info("%s %s -> recall@20 %.4f mrr@20 %.4f", args.model, dict(zip(grid, values, strict=True)),
+                    m["recall@20"], m["mrr@20"])
+    best = max(rows, key=lambda r: r[args.metric])
+    if args.out_config:
+        import yaml
+
+        Path(args.out_config).write_text(yaml.safe_dump({"model": args.model, args.model: best["params"]}),
+                                         encoding="utf-8")
+    return {"model": args.model, "metric": args.metric, "best": best, "grid": rows,
+            "valid_pairs": len(data.test_prefixes)}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import os
 
@@ -152,6 +209,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.model == "hybrid":
         return tune_hybrid(args)
+    if args.model in ("vsknn", "vstan"):
+        return tune_knn(args)
     cfg = load_config(args.config, model=args.model)
     base = cfg.model_params()
     base["n_epochs"] = args.epochs
@@ -200,8 +259,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--valid", help="validation file in the train format (default: carve from --train)")
     p.add_argument("--valid-fraction", type=float, default=0.1)
     p.add_argument("--format", required=True, choices=["session-tsv", "session-lines"])
-    p.add_argument("--model", required=True, choices=["gru4rec", "sasrec", "hybrid"],
-                   help="hybrid: fit its parts, then grid-search the mixing weight on valid")
+    p.add_argument("--model", required=True, choices=["gru4rec", "sasrec", "hybrid", "vsknn", "vstan"],
+                   help="hybrid: fit its parts, then grid-search the mixing weight on valid; vsknn/vstan: --grid")
+    p.add_argument("--grid", action="append", help="kNN models: key=v1,v2 (repeatable; 'none' = off)")
+    p.add_argument("--valid-sample", type=int, help="kNN models: score this many random validation pairs")
     p.add_argument("--parts-from", nargs="*", help="hybrid: artifacts of parts trained on the same split ('-' = fit)")
     p.add_argument("--config", help="YAML RecommenderConfig with the fixed parameters")
     p.add_argument("--metric", default="mrr@20", choices=["mrr@20", "recall@20"])
