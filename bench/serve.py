@@ -134,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sessions", type=int, default=10_000)
     parser.add_argument("--ingress", choices=["python", "haproxy"], default="python")
     parser.add_argument("--endpoints", default="score,recommend", help="comma list of: score, recommend")
+    parser.add_argument("--replicas", type=int, default=1,
+                        help="Serve replicas for tandem, and as many uvicorn workers for the bare peer")
     ns = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed")
@@ -164,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         # 1) the bare uvicorn peer, alone on the machine
         port = free_port()
         proc = subprocess.Popen([sys.executable, "-m", "bench.serve_bare", "--args-json", str(tmp / "args.json"),
-                                 "--port", str(port)], cwd=ROOT, start_new_session=True)
+                                 "--port", str(port), "--workers", str(ns.replicas)], cwd=ROOT, start_new_session=True)
         bare_pid.write_text(str(proc.pid))
         wait_for(lambda: port_open(port), "the bare app", 60)
         wait_http(f"http://127.0.0.1:{port}")
@@ -176,13 +178,21 @@ def main(argv: list[str] | None = None) -> int:
         from ray import serve
 
         from serve.app import build_app
+        from serve.deployments import TandemService
+        from serve.schemas import AppArgs
 
         ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=str(tmp),
                  configure_logging=False, log_to_driver=False)
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port},
                     logging_config={"enable_access_log": False, "log_level": "WARNING"})
-        serve.run(build_app(args), name="tandem", route_prefix="/")
+        app = build_app(args)
+        if ns.replicas > 1:
+            app = TandemService.options(num_replicas=ns.replicas).bind(  # type: ignore[attr-defined]
+                AppArgs.model_validate(args).model_dump(mode="json"))
+        # as serve/config.yaml runs it in production: no per-request access log
+        serve.run(app, name="tandem", route_prefix="/",
+                  logging_config={"enable_access_log": False, "log_level": "WARNING"})
         wait_http(f"http://127.0.0.1:{port}")
         results["tandem"] = drive("tandem", f"http://127.0.0.1:{port}", conns, ns.duration, ns.sessions, tmp,
                                    endpoints)
@@ -202,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     # the bid goal: some load point of cached /v1/score with p99 <= 10 ms at >= 1,000 rps and zero errors
     meets = [c for c in conns if (r := results["tandem"][f"score@{c}"])["p99_ms"] is not None
              and r["p99_ms"] <= 10 and r["rps"] >= 1000 and r["errors"] == 0]
-    summary = {"bench": "serve", "ingress": ns.ingress, "duration_s": ns.duration, "connections": conns,
+    summary = {"bench": "serve", "ingress": ns.ingress, "replicas": ns.replicas, "duration_s": ns.duration,
+               "connections": conns,
                "results": results, "ratio": round(ratio, 3), "ratio_by_connections": by_conns,
                "goal_score_p99_10ms_at_1000rps": bool(meets), "goal_met_at_connections": meets}
     print(f"ratio tandem/bare (cached /v1/score, c={max(conns)}): {ratio:.3f}")

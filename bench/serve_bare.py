@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 from typing import Annotated
 
 from fastapi import FastAPI, Header
@@ -59,12 +60,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.serve_bare")
     parser.add_argument("--args-json", required=True)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     ns = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if ns.workers > 1:   # uvicorn's multi-process mode needs an import string; the factory reads the env
+        os.environ["TANDEM_BARE_ARGS_JSON"] = ns.args_json
+        uvicorn.run("bench.serve_bare:app_from_env", factory=True, host="127.0.0.1", port=ns.port,
+                    workers=ns.workers, log_level="warning", access_log=False)
+        return 0
     with open(ns.args_json) as f:
         args = AppArgs.model_validate(json.load(f))
     uvicorn.run(create_app(args), host="127.0.0.1", port=ns.port, log_level="warning", access_log=False)
     return 0
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn factory for ``--workers N``: the app for the args file named by TANDEM_BARE_ARGS_JSON."""
+    with open(os.environ["TANDEM_BARE_ARGS_JSON"]) as f:
+        return create_app(AppArgs.model_validate(json.load(f)))
 
 
 if __name__ == "__main__":
