@@ -202,12 +202,17 @@ def main(argv: list[str] | None = None) -> int:
                     row[f"{engine}_job_s"] = round(info["job_s"], 2)
                     row[f"{engine}_stages_s"] = info.get("timings")
             row["ratio"] = round(row["tandem_events_per_s_per_core"] / row["duckdb_events_per_s_per_core"], 3)
+            if row.get("tandem_job_s"):
+                # the job on an already running cluster (how `ray job submit` runs it): Ray's
+                # start-up, paid once per cluster, is left out; DuckDB keeps its whole process
+                row["ratio_running_cluster"] = round(row["duckdb_s"] / row["tandem_job_s"], 3)
             if row["tandem_events_per_cpu_s"] and row["duckdb_events_per_cpu_s"]:
                 row["cpu_ratio"] = round(row["tandem_events_per_cpu_s"] / row["duckdb_events_per_cpu_s"], 3)
             print(json.dumps(row))
             runs.append(row)
     summary = {"runs": runs, "ratio": min(r["ratio"] for r in runs),
-               "cpu_ratio": min((r.get("cpu_ratio") or 0.0) for r in runs), "goal": 0.5}
+               "cpu_ratio": min((r.get("cpu_ratio") or 0.0) for r in runs),
+               "ratio_running_cluster": min((r.get("ratio_running_cluster") or 0.0) for r in runs), "goal": 0.5}
     print(json.dumps(summary))
     return 0
 
