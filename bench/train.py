@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -220,7 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     if not ray.is_initialized():
-        ray.init(log_to_driver=False)
+        # tandem's clusters run Train with a 0.5 s controller poll (cluster/local.py,
+        # cluster/runtime_env.yaml); a Ray started here gets the same setting
+        os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+        ray.init(log_to_driver=False, include_dashboard=False)
     cpus = int(ray.cluster_resources().get("CPU", 1))
     t = time.perf_counter()
     df = synthetic(args.rows, args.features)
