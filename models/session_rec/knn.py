@@ -35,6 +35,16 @@ def _backoff(pop: np.ndarray) -> np.ndarray:
     return (BACKOFF * pop / max(float(pop.max()), 1.0)).astype(np.float32)
 
 
+def score_rows(score_one: Any, prefixes: Sequence[np.ndarray], n_items: int, back: np.ndarray) -> np.ndarray:
+    """Session-kNN scores for a batch: ``score_one(prefix, row)`` adds into a zeroed row per
+    non-empty prefix, then the popularity back-off ``back`` breaks ties and fills empty rows."""
+    out = np.zeros((len(prefixes), n_items), dtype=np.float32)
+    for row, prefix in enumerate(prefixes):
+        if len(prefix):
+            score_one(np.asarray(prefix, dtype=np.int64), out[row])
+    return out + back
+
+
 class ItemKNN:
     """session-rec ``iknn``: sim(i, j) = co(i, j) / (n_i^a * n_j^(1-a) + lambda); scores from the last item."""
 
@@ -164,11 +174,7 @@ class VSKNN:
         out *= self._item_factor
 
     def score(self, prefixes: Sequence[np.ndarray]) -> np.ndarray:
-        out = np.zeros((len(prefixes), self.n_items), dtype=np.float32)
-        for row, prefix in enumerate(prefixes):
-            if len(prefix):
-                self._score_one(np.asarray(prefix, dtype=np.int64), out[row])
-        return out + self._back
+        return score_rows(self._score_one, prefixes, self.n_items, self._back)
 
     def config_dict(self) -> dict[str, Any]:
         return {"k": self.k, "sample_size": self.sample_size, "idf_weighting": self.idf_weighting}

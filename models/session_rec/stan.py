@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from models.session_rec.knn import _backoff, session_item_matrix
+from models.session_rec.knn import _backoff, score_rows, session_item_matrix
 
 logger = logging.getLogger(__name__)
 
@@ -116,11 +116,7 @@ class VSTAN:
         out += scores.astype(np.float32)
 
     def score(self, prefixes: Sequence[np.ndarray]) -> np.ndarray:
-        out = np.zeros((len(prefixes), self.n_items), dtype=np.float32)
-        for row, prefix in enumerate(prefixes):
-            if len(prefix):
-                self._score_one(np.asarray(prefix, dtype=np.int64), out[row])
-        return out + self._back
+        return score_rows(self._score_one, prefixes, self.n_items, self._back)
 
     def config_dict(self) -> dict[str, Any]:
         return {"k": self.k, "sample_size": self.sample_size, "lambda_spw": self.lambda_spw,
