@@ -75,9 +75,12 @@ def test_score_endpoint_serves_precomputed_then_model(pipeline: dict[str, object
 
         events = [{"item_id": "i1", "event_type": "view", "event_time": "2026-11-03T10:00:00Z", "price": 20.0},
                   {"item_id": "i1", "event_type": "cart", "event_time": "2026-11-03T10:01:00Z", "price": 20.0}]
-        live = client.post("/v1/score", json={"session_id": "brand-new", "events": events}, headers=headers)
+        # a generous deadline: this checks that the model serves; the 10 ms fallback is tested elsewhere,
+        # and a loaded CI box can push a first model call past 10 ms (then "popular" answers, by design)
+        live = client.post("/v1/score", json={"session_id": "brand-new", "events": events, "deadline_ms": 2000},
+                           headers=headers)
         assert live.status_code == 200, live.text
-        assert live.json()["source"] == "model" and 0.0 <= live.json()["score"] <= 1.0
+        assert live.json()["source"] == "model" and 0.0 <= live.json()["score"] <= 1.0, live.json()
 
         bad = client.post("/v1/score", json={"session_id": "x", "events": "nope"}, headers=headers)
         assert bad.status_code == 422
