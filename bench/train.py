@@ -183,7 +183,6 @@ def ray_train(df: pd.DataFrame, workers: int, threads: int, rounds: int) -> dict
 def sweep(df: pd.DataFrame, trials: int, rows: int, trainer: str) -> dict[str, Any]:
     """Time ``python -m jobs.tune_propensity`` (a subprocess: nothing imports ``jobs``) on this
     cluster, with ``trials`` trials of up to 100 rounds on a ``rows``-row sample."""
-    import os
     import subprocess
 
     import ray

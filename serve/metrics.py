@@ -37,6 +37,7 @@ class ServeMetrics(NullMetrics):
         self._fallbacks = Counter("tandem_fallbacks_total", description="Requests not served by their first "
                                   "choice, by reason", tag_keys=("endpoint", "reason"))  # type: ignore[arg-type]
         self._breaker = Gauge("tandem_redis_breaker_state", description="0 closed, 1 half-open, 2 open")
+        self._breaker_code: int | None = None
 
     def latency(self, endpoint: str, ms: float, status: int) -> None:
         self._latency.observe(ms, tags={"endpoint": endpoint, "status": str(status)})
@@ -48,4 +49,7 @@ class ServeMetrics(NullMetrics):
         self._fallbacks.inc(tags={"endpoint": endpoint, "reason": reason})
 
     def breaker(self, code: int) -> None:
-        self._breaker.set(code)
+        # called on every request: a gauge keeps its last value, so set it only on a change
+        if code != self._breaker_code:
+            self._breaker.set(code)
+            self._breaker_code = code
