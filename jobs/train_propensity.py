@@ -4,7 +4,9 @@
 [--model lightgbm|xgboost] [--imbalance weight|downsample|focal|none] [--registry URI] [--json]``
 
 LightGBM trains through ``ray.train.lightgbm.LightGBMTrainer`` and XGBoost through
-``ray.train.xgboost.XGBoostTrainer`` (data-parallel ``train_loop_per_worker``). The booster
+``ray.train.xgboost.XGBoostTrainer`` (data-parallel ``train_loop_per_worker``; see
+``models.propensity.distributed``: in-memory frames reach the workers by object reference,
+larger inputs through Ray Data, ``--ingest``). The booster
 is calibrated on the validation split, its serving threshold is the highest recall with
 precision >= the floor, and it is evaluated once on the test split next to two baselines
 (class-weighted logistic regression and LightGBM with default settings) on the same split.
@@ -22,91 +24,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from models.evaluation.classification import evaluate
-from models.propensity.artifact import MODEL_FILES, save
+from models.propensity.artifact import save
 from models.propensity.baselines import baselines
 from models.propensity.data import LABEL, DataError, prepare
+from models.propensity.distributed import train_distributed
 from models.propensity.fit import finalize
-from models.propensity.model import (
-    PropensityConfig,
-    downsample_negatives,
-    fit_booster,
-    raw_predict,
-    to_matrix,
-)
-from models.propensity.predictor import REGISTRY_NAME, PropensityPredictor, load_booster
+from models.propensity.model import PropensityConfig, downsample_negatives, raw_predict, to_matrix
+from models.propensity.predictor import REGISTRY_NAME, PropensityPredictor
 from models.registry import Registry
 
 logger = logging.getLogger(__name__)
-
-
-def _train_loop(config: dict[str, Any]) -> None:
-    """Runs on every Ray Train worker: its shard of train, all of validation."""
-    import ray.train
-
-    cfg = PropensityConfig(**config["cfg"])
-    features: list[str] = config["features"]
-    train = ray.train.get_dataset_shard("train").materialize().to_pandas()
-    val = ray.train.get_dataset_shard("validation").materialize().to_pandas()
-    x_tr, y_tr = to_matrix(train, features), train[LABEL].to_numpy(np.float64)
-    x_va, y_va = to_matrix(val, features), val[LABEL].to_numpy(np.float64)
-    extra: dict[str, Any] | None = None
-    if cfg.kind == "lightgbm" and config["workers"] > 1:
-        from ray.train.lightgbm import get_network_params
-
-        extra = {"tree_learner": "data_parallel", "pre_partition": True, **get_network_params()}
-    # XGBoostTrainer sets up XGBoost's collective (rabit) context around this loop.
-    booster = fit_booster(cfg, x_tr, y_tr, x_va, y_va, features, extra)
-    # Report the final model explicitly: the libraries' report callbacks only checkpoint at the
-    # last round, which early stopping skips.
-    with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = None
-        if ray.train.get_context().get_world_rank() == 0:
-            booster.save_model(str(Path(tmp) / MODEL_FILES[cfg.kind]))
-            checkpoint = ray.train.Checkpoint.from_directory(tmp)
-        ray.train.report({"best_iteration": int(getattr(booster, "best_iteration", 0) or 0)}, checkpoint=checkpoint)
-
-
-def worker_cpus(workers: int) -> float:
-    """CPUs per Train worker: one each, or an even share of what is free when the cluster is
-    smaller (a small cluster also runs the Serve replicas, which hold CPUs; asking for more
-    than is free would leave the placement group pending forever)."""
-    import ray
-
-    free = float(ray.available_resources().get("CPU", 0.0))
-    if free >= workers:
-        return 1.0
-    share = max(0.1, round(free / workers, 2)) if free > 0 else 0.1
-    logger.warning("only %.2f CPUs free for %d Train workers: %.2f CPU each", free, workers, share)
-    return share
-
-
-def train_distributed(cfg: PropensityConfig, train: pd.DataFrame, val: pd.DataFrame, features: list[str],
-                      workers: int, storage: str) -> Any:
-    """Fit the booster data-parallel with Ray Train V2 and return it."""
-    import ray.data
-    from ray.train import RunConfig, ScalingConfig
-
-    datasets = {"train": ray.data.from_pandas(train[features + [LABEL]]),
-                "validation": ray.data.from_pandas(val[features + [LABEL]])}
-    loop_cfg = {"cfg": cfg.model_dump(), "features": features, "workers": workers}
-    common = {"train_loop_config": loop_cfg, "datasets": datasets,
-              "scaling_config": ScalingConfig(num_workers=workers,
-                                              resources_per_worker={"CPU": worker_cpus(workers)}),
-              "run_config": RunConfig(name=f"propensity-{int(time.time())}", storage_path=storage),
-              "dataset_config": ray.train.DataConfig(datasets_to_split=["train"])}
-    if cfg.kind == "lightgbm":
-        from ray.train.lightgbm import LightGBMTrainer
-
-        result = LightGBMTrainer(_train_loop, **common).fit()
-    else:
-        from ray.train.xgboost import XGBoostTrainer
-
-        result = XGBoostTrainer(_train_loop, **common).fit()
-    with result.checkpoint.as_directory() as path:
-        return load_booster(cfg.kind, Path(path) / MODEL_FILES[cfg.kind])
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -117,7 +46,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     fit_train = (downsample_negatives(parts.train, LABEL, cfg.keep_rate, cfg.seed)
                  if cfg.imbalance == "downsample" else parts.train)
     storage = tempfile.mkdtemp(prefix="tdm-train-")
-    booster = train_distributed(cfg, fit_train, parts.validation, features, args.workers, storage)
+    fitted = train_distributed(cfg, fit_train, parts.validation, features, args.workers, storage,
+                               ingest=args.ingest)
+    booster = fitted.booster
     art = finalize(booster, cfg, parts.validation, features, LABEL, args.min_precision,
                    base_rate=float(parts.train[LABEL].mean()))
     art.categories = categories
@@ -165,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=300)
     parser.add_argument("--min-precision", type=float, default=0.3, help="precision floor for the threshold")
     parser.add_argument("--workers", type=int, default=2, help="Ray Train workers")
+    parser.add_argument("--ingest", choices=["auto", "object_ref", "ray_data"], default="auto",
+                        help="how rows reach the Train workers (auto: object refs for in-memory frames up to "
+                             "2 GiB of matrices, else Ray Data)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--registry", default=None, help="registry URI (local dir or s3://)")
     parser.add_argument("--out", default=None, help="artifact directory (default: a temp dir)")

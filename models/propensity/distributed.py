@@ -1,0 +1,197 @@
+"""Fit one propensity booster with Ray Train V2 (``LightGBMTrainer`` / ``XGBoostTrainer``).
+
+The Ray side of ``model.fit_booster``, shared by ``jobs.train_propensity`` and ``bench.train``
+so the bench times the job's own path. It knows nothing of jobs (no CLI, no registry); Ray
+is imported inside the functions only.
+
+How the workers get their rows (``ingest``):
+
+- ``object_ref``: the driver turns the in-memory frames into float matrices (``to_matrix``,
+  as a local fit does), splits train into one contiguous row block per worker and
+  ``ray.put``s each block; worker ``rank`` ``ray.get``s its block, zero-copy from the object
+  store. No Ray Data read tasks, no ``materialize`` + ``to_pandas`` on the worker.
+- ``ray_data``: ``ray.data.from_pandas`` datasets, train split across the workers by Train's
+  ``DataConfig``; each worker materializes its shard and converts it.
+- ``auto`` (default): ``object_ref`` while the matrices fit under ``OBJECT_REF_MAX_BYTES`` and
+  a quarter of the cluster's object store, else ``ray_data``.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from models.propensity.artifact import MODEL_FILES
+from models.propensity.data import LABEL
+from models.propensity.model import PropensityConfig, fit_booster, to_matrix
+
+logger = logging.getLogger(__name__)
+
+Ingest = Literal["auto", "object_ref", "ray_data"]
+# In-memory frames whose float64 matrices (train + validation) are at most this big go to the
+# workers by object reference; larger inputs stream through Ray Data.
+OBJECT_REF_MAX_BYTES = 2 * 1024**3
+
+
+@dataclass
+class DistributedFit:
+    """The fitted booster, how the rows reached the workers, rank 0's report, and the wall-clock
+    time ``fit()`` was called (after the data set-up: matrices put or datasets built)."""
+
+    booster: Any
+    ingest: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    fit_start: float = 0.0
+
+
+def matrix_bytes(rows: int, features: int) -> int:
+    """Bytes of the float64 feature matrix plus the label vector for ``rows`` rows."""
+    return rows * (features + 1) * 8
+
+
+def choose_ingest(requested: Ingest, nbytes: int, object_store_bytes: float | None,
+                  max_bytes: int = OBJECT_REF_MAX_BYTES) -> str:
+    """``object_ref`` or ``ray_data`` for ``nbytes`` of matrices (see the module docstring)."""
+    if requested != "auto":
+        return requested
+    bound = float(max_bytes)
+    if object_store_bytes:
+        bound = min(bound, object_store_bytes / 4)
+    return "object_ref" if nbytes <= bound else "ray_data"
+
+
+def row_blocks(n: int, parts: int) -> list[tuple[int, int]]:
+    """``parts`` contiguous ``[start, stop)`` row ranges of near-equal size covering ``n`` rows."""
+    edges = np.linspace(0, n, parts + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
+def worker_cpus(workers: int) -> float:
+    """CPUs per Train worker: one each, or an even share of what is free when the cluster is
+    smaller (a small cluster also runs the Serve replicas, which hold CPUs; asking for more
+    than is free would leave the placement group pending forever)."""
+    import ray
+
+    free = float(ray.available_resources().get("CPU", 0.0))
+    if free >= workers:
+        return 1.0
+    share = max(0.1, round(free / workers, 2)) if free > 0 else 0.1
+    logger.warning("only %.2f CPUs free for %d Train workers: %.2f CPU each", free, workers, share)
+    return share
+
+
+def _train_loop(config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker: its block (or shard) of train, all of validation.
+
+    Reports wall-clock stamps (``t_start``, ``t_ingest``, ``t_convert``, ``t_train``) and the
+    rows it trained on, with rank 0's model as the checkpoint."""
+    import ray
+    import ray.train
+
+    t_start = time.time()
+    cfg = PropensityConfig(**config["cfg"])
+    features: list[str] = config["features"]
+    label: str = config["label"]
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    refs = config.get("refs")
+    if refs is not None:  # object_ref: float matrices already, zero-copy from the object store
+        x_tr, y_tr = ray.get(refs["train"][rank])
+        x_va, y_va = ray.get(refs["validation"]) if refs.get("validation") is not None else (None, None)
+        t_ingest = t_convert = time.time()
+    else:
+        train = ray.train.get_dataset_shard("train").materialize().to_pandas()
+        val = None
+        if config["has_validation"]:
+            val = ray.train.get_dataset_shard("validation").materialize().to_pandas()
+        t_ingest = time.time()
+        x_tr, y_tr = to_matrix(train, features), train[label].to_numpy(np.float64)
+        x_va, y_va = (to_matrix(val, features), val[label].to_numpy(np.float64)) if val is not None else (None, None)
+        t_convert = time.time()
+    extra: dict[str, Any] | None = None
+    if cfg.kind == "lightgbm" and config["workers"] > 1:
+        from ray.train.lightgbm import get_network_params
+
+        extra = {"tree_learner": "data_parallel", "pre_partition": True, **get_network_params()}
+    # XGBoostTrainer sets up XGBoost's collective (rabit) context around this loop.
+    booster = fit_booster(cfg, x_tr, y_tr, x_va, y_va, features, extra)
+    t_train = time.time()
+    metrics = {"best_iteration": int(getattr(booster, "best_iteration", 0) or 0), "rows": len(y_tr),
+               "t_start": t_start, "t_ingest": t_ingest, "t_convert": t_convert, "t_train": t_train}
+    # Report the final model explicitly: the libraries' report callbacks only checkpoint at the
+    # last round, which early stopping skips. Train V2 keeps metrics only with a checkpoint.
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = None
+        if rank == 0:
+            booster.save_model(str(Path(tmp) / MODEL_FILES[cfg.kind]))
+            checkpoint = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def _put_matrices(train: pd.DataFrame, val: pd.DataFrame | None, features: list[str], label: str,
+                  workers: int) -> dict[str, Any]:
+    import ray
+
+    x, y = to_matrix(train, features), train[label].to_numpy(np.float64)
+    refs: dict[str, Any] = {"train": [ray.put((x[a:b], y[a:b])) for a, b in row_blocks(len(y), workers)]}
+    del x, y
+    refs["validation"] = None
+    if val is not None and len(val):
+        refs["validation"] = ray.put((to_matrix(val, features), val[label].to_numpy(np.float64)))
+    return refs
+
+
+def train_distributed(cfg: PropensityConfig, train: pd.DataFrame, val: pd.DataFrame | None, features: list[str],
+                      workers: int, storage: str, *, ingest: Ingest = "auto", cpus_per_worker: float | None = None,
+                      callbacks: list[Any] | None = None, name: str | None = None,
+                      label: str = LABEL) -> DistributedFit:
+    """Fit the booster data-parallel over ``workers`` Ray Train V2 workers and return it.
+
+    ``label`` names the binary label column. ``val`` (optional) goes whole to every worker for
+    early stopping. ``ingest``: see the module docstring. ``cpus_per_worker`` defaults to
+    ``worker_cpus``; ``callbacks`` are Train ``RunConfig`` callbacks."""
+    import ray
+    from ray.train import DataConfig, RunConfig, ScalingConfig
+
+    from models.propensity.predictor import load_booster
+
+    has_val = val is not None and len(val) > 0
+    rows = len(train) + (len(val) if has_val else 0)  # type: ignore[arg-type]
+    store = ray.cluster_resources().get("object_store_memory")
+    mode = choose_ingest(ingest, matrix_bytes(rows, len(features)), store)
+    loop_cfg: dict[str, Any] = {"cfg": cfg.model_dump(), "features": features, "label": label, "workers": workers,
+                                "has_validation": has_val, "refs": None}
+    common: dict[str, Any] = {}
+    if mode == "object_ref":
+        loop_cfg["refs"] = _put_matrices(train, val if has_val else None, features, label, workers)
+    else:
+        datasets = {"train": ray.data.from_pandas(train[features + [label]])}
+        if has_val:
+            datasets["validation"] = ray.data.from_pandas(val[features + [label]])  # type: ignore[index]
+        common = {"datasets": datasets, "dataset_config": DataConfig(datasets_to_split=["train"])}
+    scaling = ScalingConfig(num_workers=workers,
+                            resources_per_worker={"CPU": cpus_per_worker or worker_cpus(workers)})
+    run_config = RunConfig(name=name or f"propensity-{int(time.time())}", storage_path=storage,
+                           callbacks=callbacks)
+    trainer_cls: Any
+    if cfg.kind == "lightgbm":
+        from ray.train.lightgbm import LightGBMTrainer as trainer_cls
+    else:
+        from ray.train.xgboost import XGBoostTrainer as trainer_cls
+    logger.info("Ray Train %s: %d workers, %d rows by %s", cfg.kind, workers, rows, mode)
+    trainer = trainer_cls(_train_loop, train_loop_config=loop_cfg, scaling_config=scaling, run_config=run_config,
+                          **common)
+    fit_start = time.time()
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"the Train run ended without a checkpoint: {result.error}")
+    with result.checkpoint.as_directory() as path:
+        booster = load_booster(cfg.kind, Path(path) / MODEL_FILES[cfg.kind])
+    return DistributedFit(booster=booster, ingest=mode, metrics=dict(result.metrics or {}), fit_start=fit_start)
