@@ -1,24 +1,34 @@
-"""LightGBM with Ray Train V2 (``LightGBMTrainer``) vs plain ``lightgbm.train``: same data, same params.
+"""LightGBM with Ray Train V2 (``LightGBMTrainer``) vs a plain local fit: same data, same params.
 
     python -m bench.train [--rows 2000000] [--features 30] [--rounds 100] [--layouts 1x2,2x1] [--repeats 2]
                           [--sweep-trials 20]
 
-Each layout ``WxT`` runs ``W`` Ray Train workers with ``T`` threads each (``2x1`` is
-data-parallel LightGBM over its network; ``1x2`` is one worker using both cores). The plain
-peer uses all the cluster's CPUs as threads. Per Ray run the overhead is split into:
+Both sides run the propensity job's own code: the Ray side is
+``models.propensity.distributed.train_distributed`` (what ``jobs.train_propensity`` calls),
+the plain side ``to_matrix`` + ``fit_booster`` in the driver (what each Train worker runs),
+with one ``PropensityConfig`` (binary log loss, lr 0.1, 63 leaves, no early stopping).
 
-- ``worker_start``: trainer built (incl. ``ray.data.from_pandas``) -> the train loop starts
-  on the workers (controller, placement group, worker actors, backend setup);
-- ``ingest``: each worker's Ray Data shard to pandas (split + ``materialize`` + ``to_pandas``);
-- ``convert``: to the float matrix and ``lightgbm.Dataset`` construction (the plain run pays
-  its own ``Dataset`` construction too);
-- ``train``: ``lightgbm.train`` itself (includes the socket network setup with 2 workers);
-- ``teardown``: report + checkpoint + worker shutdown until ``fit()`` returns.
+Each layout ``WxT[:INGEST]`` runs ``W`` Ray Train workers with ``T`` threads each (``2x1`` is
+data-parallel LightGBM over its network; ``1x2`` is one worker using both cores); ``INGEST``
+forces how rows reach the workers (``object_ref`` or ``ray_data``; default ``auto``, the
+job's rule). The plain peer uses all the cluster's CPUs as threads. Per Ray run the overhead
+is split into:
+
+- ``worker_start``: ``train_distributed`` called (incl. the data set-up: matrices put, or
+  ``ray.data.from_pandas``) -> the train loop starts on the workers (controller, placement
+  group, worker actors, backend setup);
+- ``ingest``: object refs: ``ray.get`` of the worker's matrix block; Ray Data: the shard's
+  ``materialize`` + ``to_pandas``;
+- ``convert``: Ray Data only: ``to_matrix`` on the worker (object refs: done in the driver,
+  inside ``data_setup``; the plain run's ``convert`` is its ``to_matrix``);
+- ``train``: ``fit_booster`` (``lightgbm.Dataset`` construction + ``lightgbm.train``; includes
+  the socket network setup with 2 workers);
+- ``teardown``: report + checkpoint + worker shutdown until ``train_distributed`` returns.
 
 ``worker_start`` and ``teardown`` are split further by a Train callback (``PhaseStamps``, a
 developer API) that stamps the controller's own hooks: ``controller_up`` (``fit()`` -> the
-controller actor runs), ``data_setup`` (``ray.data.from_pandas`` and the rest of ``fit()``'s
-set-up before it), ``placement`` (worker-group start requested -> placement group ready and
+controller actor runs), ``data_setup`` (``train_distributed`` called -> ``fit()``: matrices
+put, or ``ray.data.from_pandas``), ``placement`` (worker-group start requested -> placement group ready and
 worker actors up), ``backend`` (-> the backend set up and the loop dispatched), ``report``
 (loop done -> the controller sees the finished workers; it polls every
 ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``, 2 s by default), ``shutdown`` (worker group and
@@ -60,54 +70,26 @@ def synthetic(rows: int, features: int, seed: int = 0) -> pd.DataFrame:
     return df
 
 
-def params(threads: int, rounds: int) -> dict[str, Any]:
-    return {"objective": "binary", "learning_rate": 0.1, "num_leaves": 63, "min_data_in_leaf": 50,
-            "feature_fraction": 1.0, "bagging_fraction": 1.0, "verbose": -1, "seed": 0, "num_threads": threads,
-            "max_bin": 255, "_rounds": rounds}
+def config(threads: int, rounds: int) -> Any:
+    """The bench's booster: binary log loss, lr 0.1, 63 leaves, no early stopping, ``threads`` threads."""
+    from models.propensity.model import PropensityConfig
+
+    return PropensityConfig(kind="lightgbm", imbalance="none", num_boost_round=rounds, early_stopping_rounds=0,
+                            learning_rate=0.1, num_leaves=63, max_depth=16, min_child_samples=50,
+                            feature_fraction=1.0, bagging_fraction=1.0, reg_lambda=0.0, num_threads=threads, seed=0)
 
 
 def plain(df: pd.DataFrame, threads: int, rounds: int) -> dict[str, float]:
-    import lightgbm as lgb
+    """The local fit the job's Train workers run: ``to_matrix`` then ``fit_booster`` (no Ray)."""
+    from models.propensity.model import fit_booster, to_matrix
 
     t0 = time.perf_counter()
-    cols = [c for c in df.columns if c != LABEL]
-    x, y = df[cols].to_numpy(np.float32), df[LABEL].to_numpy()
-    dset = lgb.Dataset(x, label=y, params={"max_bin": 255}, free_raw_data=False).construct()
+    features = [c for c in df.columns if c != LABEL]
+    x, y = to_matrix(df, features), df[LABEL].to_numpy(np.float64)
     t1 = time.perf_counter()
-    p = params(threads, rounds)
-    booster = lgb.train({k: v for k, v in p.items() if k != "_rounds"}, dset, num_boost_round=rounds)
+    booster = fit_booster(config(threads, rounds), x, y, None, None, features)
     t2 = time.perf_counter()
     return {"total": t2 - t0, "convert": t1 - t0, "train": t2 - t1, "trees": booster.num_trees()}
-
-
-def _loop(config: dict[str, Any]) -> None:
-    """Ray Train worker: stamps each phase (wall clock, same host) and reports them."""
-    import lightgbm as lgb
-    import ray.train
-
-    t_start = time.time()
-    shard = ray.train.get_dataset_shard("train").materialize().to_pandas()
-    t_ingest = time.time()
-    cols = [c for c in shard.columns if c != LABEL]
-    p = {k: v for k, v in config["params"].items() if k != "_rounds"}
-    if config["workers"] > 1:
-        from ray.train.lightgbm import get_network_params
-
-        p.update(tree_learner="data_parallel", pre_partition=True, **get_network_params())
-    dset_params = {"max_bin": p["max_bin"], **({"pre_partition": True} if config["workers"] > 1 else {})}
-    dset = lgb.Dataset(shard[cols].to_numpy(np.float32), label=shard[LABEL].to_numpy(), params=dset_params).construct()
-    t_convert = time.time()
-    booster = lgb.train(p, dset, num_boost_round=config["params"]["_rounds"])
-    t_train = time.time()
-    metrics = {"t_start": t_start, "t_ingest": t_ingest, "t_convert": t_convert, "t_train": t_train,
-               "rows": len(shard), "trees": booster.num_trees()}
-    # Train V2 keeps metrics on the Result only when they come with a checkpoint (rank 0's)
-    with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = None
-        if ray.train.get_context().get_world_rank() == 0:
-            (Path(tmp) / "stamps.json").write_text(json.dumps(metrics))
-            checkpoint = ray.train.Checkpoint.from_directory(tmp)
-        ray.train.report(metrics, checkpoint=checkpoint)
 
 
 def _phase_stamps(path: str) -> Any:
@@ -143,33 +125,29 @@ def _phase_stamps(path: str) -> Any:
     return PhaseStamps()
 
 
-def ray_train(df: pd.DataFrame, workers: int, threads: int, rounds: int) -> dict[str, float]:
-    import ray.data
-    import ray.train
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.lightgbm import LightGBMTrainer
+def ray_train(df: pd.DataFrame, workers: int, threads: int, rounds: int, ingest: str = "auto") -> dict[str, float]:
+    """One fit through ``models.propensity.distributed.train_distributed``, the job's own path."""
+    from models.propensity.distributed import train_distributed
 
+    features = [c for c in df.columns if c != LABEL]
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="tdm-bench-") as tmp:
         stamps_path = str(Path(tmp) / "stamps.txt")
-        trainer = LightGBMTrainer(
-            _loop, train_loop_config={"params": params(threads, rounds), "workers": workers},
-            datasets={"train": ray.data.from_pandas(df)},
-            scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": threads}),
-            run_config=RunConfig(name=f"bench-train-{int(t0)}", storage_path=str(Path(tmp) / "storage"),
-                                 callbacks=[_phase_stamps(stamps_path)]))
-        t_fit = time.time()
-        result = trainer.fit()
+        fitted = train_distributed(config(threads, rounds), df, None, features, workers, str(Path(tmp) / "storage"),
+                                   ingest=ingest,  # type: ignore[arg-type]
+                                   cpus_per_worker=threads, callbacks=[_phase_stamps(stamps_path)],
+                                   name=f"bench-train-{int(t0)}", label=LABEL)
         t_end = time.time()
         st = {}
         for line in Path(stamps_path).read_text().splitlines():
             name, value = line.split()
             st.setdefault(name, float(value))  # first occurrence (one worker group per run here)
-    m = result.metrics  # rank 0's stamps
+    m = fitted.metrics  # rank 0's stamps
     out = {"total": t_end - t0, "worker_start": m["t_start"] - t0, "ingest": m["t_ingest"] - m["t_start"],
            "convert": m["t_convert"] - m["t_ingest"], "train": m["t_train"] - m["t_convert"],
-           "teardown": t_end - m["t_train"], "rows_rank0": m["rows"], "trees": m["trees"]}
+           "teardown": t_end - m["t_train"], "rows_rank0": m["rows"], "trees": fitted.booster.num_trees()}
     if {"controller_start", "group_start", "group_ready", "group_down", "controller_finish"} <= st.keys():
+        t_fit = fitted.fit_start
         out.update({"data_setup": t_fit - t0, "controller_up": st["controller_start"] - t_fit,
                     "pre_group": st["group_start"] - st["controller_start"],
                     "placement": st["group_ready"] - st["group_start"],
@@ -205,25 +183,40 @@ def sweep(df: pd.DataFrame, trials: int, rows: int, trainer: str) -> dict[str, A
                 "sweep_seconds": res.get("sweep_seconds"), "rc": proc.returncode}
 
 
+def _auth_env() -> None:
+    """Token auth for a Ray started here, unless the caller set it (Ray reads it at import)."""
+    if os.environ.get("RAY_AUTH_MODE"):
+        return
+    import secrets
+
+    token = Path(tempfile.mkdtemp(prefix="tdm-bt-auth-")) / "token"
+    token.write_text(secrets.token_hex(32))
+    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.train", description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--features", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=100)
-    parser.add_argument("--layouts", default="1x2,2x1", help="Ray Train layouts WORKERSxTHREADS, comma-separated")
+    parser.add_argument("--layouts", default="1x2,2x1",
+                        help="Ray Train layouts WORKERSxTHREADS[:INGEST], comma-separated; INGEST is auto (default), "
+                             "object_ref or ray_data")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved repeats; the fastest of each counts")
     parser.add_argument("--sweep-trials", type=int, default=0, help="also time an N-trial tune_propensity sweep")
     parser.add_argument("--sweep-rows", type=int, default=20_000)
     parser.add_argument("--sweep-trainer", choices=["ray-train", "booster"], default="ray-train")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _auth_env()
     import ray
 
     if not ray.is_initialized():
         # tandem's clusters run Train with a 0.5 s controller poll (cluster/local.py,
         # cluster/runtime_env.yaml); a Ray started here gets the same setting
         os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
-        ray.init(log_to_driver=False, include_dashboard=False)
+        ray.init(log_to_driver=False, include_dashboard=False,
+                 **({} if os.environ.get("RAY_ADDRESS") else {"_temp_dir": tempfile.mkdtemp(prefix="tdm-bt-")}))
     cpus = int(ray.cluster_resources().get("CPU", 1))
     t = time.perf_counter()
     df = synthetic(args.rows, args.features)
@@ -231,21 +224,22 @@ def main(argv: list[str] | None = None) -> int:
                 100 * df[LABEL].mean(), time.perf_counter() - t)
     layouts = []
     for layout in args.layouts.split(","):
-        w, th = (int(v) for v in layout.lower().split("x"))
+        shape, _, ingest = layout.lower().partition(":")
+        w, th = (int(v) for v in shape.split("x"))
         if w * th > cpus:
             logger.warning("skip layout %s: needs %d CPUs, cluster has %d", layout, w * th, cpus)
             continue
-        layouts.append((layout, w, th))
+        layouts.append((layout, w, th, ingest or "auto"))
     # Interleave the variants and keep each one's fastest repeat: the box is shared, and its
     # load moves timings far more than the variants differ.
-    trials: dict[str, list[dict[str, float]]] = {"plain": [], **{name: [] for name, _, _ in layouts}}
+    trials: dict[str, list[dict[str, float]]] = {"plain": [], **{name: [] for name, *_ in layouts}}
     for rep in range(args.repeats):
         trials["plain"].append(plain(df, cpus, args.rounds))
         b = trials["plain"][-1]
-        logger.info("[%d] plain lightgbm.train (%d threads): %.2f s (Dataset %.2f s, train %.2f s)", rep, cpus,
+        logger.info("[%d] plain fit (%d threads): %.2f s (to_matrix %.2f s, fit_booster %.2f s)", rep, cpus,
                     b["total"], b["convert"], b["train"])
-        for name, w, th in layouts:
-            r = ray_train(df, w, th, args.rounds)
+        for name, w, th, ingest in layouts:
+            r = ray_train(df, w, th, args.rounds, ingest)
             trials[name].append(r)
             logger.info("[%d] Ray Train %s: %.2f s = worker start %.2f + ingest %.2f + convert %.2f + train %.2f + "
                         "teardown %.2f", rep, name, r["total"], r["worker_start"], r["ingest"], r["convert"],
@@ -256,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
                             "fit() return %.2f", rep, r["data_setup"], r["controller_up"], r["pre_group"],
                             r["placement"], r["backend"], r["report"], r["shutdown"], r["return"])
     base = min(trials["plain"], key=lambda r: r["total"])
-    runs = {name: min(trials[name], key=lambda r: r["total"]) for name, _, _ in layouts}
+    runs = {name: min(trials[name], key=lambda r: r["total"]) for name, *_ in layouts}
     for name, r in runs.items():
         logger.info("fastest Ray Train %s: %.2f s vs plain %.2f s = %.2fx (train phase alone %.2fx)", name,
                     r["total"], base["total"], r["total"] / base["total"], r["train"] / base["train"])
