@@ -142,28 +142,71 @@ class GRU4RecScorer:
         self.net = net.eval()
         self.config = config
         self.n_items = net.n_items
-        with torch.no_grad():  # contiguous (hidden, n_items) output matrix: one streaming pass per request
-            self._wt = net.Wy.weight.detach().T.contiguous()
-            self._b = net.By.weight.detach().T.contiguous()
+        # A snapshot of the weights taken here (build the scorer after training). The output side is one
+        # contiguous float32 (hidden + 1, n_items) block: item vectors with the item bias as the last row,
+        # so an online request is a single streaming (1 x hidden+1) x (hidden+1 x n_items) product.
+        with torch.no_grad():
+            wy = net.Wy.weight.detach().cpu()
+            self._wt_aug = np.ascontiguousarray(
+                np.vstack([wy.T.numpy(), net.By.weight.detach().cpu().T.numpy()]), dtype=np.float32)
+            self._emb = wy.numpy()  # (n_items, hidden) input embedding rows (shared with Wy: no copy on CPU)
+            # per GRU layer: W_ih^T (in, 3h), W_hh^T (h, 3h), b_ih, b_hh; gate order r, z, n as torch's GRUCell
+            self._cells = [(c.weight_ih.detach().cpu().numpy().T.copy(), c.weight_hh.detach().cpu().numpy().T.copy(),
+                            c.bias_ih.detach().cpu().numpy().copy(), c.bias_hh.detach().cpu().numpy().copy())
+                           for c in net.gru]  # type: ignore[union-attr]
+        self._wt = torch.from_numpy(self._wt_aug[:-1])  # views of the block for the batch path
+        self._b = torch.from_numpy(self._wt_aug[-1:])
 
-    @torch.no_grad()
     def score(self, prefixes: Sequence[np.ndarray]) -> np.ndarray:
-        one = len(prefixes) == 1 and len(prefixes[0]) and not self.net.training
-        h = self._hidden_one(prefixes[0]) if one else self.hidden(prefixes)
-        return torch.addmm(self._b, h, self._wt).numpy()
+        if len(prefixes) == 1 and len(prefixes[0]) and not self.net.training:
+            return self.score_one(prefixes[0])[None]
+        with torch.no_grad():
+            return torch.addmm(self._b, self.hidden(prefixes), self._wt).numpy()
 
-    @torch.no_grad()
-    def _hidden_one(self, prefix: np.ndarray) -> torch.Tensor:
-        """The online path: one prefix through ``torch.gru_cell`` directly (eval mode: dropout is identity)."""
-        net = self.net
-        x = net.Wy.weight[torch.from_numpy(np.asarray(prefix, dtype=np.int64))]
-        hidden = [torch.zeros(1, h) for h in net.layers]
-        cells = [(c.weight_ih, c.weight_hh, c.bias_ih, c.bias_hh) for c in net.gru]  # type: ignore[union-attr]
-        for t in range(len(x)):
-            e = x[t:t + 1]
-            for i, (w_ih, w_hh, b_ih, b_hh) in enumerate(cells):
-                e = hidden[i] = torch.gru_cell(e, hidden[i], w_ih, w_hh, b_ih, b_hh)
-        return hidden[-1]
+    def score_one(self, prefix: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Scores ``(n_items,)`` for one non-empty prefix (eval mode), written into ``out`` when given.
+
+        The online path, in numpy: per request it allocates nothing of catalogue size when ``out`` is
+        passed, and the catalogue pass is one BLAS call (numpy's, which is faster than torch's MKL on
+        AMD CPUs; the caller sets its thread count). Same scores as the batch path to float rounding.
+        """
+        h = self._hidden_one(prefix)
+        h_aug = np.empty(len(h) + 1, dtype=np.float32)
+        h_aug[:-1], h_aug[-1] = h, 1.0
+        if out is None:
+            return h_aug @ self._wt_aug
+        return np.dot(h_aug, self._wt_aug, out=out)
+
+    def _hidden_one(self, prefix: np.ndarray) -> np.ndarray:
+        """Top-layer state after one prefix: torch's GRUCell maths in numpy (eval mode: dropout is identity).
+
+        Layer by layer: the input projections of all steps are one small matmul, then one
+        (h x 3h) product per step."""
+        x = self._emb[np.asarray(prefix, dtype=np.int64)]
+        h = np.zeros(0, dtype=np.float32)
+        for w_ih_t, w_hh_t, b_ih, b_hh in self._cells:
+            n_h = w_hh_t.shape[0]
+            gi = x @ w_ih_t
+            gi += b_ih
+            h = np.zeros(n_h, dtype=np.float32)
+            outs = np.empty((len(x), n_h), dtype=np.float32)
+            for t in range(len(x)):
+                gh = h @ w_hh_t
+                gh += b_hh
+                g = gi[t]
+                rz = g[:2 * n_h] + gh[:2 * n_h]
+                np.negative(rz, out=rz)
+                np.exp(rz, out=rz)
+                rz += 1.0
+                np.reciprocal(rz, out=rz)  # sigmoid
+                n = gh[2 * n_h:]
+                n *= rz[:n_h]
+                n += g[2 * n_h:]
+                np.tanh(n, out=n)
+                h = n + rz[n_h:] * (h - n)  # (1 - z) * n + z * h
+                outs[t] = h
+            x = outs
+        return h
 
     @torch.no_grad()
     def hidden(self, prefixes: Sequence[np.ndarray]) -> torch.Tensor:

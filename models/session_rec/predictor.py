@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -51,6 +52,35 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(part, order, axis=1), np.take_along_axis(vals, order, axis=1)
 
 
+def top_k_row(scores: np.ndarray, k: int, groups: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """``top_k`` of one row (1-D), same result (ties: lower index first); the online path.
+
+    Exact candidate pruning instead of a selection over the whole row: the row is split into
+    ``groups`` strided groups, and the k-th largest group maximum ``t`` is a lower bound of the
+    k-th best score (at least k items reach it), so every item of the top k scores ``>= t``.
+    Only those candidates (typically a few dozen) are sorted by (-score, index). Costs two
+    vectorised passes over the row, no catalogue-sized sort or heap.
+    """
+    n = len(scores)
+    k = min(k, n)
+    rows = n // groups
+    if k < 1 or rows < 2 or k > groups:
+        idx, vals = top_k(scores[None], k)
+        return idx[0], vals[0]
+    maxima = scores[:rows * groups].reshape(rows, groups).max(axis=0)
+    tail = scores[rows * groups:]  # fewer than ``groups`` items: each is its own group
+    if len(tail):
+        maxima = np.concatenate([maxima, tail])
+    t = np.partition(maxima, len(maxima) - k)[len(maxima) - k]
+    cand = np.flatnonzero(scores >= t)
+    if len(cand) < k:  # NaN scores: leave them to the general path
+        idx, vals = top_k(scores[None], k)
+        return idx[0], vals[0]
+    cvals = scores[cand]
+    order = np.lexsort((cand, -cvals))[:k]
+    return cand[order], cvals[order]
+
+
 class SessionRecPredictor:
     """Top-K items for session prefixes; also a Ray Data callable class."""
 
@@ -67,6 +97,7 @@ class SessionRecPredictor:
         self.k, self.exclude_seen = k, exclude_seen
         pop = np.asarray(art.popularity, dtype=np.float32)
         self._pop_scores = pop / max(float(pop.max()), 1.0)
+        self._local = threading.local()  # per-thread score row for the online path
         logger.info("loaded %s recommender %s (%d items)", self.model_type, self.version, len(self.items))
 
     @classmethod
@@ -118,22 +149,42 @@ class SessionRecPredictor:
     def recommend(self, items: list[str], k: int = 20, exclude_seen: bool = True) -> list[tuple[str, float]]:
         """The top ``k`` (item id, score) pairs after the prefix ``items``.
 
-        Online path: one model call on one prefix whose score row is used in place (no batch
-        buffer, no copy); same result as ``recommend_many([items])[0]``.
+        Online path: a model with ``score_one`` (GRU4Rec) writes the row into a per-thread buffer
+        reused across calls, others score one prefix in place; seen items are masked by index and
+        ``top_k_row`` picks the top ``k``. Same result as ``recommend_many([items])[0]``.
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         prefix = self._encode(items)
         if not len(prefix):
             return self.recommend_many([items], k=k, exclude_seen=exclude_seen)[0]
-        scores = self.model.score([prefix])
-        if scores.dtype != np.float32 or not scores.flags.writeable or not scores.flags.c_contiguous:
-            scores = np.array(scores, dtype=np.float32)
+        score_one = getattr(self.model, "score_one", None)
+        if score_one is not None and not getattr(getattr(self.model, "net", None), "training", False):
+            scores = score_one(prefix, out=self._row())  # written into this thread's reused row
+        else:
+            scores = self.model.score([prefix])[0]
+            if scores.dtype != np.float32 or not scores.flags.writeable or not scores.flags.c_contiguous:
+                scores = np.array(scores, dtype=np.float32)
         if exclude_seen:
-            scores[0, prefix] = -np.inf
-        idx, vals = top_k(scores, k)
+            scores[prefix] = -np.inf
+        idx, vals = top_k_row(scores, k)
         ids = self.items.ids
-        return [(ids[i], float(v)) for i, v in zip(idx[0].tolist(), vals[0].tolist(), strict=True) if math.isfinite(v)]
+        return [(ids[i], v) for i, v in zip(idx.tolist(), vals.tolist(), strict=True) if math.isfinite(v)]
+
+    def _row(self) -> np.ndarray:
+        row = getattr(self._local, "row", None)
+        if row is None:
+            row = self._local.row = np.empty(len(self.items), dtype=np.float32)
+        return row
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_local", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
 
     # -- Ray Data ------------------------------------------------------------
     def __call__(self, batch: pd.DataFrame, k: int | None = None, exclude_seen: bool | None = None) -> pd.DataFrame:

@@ -41,9 +41,12 @@ def test_gru4rec_batched_prefixes_match_single_runs(layers: list[int]) -> None:
     scorer = GRU4RecScorer(GRU4RecNet(12, layers, dropout_p_embed=0.3, dropout_p_hidden=0.3), {"layers": layers})
     prefixes = [np.array([1, 2, 3]), np.array([4]), np.array([5, 6, 5, 1])]
     batched = scorer.score(prefixes)
-    for row, p in enumerate(prefixes):  # a single prefix takes the direct gru_cell path
+    for row, p in enumerate(prefixes):  # a single prefix takes the numpy online path
         assert np.allclose(batched[row], scorer.score([p])[0], atol=1e-5)
-        assert np.allclose(scorer.hidden([p]).numpy(), scorer._hidden_one(p).numpy(), atol=1e-6)
+        assert np.allclose(scorer.hidden([p]).numpy()[0], scorer._hidden_one(p), atol=1e-6)
+        out = np.full(12, np.nan, dtype=np.float32)
+        assert scorer.score_one(p, out=out) is out
+        assert np.array_equal(out, scorer.score([p])[0])
 
 
 def test_sasrec_batched_prefixes_match_single_runs() -> None:

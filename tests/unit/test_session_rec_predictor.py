@@ -10,7 +10,7 @@ import pytest
 
 from models.registry import Registry
 from models.session_rec.artifact import load_artifact, pop_artifact
-from models.session_rec.predictor import SessionRecPredictor, top_k
+from models.session_rec.predictor import SessionRecPredictor, top_k, top_k_row
 
 SESSIONS = [["a", "b", "c"], ["b", "c"], ["c", "d"], ["c"], ["b"]]  # counts: c=4, b=3, a=1, d=1
 
@@ -89,6 +89,33 @@ def test_top_k_matches_a_full_stable_sort_with_ties_and_masks() -> None:
     ref = np.lexsort((np.broadcast_to(np.arange(50), scores.shape), -scores), axis=1)[:, :20]
     assert idx.tolist() == ref.tolist()
     assert np.array_equal(vals, np.take_along_axis(scores, ref, axis=1))
+
+
+@pytest.mark.parametrize("groups", [4, 16, 64, 512])
+@pytest.mark.parametrize("k", [1, 5, 20, 60])
+def test_top_k_row_matches_top_k(k: int, groups: int) -> None:
+    rng = np.random.default_rng(3)
+    n = 1003  # not a multiple of the group count: a tail
+    rows = [rng.integers(0, 6, size=n).astype(np.float32),  # ties everywhere, also at the cut
+            rng.standard_normal(n).astype(np.float32),
+            np.full(n, -np.inf, dtype=np.float32),
+            rng.standard_normal(n).astype(np.float32),
+            rng.standard_normal(n).astype(np.float32)]
+    rows[1][rng.random(n) < 0.98] = -np.inf  # fewer finite scores than k
+    rows[3][7] = rows[3][30] = rows[3][1001] = rows[3].max()  # a tie at the top, one in the tail
+    rows[4][:] = np.sort(rows[4])  # the best items all in the tail
+    for row in rows:
+        idx, vals = top_k_row(row.copy(), k, groups=groups)
+        ref_idx, ref_vals = top_k(row[None], k)
+        assert idx.tolist() == ref_idx[0].tolist()
+        assert np.array_equal(vals, ref_vals[0])
+
+
+def test_predictor_pickles(pop_dir: Path) -> None:
+    import pickle
+
+    pred = pickle.loads(pickle.dumps(SessionRecPredictor(str(pop_dir))))
+    assert [i for i, _ in pred.recommend(["c"], k=2)] == ["b", "a"]
 
 
 def test_recommend_matches_the_batch_path(tmp_path: Path) -> None:
