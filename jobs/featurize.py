@@ -91,8 +91,25 @@ def plan_reads(files: list[str], rows_per_task: int) -> list[dict[str, Any]]:
 
 
 def bucket_of(keys: pa.Array | pa.ChunkedArray, buckets: int) -> np.ndarray:
-    """Stable hash bucket of each string key (``models.segments.hash_strings``; null as "")."""
-    return (hash_strings(keys) % np.uint64(buckets)).astype(np.int32)
+    """Stable hash bucket of each string key (``models.segments.hash_strings``; null as "").
+
+    Keys repeat (a session has several events), so the distinct keys are hashed once and
+    the buckets gathered by dictionary index: about 2.5x less work than hashing every row.
+    """
+    enc = pc.dictionary_encode(keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys)
+    per_key = (hash_strings(enc.dictionary) % np.uint64(buckets)).astype(np.int32)
+    out = per_key[pc.fill_null(enc.indices, 0).to_numpy(zero_copy_only=False)] if len(per_key) else \
+        np.zeros(len(keys), dtype=np.int32)
+    if enc.indices.null_count:  # a null key hashes as "", whose hash is 0
+        out[enc.indices.is_null().to_numpy(zero_copy_only=False)] = 0
+    return out
+
+
+def _write_parquet(table: pa.Table, path: Path) -> None:
+    """Parquet without dictionary pages for id-like columns: a session id is (nearly) unique per
+    row, so its dictionary only costs time (about 40 % of a feature table's write)."""
+    low_card = [f.name for f in table.schema if pa.types.is_string(f.type) and f.name != "session_id"]
+    pq.write_table(table, path, use_dictionary=low_card)
 
 
 Parts = list[tuple[str, int, int]]  # (Arrow IPC file, first record batch, number of batches)
@@ -180,7 +197,7 @@ def _write_by_day(table: pa.Table, days: np.ndarray, root: Path, name: str, buck
     for day, lo, hi in zip(uniq, first, np.r_[first[1:], len(order)], strict=True):
         target = root / name / f"date={day}"
         target.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table.slice(lo, hi - lo), target / f"part-{bucket:05d}.parquet")
+        _write_parquet(table.slice(lo, hi - lo), target / f"part-{bucket:05d}.parquet")
 
 
 def session_bucket(bucket: int, parts: Parts, work: str, stage: str, emit_from: pd.Timestamp | None, gap_minutes: float | None,
@@ -199,7 +216,7 @@ def session_bucket(bucket: int, parts: Parts, work: str, stage: str, emit_from: 
     feats = session_features_table(srt)
     if sessions_only:
         (root / "sessions").mkdir(parents=True, exist_ok=True)
-        pq.write_table(feats, root / "sessions" / f"part-{bucket:05d}.parquet")
+        _write_parquet(feats, root / "sessions" / f"part-{bucket:05d}.parquet")
         out["sessions"] = feats.num_rows
         return out
 

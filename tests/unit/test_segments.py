@@ -30,3 +30,13 @@ def test_sort_sessions_is_stable_and_ordered_by_session_id() -> None:
 def test_count_distinct_ignores_nulls() -> None:
     seg = np.array([0, 0, 0, 1, 1, 2])
     assert count_distinct(seg, np.array([5, 5, 7, -1, -1, 0]), 3).tolist() == [2, 0, 1]
+
+
+def test_bucket_of_matches_hashing_every_row() -> None:
+    from jobs.featurize import bucket_of
+
+    keys = pa.chunked_array([["s1", "s2", None, "s1"], ["", "s3", "s2", None, "é"]])
+    want = (hash_strings(keys) % np.uint64(7)).astype(np.int32)
+    assert bucket_of(keys, 7).tolist() == want.tolist()
+    assert bucket_of(pa.array([None, None], pa.string()), 5).tolist() == [0, 0]
+    assert bucket_of(pa.array([], pa.string()), 5).tolist() == []
