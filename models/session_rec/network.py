@@ -14,7 +14,7 @@ import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import torch
@@ -151,9 +151,10 @@ class GRU4RecScorer:
                 np.vstack([wy.T.numpy(), net.By.weight.detach().cpu().T.numpy()]), dtype=np.float32)
             self._emb = wy.numpy()  # (n_items, hidden) input embedding rows (shared with Wy: no copy on CPU)
             # per GRU layer: W_ih^T (in, 3h), W_hh^T (h, 3h), b_ih, b_hh; gate order r, z, n as torch's GRUCell
+            cells = [cast(nn.GRUCell, c) for c in net.gru]
             self._cells = [(c.weight_ih.detach().cpu().numpy().T.copy(), c.weight_hh.detach().cpu().numpy().T.copy(),
                             c.bias_ih.detach().cpu().numpy().copy(), c.bias_hh.detach().cpu().numpy().copy())
-                           for c in net.gru]  # type: ignore[union-attr]
+                           for c in cells]
         self._wt = torch.from_numpy(self._wt_aug[:-1])  # views of the block for the batch path
         self._b = torch.from_numpy(self._wt_aug[-1:])
 
