@@ -212,9 +212,11 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     if not ray.is_initialized():
-        # tandem's clusters run Train with a 0.5 s controller poll (cluster/local.py,
+        # tandem's clusters run Train with a shorter controller poll (cluster/local.py,
         # cluster/runtime_env.yaml); a Ray started here gets the same setting
-        os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+        from cluster.local import TRAIN_HEALTH_CHECK_INTERVAL_S
+
+        os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", TRAIN_HEALTH_CHECK_INTERVAL_S)
         ray.init(log_to_driver=False, include_dashboard=False,
                  **({} if os.environ.get("RAY_ADDRESS") else {"_temp_dir": tempfile.mkdtemp(prefix="tdm-bt-")}))
     cpus = int(ray.cluster_resources().get("CPU", 1))

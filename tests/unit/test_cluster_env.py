@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
-from cluster.local import LocalConfig, haproxy_env, ray_env
+from cluster.local import ROOT, TRAIN_HEALTH_CHECK_INTERVAL_S, LocalConfig, haproxy_env, ray_env
 
 pytestmark = pytest.mark.unit
 
@@ -38,3 +39,14 @@ def test_unknown_ingress_is_refused_by_name(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setenv("TANDEM_INGRESS", "nginx")
     with pytest.raises(ValueError, match="TANDEM_INGRESS='nginx'"):
         ray_env(LocalConfig.from_env(run_dir=tmp_path))
+
+
+def test_train_controller_poll_is_one_setting_for_the_launcher_and_submitted_jobs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", raising=False)
+    assert ray_env(LocalConfig.from_env(run_dir=tmp_path))["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == \
+        TRAIN_HEALTH_CHECK_INTERVAL_S
+    runtime_env = yaml.safe_load((ROOT / "cluster" / "runtime_env.yaml").read_text())
+    assert runtime_env["env_vars"]["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == TRAIN_HEALTH_CHECK_INTERVAL_S
+    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "1.0")  # an operator's own value wins
+    assert ray_env(LocalConfig.from_env(run_dir=tmp_path))["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "1.0"
