@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Header, HTTPException
 from ray import serve
 
+from serve import hotpath
 from serve.cache import RedisCache
 from serve.engine import Engine, ModelBundle
 from serve.loader import load_bundle, preload_modules
@@ -37,6 +38,12 @@ logger = logging.getLogger(__name__)
 
 api = FastAPI(title="tandem", version="1", description="Real-time purchase propensity and session "
               "recommendations behind a cache, with fallbacks (model -> precomputed -> popular).")
+
+# The bid-time endpoints skip FastAPI's router on their happy path (serve/hotpath.py); every
+# other request, and every error answer, still goes through FastAPI.
+api.add_middleware(hotpath.HotPathMiddleware,  # type: ignore[arg-type]
+                   routes={"/v1/score": hotpath.Route("score", ScoreRequest),
+                           "/v1/recommend": hotpath.Route("recommend", RecommendRequest)})
 
 MAX_MULTIPLEXED = 16
 APP_LOGGERS = ("serve", "models")
@@ -97,6 +104,7 @@ class TandemService:
         self.generation = 0
         self._active: set[str] = {self.args.default_tenant}
         self._warmed = False
+        hotpath.bind(self)
 
     # -- models ---------------------------------------------------------------
     @serve.multiplexed(max_num_models_per_replica=MAX_MULTIPLEXED)
@@ -149,22 +157,29 @@ class TandemService:
         self.metrics.latency(endpoint, (time.perf_counter() - start) * 1000.0, 200)
         self.metrics.breaker(self.cache.breaker_code)
 
+    def tenant_of_key(self, api_key: str) -> str | None:
+        """The tenant of a known API key, else None (the fast path's auth check)."""
+        return self.args.api_keys.get(api_key)
+
+    async def handle(self, endpoint: str, req: Any, tenant: str) -> Any:
+        """Score or recommend for an authenticated tenant: the one handler body of both paths."""
+        start = time.perf_counter()
+        bundle = await self.models_for(tenant)
+        if endpoint == "score":
+            out = await self.engine.score(req, tenant, bundle)
+        else:
+            out = await self.engine.recommend(req, tenant, bundle)
+        self._observe(endpoint, start)
+        return out
+
     @api.post("/v1/score", response_model=ScoreResponse)
     async def score(self, req: ScoreRequest, x_api_key: Annotated[str | None, Header()] = None) -> ScoreResponse:
-        start = time.perf_counter()
-        tenant = tenant_for(x_api_key, self.args)
-        out = await self.engine.score(req, tenant, await self.models_for(tenant))
-        self._observe("score", start)
-        return out
+        return await self.handle("score", req, tenant_for(x_api_key, self.args))
 
     @api.post("/v1/recommend", response_model=RecommendResponse)
     async def recommend(self, req: RecommendRequest,
                         x_api_key: Annotated[str | None, Header()] = None) -> RecommendResponse:
-        start = time.perf_counter()
-        tenant = tenant_for(x_api_key, self.args)
-        out = await self.engine.recommend(req, tenant, await self.models_for(tenant))
-        self._observe("recommend", start)
-        return out
+        return await self.handle("recommend", req, tenant_for(x_api_key, self.args))
 
     @api.post("/v1/events", response_model=EventsResponse)
     async def events(self, req: EventsRequest,

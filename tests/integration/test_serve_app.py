@@ -7,6 +7,8 @@ running replicas instead of restarting them.
 
 from __future__ import annotations
 
+import json
+
 import threading
 import time
 from collections import Counter
@@ -118,6 +120,23 @@ def test_score_serves_precomputed_then_prior_for_unknown_sessions(app: dict[str,
     assert keys.model_version_of(version) == "vprop-7"
     assert cold.status_code == 200 and cold.json()["source"] == "popular"
     assert cold.json()["fallback_reason"] == "no_precomputed"
+
+
+def test_fast_path_answers_exactly_like_fastapi(app: dict[str, Any], redis_server: str) -> None:
+    """``application/json`` takes serve/hotpath.py; another media type takes FastAPI's route."""
+    publish_table(redis_server, "score", "default", {"s-fast": repr(0.1 + 0.2)}, "vprop-fp")
+    publish_table(redis_server, "recs", "default", {"s-fast": json.dumps([["d2", 0.5], ["d9", 0.25]])}, "vrec-fp")
+    time.sleep(1.2)  # replicas hold a table's version pointer for up to pointer_ttl_s (1 s)
+    with httpx.Client() as c:
+        for path, body in (("/v1/score", {"session_id": "s-fast"}),
+                           ("/v1/recommend", {"session_id": "s-fast", "k": 2, "exclude_seen": False})):
+            answers = [c.post(f"{app['url']}{path}", content=json.dumps(body), timeout=10,
+                              headers={"X-API-Key": "key-default", "Content-Type": media})
+                       for media in ("application/json", "application/json; charset=utf-8")]
+            assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+            assert answers[0].json() == answers[1].json(), path
+            assert answers[0].json()["source"] == "precomputed", answers[0].json()
+    assert answers[0].json()["items"][0] == {"item_id": "d2", "score": 0.5}
 
 
 def test_events_reach_the_next_recommendation(app: dict[str, Any]) -> None:
