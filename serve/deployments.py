@@ -151,6 +151,7 @@ class TandemService:
         """Healthy while the replica can answer; Redis being down is not a replica failure."""
         if self.engine is None:  # pragma: no cover - defensive
             raise RuntimeError("engine not initialised")
+        self.metrics.flush()  # counters summed in process reach Prometheus even when idle
 
     # -- endpoints --------------------------------------------------------------
     def _observe(self, endpoint: str, start: float) -> None:

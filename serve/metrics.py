@@ -3,11 +3,16 @@
 ``ServeMetrics`` is created inside a replica (never at import); ``NullMetrics``
 has the same methods and does nothing, for tests and the bare benchmark peer.
 Cache hit ratio = ``tandem_cache_lookups_total{result="hit"}`` / all lookups.
+
+The two counters are summed in process and added to Ray's counters at most once per
+``flush_interval_s`` (and on every Serve health check), so a request pays one metric
+record (its latency) instead of three: each record costs ~15 µs of a replica's CPU.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 logger = logging.getLogger(__name__)
 
@@ -23,11 +28,13 @@ class NullMetrics:
 
     def breaker(self, code: int) -> None: ...
 
+    def flush(self) -> None: ...
+
 
 class ServeMetrics(NullMetrics):
     """Metrics exported through Ray's Prometheus endpoint (``ray.serve.metrics``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, flush_interval_s: float = 1.0) -> None:
         from ray.serve.metrics import Counter, Gauge, Histogram
 
         self._latency = Histogram("tandem_request_latency_ms", description="Handler latency by endpoint (ms)",
@@ -38,15 +45,35 @@ class ServeMetrics(NullMetrics):
                                   "choice, by reason", tag_keys=("endpoint", "reason"))  # type: ignore[arg-type]
         self._breaker = Gauge("tandem_redis_breaker_state", description="0 closed, 1 half-open, 2 open")
         self._breaker_code: int | None = None
+        self._flush_interval_s = flush_interval_s
+        self._next_flush = time.monotonic() + flush_interval_s
+        self._pending_lookups: dict[tuple[str, str], int] = {}
+        self._pending_fallbacks: dict[tuple[str, str], int] = {}
 
     def latency(self, endpoint: str, ms: float, status: int) -> None:
         self._latency.observe(ms, tags={"endpoint": endpoint, "status": str(status)})
 
     def cache_lookup(self, table: str, result: str) -> None:
-        self._lookups.inc(tags={"table": table, "result": result})
+        key = (table, result)
+        self._pending_lookups[key] = self._pending_lookups.get(key, 0) + 1
+        if time.monotonic() >= self._next_flush:
+            self.flush()
 
     def fallback(self, endpoint: str, reason: str) -> None:
-        self._fallbacks.inc(tags={"endpoint": endpoint, "reason": reason})
+        key = (endpoint, reason)
+        self._pending_fallbacks[key] = self._pending_fallbacks.get(key, 0) + 1
+        if time.monotonic() >= self._next_flush:
+            self.flush()
+
+    def flush(self) -> None:
+        """Add the counts summed since the last flush to Ray's counters."""
+        lookups, self._pending_lookups = self._pending_lookups, {}
+        fallbacks, self._pending_fallbacks = self._pending_fallbacks, {}
+        self._next_flush = time.monotonic() + self._flush_interval_s
+        for (table, result), n in lookups.items():
+            self._lookups.inc(n, tags={"table": table, "result": result})
+        for (endpoint, reason), n in fallbacks.items():
+            self._fallbacks.inc(n, tags={"endpoint": endpoint, "reason": reason})
 
     def breaker(self, code: int) -> None:
         # called on every request: a gauge keeps its last value, so set it only on a change
