@@ -135,6 +135,35 @@ def _train_loop(config: dict[str, Any]) -> None:
         ray.train.report(metrics, checkpoint=checkpoint)
 
 
+def _trainer_class(kind: str, with_datasets: bool) -> Any:
+    """``LightGBMTrainer``/``XGBoostTrainer``; without Ray Data datasets, minus Train's ``DatasetsCallback``.
+
+    Train V2 (2.60) starts a ``DatasetManager`` actor for every run, datasets or not: one more
+    Python process (about 1.5 CPU-seconds of imports) that starts while the worker does, and on
+    a small node takes CPU from it. The object-ref path has no datasets, so it goes without
+    (the workers' train context then has no dataset shard provider, which it allows).
+    ``_create_default_callbacks`` is Train's own hook; if it or the class is gone, the default stays."""
+    base: Any
+    if kind == "lightgbm":
+        from ray.train.lightgbm import LightGBMTrainer as base
+    else:
+        from ray.train.xgboost import XGBoostTrainer as base
+    if with_datasets:
+        return base
+    try:
+        from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+    except ImportError:  # pragma: no cover - another Ray version
+        return base
+    if not hasattr(base, "_create_default_callbacks"):  # pragma: no cover
+        return base
+
+    class Trainer(base):  # type: ignore[misc, valid-type]
+        def _create_default_callbacks(self) -> list[Any]:
+            return [cb for cb in super()._create_default_callbacks() if not isinstance(cb, DatasetsCallback)]
+
+    return Trainer
+
+
 def _put_matrices(train: pd.DataFrame, val: pd.DataFrame | None, features: list[str], label: str,
                   workers: int) -> dict[str, Any]:
     import ray
@@ -180,11 +209,7 @@ def train_distributed(cfg: PropensityConfig, train: pd.DataFrame, val: pd.DataFr
                             resources_per_worker={"CPU": cpus_per_worker or worker_cpus(workers)})
     run_config = RunConfig(name=name or f"propensity-{int(time.time())}", storage_path=storage,
                            callbacks=callbacks)
-    trainer_cls: Any
-    if cfg.kind == "lightgbm":
-        from ray.train.lightgbm import LightGBMTrainer as trainer_cls
-    else:
-        from ray.train.xgboost import XGBoostTrainer as trainer_cls
+    trainer_cls = _trainer_class(cfg.kind, with_datasets=mode == "ray_data")
     logger.info("Ray Train %s: %d workers, %d rows by %s", cfg.kind, workers, rows, mode)
     trainer = trainer_cls(_train_loop, train_loop_config=loop_cfg, scaling_config=scaling, run_config=run_config,
                           **common)
