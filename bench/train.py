@@ -212,11 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     if not ray.is_initialized():
-        # tandem's clusters run Train with a shorter controller poll (cluster/local.py,
-        # cluster/runtime_env.yaml); a Ray started here gets the same setting
-        from cluster.local import TRAIN_HEALTH_CHECK_INTERVAL_S
+        # a Ray started here gets the Train settings of tandem's local cluster (cluster/local.py):
+        # the shorter controller poll and no preemption watcher
+        from cluster.local import TRAIN_LOCAL_ENV
 
-        os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", TRAIN_HEALTH_CHECK_INTERVAL_S)
+        for key, value in TRAIN_LOCAL_ENV.items():
+            os.environ.setdefault(key, value)
         ray.init(log_to_driver=False, include_dashboard=False,
                  **({} if os.environ.get("RAY_ADDRESS") else {"_temp_dir": tempfile.mkdtemp(prefix="tdm-bt-")}))
     cpus = int(ray.cluster_resources().get("CPU", 1))

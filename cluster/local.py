@@ -32,6 +32,11 @@ ROOT = Path(__file__).resolve().parent.parent
 # (bench.train: "report seen"). 0.2 s cut that to ~0.3 s at 2M rows (0.5 s: ~0.85 s) with the
 # training phase unchanged (bench/RESULTS_train.md); a poll is one small actor call per worker.
 TRAIN_HEALTH_CHECK_INTERVAL_S = "0.2"
+# Train V2 (2.60) starts a PreemptionWatcher actor per run, just as training begins: one more
+# Python process (~1.5 CPU-seconds of imports, then a poll every 5 s) for node-drain
+# observability. A local single-node cluster has no node to drain, so the launcher turns it off.
+TRAIN_LOCAL_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": TRAIN_HEALTH_CHECK_INTERVAL_S,
+                   "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
 
 
 @dataclass(frozen=True)
@@ -268,8 +273,7 @@ def ray_env(cfg: LocalConfig) -> dict[str, str]:
         "RAY_AUTH_TOKEN_PATH": str(cfg.token_path),
         "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p),
         "TANDEM_REDIS_URL": cfg.redis_url,
-        "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": env.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S",
-                                                     TRAIN_HEALTH_CHECK_INTERVAL_S),
+        **{k: env.get(k, v) for k, v in TRAIN_LOCAL_ENV.items()},  # an operator's own values win
         # Job drivers run `python` from PATH: make it this interpreter's environment.
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
     })

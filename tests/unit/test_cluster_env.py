@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cluster.local import ROOT, TRAIN_HEALTH_CHECK_INTERVAL_S, LocalConfig, haproxy_env, ray_env
+from cluster.local import (
+    ROOT,
+    TRAIN_HEALTH_CHECK_INTERVAL_S,
+    TRAIN_LOCAL_ENV,
+    LocalConfig,
+    haproxy_env,
+    ray_env,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -54,3 +61,11 @@ def test_train_controller_poll_is_one_setting_for_the_launcher_and_submitted_job
     assert runtime_env["env_vars"]["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == TRAIN_HEALTH_CHECK_INTERVAL_S
     monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "1.0")  # an operator's own value wins
     assert ray_env(LocalConfig.from_env(run_dir=tmp_path))["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "1.0"
+
+
+def test_local_cluster_runs_train_without_the_preemption_watcher(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", raising=False)
+    env = ray_env(LocalConfig.from_env(run_dir=tmp_path))
+    assert env["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "0"
+    assert {k: env[k] for k in TRAIN_LOCAL_ENV} == TRAIN_LOCAL_ENV
