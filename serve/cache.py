@@ -81,7 +81,9 @@ class RedisCache:
         if budget <= 0:
             raise CacheUnavailable("deadline")
         try:
-            result = await asyncio.wait_for(coro_factory(self._redis()), timeout=budget)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for wraps the call in a new Task
+            async with asyncio.timeout(budget):
+                result = await coro_factory(self._redis())
         except TimeoutError as exc:
             self.breaker.record_failure()
             raise CacheUnavailable("timeout") from exc
