@@ -218,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
 
         for key, value in TRAIN_LOCAL_ENV.items():
             os.environ.setdefault(key, value)
+        # Ray starts its workers at nice +15; the plain fit runs at the caller's priority. Same
+        # footing for both (as bench.serve does), else any other load on the box slows only Ray.
+        os.environ.setdefault("RAY_worker_niceness", "0")
         ray.init(log_to_driver=False, include_dashboard=False,
                  **({} if os.environ.get("RAY_ADDRESS") else {"_temp_dir": tempfile.mkdtemp(prefix="tdm-bt-")}))
     cpus = int(ray.cluster_resources().get("CPU", 1))
