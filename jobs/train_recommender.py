@@ -91,11 +91,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
 
 def train_torch(model_type: str, cfg: RecommenderConfig, params: dict[str, Any], data: EncodedData,
-                storage: str, time_budget_s: float | None = None) -> tuple[Any, dict[str, Any]]:
+                storage: str, time_budget_s: float | None = None,
+                threads: int | None = None) -> tuple[Any, dict[str, Any]]:
     """Run the TorchTrainer and return (scorer, last reported metrics).
 
     With ``time_budget_s`` training stops after the epoch past which the next one would
     overrun the budget; the metrics' ``epoch`` then says how many of ``n_epochs`` were done.
+    ``threads``: torch threads per worker (default: the cluster's CPUs over the workers).
     """
     import ray
     import torch
@@ -107,7 +109,7 @@ def train_torch(model_type: str, cfg: RecommenderConfig, params: dict[str, Any],
     items, offsets = pack(data.train)
     loop_config = {"model": model_type, "params": params, "items": items, "offsets": offsets,
                    "n_items": len(data.items), "counts": item_counts(data.train, len(data.items)),  # type: ignore[arg-type]
-                   "seed": cfg.seed, "threads": max(1, cpus // cfg.workers), "time_budget_s": time_budget_s}
+                   "seed": cfg.seed, "threads": threads or max(1, cpus // cfg.workers), "time_budget_s": time_budget_s}
     trainer = TorchTrainer(train_loop_per_worker, train_loop_config=loop_config,
                            scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=use_gpu),
                            run_config=RunConfig(name=f"recommender-{model_type}-{int(time.time())}",
@@ -173,7 +175,8 @@ def fit_any(model_type: str, cfg: RecommenderConfig, params: dict[str, Any], dat
     started = _ensure_ray(args)
     try:
         budget = args.time_budget_min * 60 if args.time_budget_min else None
-        return train_torch(model_type, cfg, params, data, storage, time_budget_s=budget)
+        return train_torch(model_type, cfg, params, data, storage, time_budget_s=budget,
+                           threads=getattr(args, "threads", None))
     finally:
         if started:
             import ray
@@ -239,6 +242,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--time-budget-min", type=float,
                    help="torch models: stop after the last epoch that fits this many minutes (epochs_done says how many)")
     p.add_argument("--workers", type=int, help="Ray Train data-parallel workers (torch models)")
+    p.add_argument("--threads", type=int,
+                   help="torch threads per Train worker (default: cluster CPUs / workers; GRU4Rec on 2 cores: 1 is faster)")
     p.add_argument("--test-fraction", type=float, default=0.1, help="parquet time split")
     p.add_argument("--registry", help="registry URI (local dir or s3://)")
     p.add_argument("--promote", action="store_true", help="make this version the champion")
