@@ -59,6 +59,7 @@ from models.propensity.baselines import baselines
 from models.propensity.calibration import Calibrator
 from models.propensity.cv import cross_validate, stratified_folds
 from models.propensity.data import LABEL, DataError, Split, prepare
+from models.propensity.distributed import gbdt_trainer_class
 from models.propensity.model import (
     PropensityConfig,
     downsample_negatives,
@@ -188,25 +189,12 @@ def _trainer_class(kind: str) -> Any:
     the controller dies. It learns of the death through the state API, which the dashboard
     serves; without a dashboard (``include_dashboard=False``, as in tests and local runs) it
     polls forever and outlives the sweep, one idle Python process per stopped trial. Here the
-    sweep's driver does that job (``ReleaseStoppedTrainRuns``), so the trial's runs go without.
-    ``_create_default_callbacks`` is Train's (2.60) own hook; if it is gone, the default stays."""
-    from ray.train.lightgbm import LightGBMTrainer
-    from ray.train.xgboost import XGBoostTrainer
-
-    base = LightGBMTrainer if kind == "lightgbm" else XGBoostTrainer
+    sweep's driver does that job (``ReleaseStoppedTrainRuns``), so the trial's runs go without."""
     try:
         from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
     except ImportError:  # pragma: no cover - another Ray version
-        return base
-    if not hasattr(base, "_create_default_callbacks"):  # pragma: no cover
-        return base
-
-    class Trainer(base):  # type: ignore[misc, valid-type]
-        def _create_default_callbacks(self) -> list[Any]:
-            return [cb for cb in super()._create_default_callbacks()
-                    if not isinstance(cb, PlacementGroupCleanerCallback)]
-
-    return Trainer
+        return gbdt_trainer_class(kind)
+    return gbdt_trainer_class(kind, (PlacementGroupCleanerCallback,))
 
 
 def ray_train_trainable(params: dict[str, Any], data: dict[str, Any], rounds: int, every: int, seed: int,

@@ -166,6 +166,7 @@ class TandemService:
         """Score or recommend for an authenticated tenant: the one handler body of both paths."""
         start = time.perf_counter()
         bundle = await self.models_for(tenant)
+        out: ScoreResponse | RecommendResponse
         if endpoint == "score":
             out = await self.engine.score(req, tenant, bundle)
         else:

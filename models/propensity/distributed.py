@@ -135,33 +135,39 @@ def _train_loop(config: dict[str, Any]) -> None:
         ray.train.report(metrics, checkpoint=checkpoint)
 
 
-def _trainer_class(kind: str, with_datasets: bool) -> Any:
-    """``LightGBMTrainer``/``XGBoostTrainer``; without Ray Data datasets, minus Train's ``DatasetsCallback``.
+def gbdt_trainer_class(kind: str, drop: tuple[type, ...] = ()) -> Any:
+    """``LightGBMTrainer`` or ``XGBoostTrainer``, minus the Train default callbacks of the types in ``drop``.
 
-    Train V2 (2.60) starts a ``DatasetManager`` actor for every run, datasets or not: one more
-    Python process (about 1.5 CPU-seconds of imports) that starts while the worker does, and on
-    a small node takes CPU from it. The object-ref path has no datasets, so it goes without
-    (the workers' train context then has no dataset shard provider, which it allows).
-    ``_create_default_callbacks`` is Train's own hook; if it or the class is gone, the default stays."""
+    ``_create_default_callbacks`` is Train's (2.60) own hook; if it is gone, the default stays."""
     base: Any
     if kind == "lightgbm":
         from ray.train.lightgbm import LightGBMTrainer as base
     else:
         from ray.train.xgboost import XGBoostTrainer as base
-    if with_datasets:
-        return base
-    try:
-        from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
-    except ImportError:  # pragma: no cover - another Ray version
-        return base
-    if not hasattr(base, "_create_default_callbacks"):  # pragma: no cover
+    if not drop or not hasattr(base, "_create_default_callbacks"):  # pragma: no cover - another Ray version
         return base
 
     class Trainer(base):  # type: ignore[misc, valid-type]
         def _create_default_callbacks(self) -> list[Any]:
-            return [cb for cb in super()._create_default_callbacks() if not isinstance(cb, DatasetsCallback)]
+            return [cb for cb in super()._create_default_callbacks() if not isinstance(cb, drop)]
 
     return Trainer
+
+
+def _trainer_class(kind: str, with_datasets: bool) -> Any:
+    """The trainer class; without Ray Data datasets, minus Train's ``DatasetsCallback``.
+
+    Train V2 (2.60) starts a ``DatasetManager`` actor for every run, datasets or not: one more
+    Python process (about 1.5 CPU-seconds of imports) that starts while the worker does, and on
+    a small node takes CPU from it. The object-ref path has no datasets, so it goes without
+    (the workers' train context then has no dataset shard provider, which it allows)."""
+    if with_datasets:
+        return gbdt_trainer_class(kind)
+    try:
+        from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+    except ImportError:  # pragma: no cover - another Ray version
+        return gbdt_trainer_class(kind)
+    return gbdt_trainer_class(kind, (DatasetsCallback,))
 
 
 def _put_matrices(train: pd.DataFrame, val: pd.DataFrame | None, features: list[str], label: str,

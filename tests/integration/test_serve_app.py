@@ -8,7 +8,6 @@ running replicas instead of restarting them.
 from __future__ import annotations
 
 import json
-
 import threading
 import time
 from collections import Counter
