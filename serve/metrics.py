@@ -54,26 +54,24 @@ class ServeMetrics(NullMetrics):
         self._latency.observe(ms, tags={"endpoint": endpoint, "status": str(status)})
 
     def cache_lookup(self, table: str, result: str) -> None:
-        key = (table, result)
-        self._pending_lookups[key] = self._pending_lookups.get(key, 0) + 1
-        if time.monotonic() >= self._next_flush:
-            self.flush()
+        self._count(self._pending_lookups, (table, result))
 
     def fallback(self, endpoint: str, reason: str) -> None:
-        key = (endpoint, reason)
-        self._pending_fallbacks[key] = self._pending_fallbacks.get(key, 0) + 1
+        self._count(self._pending_fallbacks, (endpoint, reason))
+
+    def _count(self, pending: dict[tuple[str, str], int], key: tuple[str, str]) -> None:
+        pending[key] = pending.get(key, 0) + 1
         if time.monotonic() >= self._next_flush:
             self.flush()
 
     def flush(self) -> None:
         """Add the counts summed since the last flush to Ray's counters."""
-        lookups, self._pending_lookups = self._pending_lookups, {}
-        fallbacks, self._pending_fallbacks = self._pending_fallbacks, {}
         self._next_flush = time.monotonic() + self._flush_interval_s
-        for (table, result), n in lookups.items():
-            self._lookups.inc(n, tags={"table": table, "result": result})
-        for (endpoint, reason), n in fallbacks.items():
-            self._fallbacks.inc(n, tags={"endpoint": endpoint, "reason": reason})
+        for counter, names, pending in ((self._lookups, ("table", "result"), self._pending_lookups),
+                                        (self._fallbacks, ("endpoint", "reason"), self._pending_fallbacks)):
+            for key, n in pending.items():
+                counter.inc(n, tags=dict(zip(names, key, strict=True)))
+            pending.clear()
 
     def breaker(self, code: int) -> None:
         # called on every request: a gauge keeps its last value, so set it only on a change
