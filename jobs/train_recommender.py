@@ -171,7 +171,7 @@ def fit_any(model_type: str, cfg: RecommenderConfig, params: dict[str, Any], dat
             metrics.update({f"{part}_{k}": v for k, v in m.items()})
             if "events_per_s" in m:
                 metrics["events_per_s"] = m["events_per_s"]
-        return HybridModel(parts, cfg.hybrid.weights), metrics
+        return HybridModel(parts, cfg.hybrid.weights, cfg.hybrid.temperatures), metrics
     started = _ensure_ray(args)
     try:
         budget = args.time_budget_min * 60 if args.time_budget_min else None

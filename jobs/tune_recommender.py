@@ -7,6 +7,10 @@ The test split is never read. Without ``--valid`` the last ``--valid-fraction`` 
 (time-ordered) training sessions is held out and scored with protocol (a). ``--out-config``
 writes a YAML that ``jobs.train_recommender --config`` accepts.
 
+``--model hybrid`` grid-searches the first part's weight (0, 0.1, ..., 1) and, with
+``--temperature-grid``, the neural part's softmax temperature with it; ``--metric
+recall@20+mrr@20`` maximises their sum.
+
 ``--model vsknn|vstan`` grid-searches a kNN model in process (no Ray): every combination
 of the ``--grid key=v1,v2`` values is fitted on the carved train split and scored on
 validation (``--valid-sample`` scores a fixed random subset of the validation pairs).
@@ -82,13 +86,53 @@ def trainable(config: dict[str, Any], data: EncodedData, model: str, base: dict[
                      "recall@20": metrics["recall@20"], "mrr@20": metrics["mrr@20"]})
 
 
+def top_columns(scores: np.ndarray, k: int) -> np.ndarray:
+    """Per row, the columns of the k largest scores (any order; ties at the k-th broken arbitrarily)."""
+    k = min(k, scores.shape[1])
+    return np.argpartition(-scores, k - 1, axis=1)[:, :k]
+
+
+def mix_ranks(d0: np.ndarray, d1: np.ndarray, w0: float, w1: float, targets: np.ndarray, top0: np.ndarray,
+              top1: np.ndarray, cap: int = 20) -> np.ndarray:
+    """Conservative ranks of ``targets`` under HybridModel's mix ``(w0 * d0 + w1 * d1).astype(float32)``.
+
+    Exact for every rank <= ``cap``; a rank known to be above ``cap`` is returned as n_items + 1 (a miss at
+    every cutoff <= cap). ``top0`` / ``top1``: per row, the top-K columns of d0 / d1. An item outside both
+    has d0 <= b0 and d1 <= b1 (the K-th values), so its mix is <= B = mix(b0, b1) (rounding is monotone):
+    if the target's mix is > B only the candidate columns can outrank it; if more than ``cap`` candidates
+    already do, the rank is above cap; otherwise the row is ranked over the whole catalogue.
+    """
+    n_rows, n = d0.shape
+    targets = np.asarray(targets, dtype=np.int64)
+    ranks = np.full(n_rows, float(n + 1))
+    ok = (targets >= 0) & (targets < n)
+    r = np.arange(n_rows)[:, None]
+    cand = np.sort(np.concatenate([top0, top1, np.where(ok, targets, 0)[:, None]], axis=1), axis=1)
+    first = np.ones(cand.shape, dtype=bool)
+    first[:, 1:] = cand[:, 1:] != cand[:, :-1]  # each column counted once
+    mix_c = (w0 * d0[r, cand] + w1 * d1[r, cand]).astype(np.float32)
+    t = np.where(ok, targets, 0)
+    mix_t = (w0 * d0[r[:, 0], t] + w1 * d1[r[:, 0], t]).astype(np.float32)
+    count = ((mix_c >= mix_t[:, None]) & first).sum(axis=1)
+    bound = (w0 * d0[r, top0].min(axis=1) + w1 * d1[r, top1].min(axis=1)).astype(np.float32)
+    exact = ok & np.isfinite(mix_t) & (mix_t > bound)
+    ranks[exact] = count[exact]
+    rest = np.nonzero(ok & ~exact & (count <= cap))[0]
+    if len(rest):
+        from models.evaluation.ranking import ranks_from_scores
+
+        full = (w0 * d0[rest] + w1 * d1[rest]).astype(np.float32)
+        ranks[rest] = ranks_from_scores(full, targets[rest])
+    return ranks
+
+
 def tune_hybrid(args: argparse.Namespace) -> dict[str, Any]:
     """Fit each hybrid part on the train split (or load ``--parts-from``), grid-search weights on valid."""
     from models.evaluation.ranking import RankMetrics
     from models.session_rec.artifact import load_artifact
     from models.session_rec.batching import pack
     from models.session_rec.fit import BASELINES, fit_baseline
-    from models.session_rec.hybrid import as_distribution
+    from models.session_rec.hybrid import NEURAL, as_distribution
     from models.session_rec.network import GRU4RecScorer
     from models.session_rec.sasrec import SASRecScorer
     from models.session_rec.training import GRU4RecTrainer, SASRecTrainer
@@ -121,29 +165,56 @@ def tune_hybrid(args: argparse.Namespace) -> dict[str, Any]:
     if len(parts) != 2:
         raise ValueError("weight search supports exactly two parts")
     grid = np.round(np.linspace(0.0, 1.0, 11), 2)
-    metrics = {w: RankMetrics() for w in grid}
+    # --temperature-grid: the softmax temperature of the neural part(s) (kNN parts keep 1); default: the config's
+    neural = [p.model_type in NEURAL for p in parts]
+    base_t = list(cfg.hybrid.temperatures or [1.0, 1.0])
+    if args.temperature_grid and not any(neural):
+        raise ValueError("--temperature-grid needs a neural part (gru4rec or sasrec)")
+    temps = [float(t) for t in args.temperature_grid.split(",")] if args.temperature_grid else [None]
+    metrics = {(t, w): RankMetrics() for t in temps for w in grid}
     keep = [i for i, p in enumerate(data.test_prefixes) if len(p)]
     for start in range(0, len(keep), 512):
         rows = keep[start:start + 512]
         prefixes = [data.test_prefixes[i] for i in rows]
-        d0 = as_distribution(parts[0].model_type, parts[0].score(prefixes))
-        d1 = as_distribution(parts[1].model_type, parts[1].score(prefixes))
-        for w in grid:
-            metrics[w].add(w * d0 + (1 - w) * d1, data.test_targets[rows])
-    table = {float(w): m.result() for w, m in metrics.items()}
-    best_w = max(table, key=lambda w: table[w][args.metric])
-    weights = [best_w, round(1.0 - best_w, 2)]
+        s0, s1 = parts[0].score(prefixes), parts[1].score(prefixes)
+        top0, top1 = top_columns(s0, 100), top_columns(s1, 100)  # a softmax / normalisation keeps the order
+        for t in temps:
+            t0, t1 = [base_t[i] if t is None or not neural[i] else t for i in range(2)]
+            d0 = as_distribution(parts[0].model_type, s0, t0)
+            d1 = as_distribution(parts[1].model_type, s1, t1)
+            for w in grid:  # ranks of HybridModel.score with weights [w, 1 - w] (exact up to rank 20)
+                metrics[(t, w)].add_ranks(mix_ranks(d0, d1, float(w), round(1.0 - float(w), 2),
+                                                    data.test_targets[rows], top0, top1))
+        logger.info("hybrid grid: %d / %d validation pairs scored", start + len(rows), len(keep))
+    table = {key: m.result() for key, m in metrics.items()}
+
+    def objective(key: tuple[float | None, float]) -> tuple[float, float]:
+        r = table[key]
+        value = r["recall@20"] + r["mrr@20"] if args.metric == "recall@20+mrr@20" else r[args.metric]
+        return (round(value, 6), r["mrr@20"])  # ties: higher MRR@20, then grid order (T as given, w ascending)
+
+    best_t, best_w = max(table, key=objective)
+    weights = [float(best_w), round(1.0 - float(best_w), 2)]
+    temperatures = None if best_t is None else [best_t if neural[i] else 1.0 for i in range(2)]
     if args.out_config:
         import yaml
 
-        out = {"model": "hybrid", "hybrid": {"parts": list(cfg.hybrid.parts), "weights": weights}}
+        hyb: dict[str, Any] = {"parts": list(cfg.hybrid.parts), "weights": weights}
+        if temperatures is not None or cfg.hybrid.temperatures is not None:
+            hyb["temperatures"] = temperatures or cfg.hybrid.temperatures
+        out = {"model": "hybrid", "hybrid": hyb}
         for part in cfg.hybrid.parts:
             if part != "pop":
                 out[part] = getattr(cfg, part).model_dump()
         Path(args.out_config).write_text(yaml.safe_dump(out), encoding="utf-8")
-    return {"model": "hybrid", "metric": args.metric, "parts": list(cfg.hybrid.parts), "best_weights": weights,
-            "valid": {str(w): {k: round(r[k], 4) for k in ("recall@20", "mrr@20")} for w, r in table.items()},
-            "valid_pairs": len(data.test_prefixes)}
+    valid = {(str(w) if t is None else f"T={t} w={w}"): {k: round(r[k], 4) for k in ("recall@20", "mrr@20",
+                                                                                   "recall@10", "mrr@10")}
+             for (t, w), r in table.items()}
+    report = {"model": "hybrid", "metric": args.metric, "parts": list(cfg.hybrid.parts), "best_weights": weights,
+              "valid": valid, "valid_pairs": len(data.test_prefixes)}
+    if best_t is not None:
+        report["best_temperatures"] = temperatures
+    return report
 
 
 def parse_grid(specs: list[str]) -> dict[str, list[Any]]:
@@ -209,6 +280,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.model == "hybrid":
         return tune_hybrid(args)
+    if args.metric == "recall@20+mrr@20" or args.temperature_grid:
+        raise ValueError("--metric recall@20+mrr@20 and --temperature-grid are for --model hybrid")
     if args.model in ("vsknn", "vstan"):
         return tune_knn(args)
     cfg = load_config(args.config, model=args.model)
@@ -265,7 +338,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--valid-sample", type=int, help="kNN models: score this many random validation pairs")
     p.add_argument("--parts-from", nargs="*", help="hybrid: artifacts of parts trained on the same split ('-' = fit)")
     p.add_argument("--config", help="YAML RecommenderConfig with the fixed parameters")
-    p.add_argument("--metric", default="mrr@20", choices=["mrr@20", "recall@20"])
+    p.add_argument("--metric", default="mrr@20", choices=["mrr@20", "recall@20", "recall@20+mrr@20"],
+                   help="what the search maximises on valid (recall@20+mrr@20: their sum; hybrid only)")
+    p.add_argument("--temperature-grid", help="hybrid: softmax temperatures of the neural part to search with the "
+                                              "weight, e.g. 1,0.3,0.1 (default: the config's temperatures)")
     p.add_argument("--num-samples", type=int, default=12)
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--grace-period", type=int, default=2)

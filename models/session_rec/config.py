@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 ModelType = Literal["pop", "itemknn", "vsknn", "vstan", "gru4rec", "sasrec", "hybrid"]
 PartType = Literal["pop", "itemknn", "vsknn", "vstan", "gru4rec", "sasrec"]
@@ -76,6 +76,20 @@ class HybridConfig(_Strict):
 
     parts: list[PartType] = Field(default_factory=lambda: ["sasrec", "vsknn"], min_length=1)  # type: ignore[arg-type]
     weights: list[float] = Field(default_factory=lambda: [0.5, 0.5])
+    temperatures: list[float] | None = Field(
+        None, description="per part: a neural part's softmax(scores / T) before mixing; None = all 1 (plain "
+                          "softmax); must be 1 for kNN/pop parts")
+
+    @model_validator(mode="after")
+    def _check_temperatures(self) -> HybridConfig:
+        if self.temperatures is None:
+            return self
+        if len(self.temperatures) != len(self.parts):
+            raise ValueError(f"{len(self.parts)} parts but {len(self.temperatures)} temperatures")
+        for part, t in zip(self.parts, self.temperatures, strict=True):
+            if t <= 0 or (t != 1.0 and part not in ("gru4rec", "sasrec")):
+                raise ValueError(f"temperature {t} for {part!r}: must be > 0, and 1 for non-neural parts")
+        return self
 
 
 class RecommenderConfig(_Strict):

@@ -2,7 +2,11 @@
 
 Each part's scores become a distribution over the catalogue - softmax for neural
 logits, sum-normalised for non-negative kNN scores - and the hybrid is their weighted
-sum. The weights are chosen on a validation split, never on test.
+sum. A neural part can have a softmax temperature T (``softmax(scores / T)``): a loss
+such as BPR-max leaves logits with a narrow range (a few units per prefix), whose plain
+softmax is nearly uniform and so barely moves the mix; T < 1 sharpens it. T = 1 (the
+default) is the plain softmax. Weights and temperatures are chosen on a validation
+split, never on test.
 """
 
 from __future__ import annotations
@@ -22,11 +26,18 @@ logger = logging.getLogger(__name__)
 NEURAL = ("gru4rec", "sasrec")
 
 
-def as_distribution(model_type: str, scores: np.ndarray) -> np.ndarray:
+def as_distribution(model_type: str, scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """One distribution per row: ``softmax(scores / temperature)`` for neural parts, sum-normalised otherwise."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
     scores = np.asarray(scores, dtype=np.float64)
     if model_type in NEURAL:
+        if temperature != 1.0:
+            scores = scores / temperature
         e = np.exp(scores - scores.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
+    if temperature != 1.0:
+        raise ValueError(f"a temperature applies to neural parts {NEURAL} only, not {model_type!r}")
     s = np.maximum(scores, 0.0)
     return s / np.maximum(s.sum(axis=1, keepdims=True), 1e-30)
 
@@ -34,24 +45,34 @@ def as_distribution(model_type: str, scores: np.ndarray) -> np.ndarray:
 class HybridModel:
     model_type: ClassVar[str] = "hybrid"
 
-    def __init__(self, parts: Sequence[SessionModel], weights: Sequence[float]):
+    def __init__(self, parts: Sequence[SessionModel], weights: Sequence[float],
+                 temperatures: Sequence[float] | None = None):
         if len(parts) != len(weights) or not parts:
             raise ValueError(f"{len(parts)} parts but {len(weights)} weights")
         if len({p.n_items for p in parts}) != 1:
             raise ValueError("hybrid parts must share one item catalogue")
-        self.parts, self.weights = list(parts), [float(w) for w in weights]
+        temps = [1.0] * len(parts) if temperatures is None else [float(t) for t in temperatures]
+        if len(temps) != len(parts):
+            raise ValueError(f"{len(parts)} parts but {len(temps)} temperatures")
+        for part, t in zip(parts, temps, strict=True):
+            if t <= 0 or (t != 1.0 and part.model_type not in NEURAL):
+                raise ValueError(f"temperature {t} for {part.model_type!r}: must be > 0, and 1 for non-neural parts")
+        self.parts, self.weights, self.temperatures = list(parts), [float(w) for w in weights], temps
         self.n_items = parts[0].n_items
 
     def score(self, prefixes: Sequence[np.ndarray]) -> np.ndarray:
         out = np.zeros((len(prefixes), self.n_items), dtype=np.float64)
-        for part, w in zip(self.parts, self.weights, strict=True):
+        for part, w, t in zip(self.parts, self.weights, self.temperatures, strict=True):
             if w:
-                out += w * as_distribution(part.model_type, part.score(prefixes))
+                out += w * as_distribution(part.model_type, part.score(prefixes), t)
         return out.astype(np.float32)
 
     def config_dict(self) -> dict[str, Any]:
-        return {"weights": self.weights,
-                "parts": [{"model_type": p.model_type, "model_config": p.config_dict()} for p in self.parts]}
+        out: dict[str, Any] = {"weights": self.weights}
+        if any(t != 1.0 for t in self.temperatures):  # absent = all 1 (artifacts written before temperatures)
+            out["temperatures"] = self.temperatures
+        out["parts"] = [{"model_type": p.model_type, "model_config": p.config_dict()} for p in self.parts]
+        return out
 
     def save(self, directory: Path) -> None:
         for i, part in enumerate(self.parts):
@@ -67,4 +88,4 @@ class HybridModel:
         parts = []
         for i, spec in enumerate(config.get("parts", [])):
             parts.append(model_class(spec["model_type"]).load(directory / f"part{i}", spec["model_config"], n_items))
-        return cls(parts, config.get("weights", []))
+        return cls(parts, config.get("weights", []), config.get("temperatures"))
