@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cluster.local import TRAIN_LOCAL_ENV
 from models.registry import Registry
 from models.session_rec.artifact import load_artifact, model_class, save_artifact
 from models.session_rec.base import item_counts
@@ -28,6 +29,7 @@ from models.session_rec.config import RecommenderConfig, load_config
 from models.session_rec.data import EncodedData, load_dataset
 from models.session_rec.fit import BASELINES, evaluate_model, fit_baseline
 from models.session_rec.predictor import REGISTRY_NAME
+from models.train_callbacks import callback_types, without_default_callbacks
 
 logger = logging.getLogger(__name__)
 
@@ -92,17 +94,23 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
 def train_torch(model_type: str, cfg: RecommenderConfig, params: dict[str, Any], data: EncodedData,
                 storage: str, time_budget_s: float | None = None,
-                threads: int | None = None) -> tuple[Any, dict[str, Any]]:
+                threads: int | None = None, own_cluster: bool = False) -> tuple[Any, dict[str, Any]]:
     """Run the TorchTrainer and return (scorer, last reported metrics).
 
     With ``time_budget_s`` training stops after the epoch past which the next one would
     overrun the budget; the metrics' ``epoch`` then says how many of ``n_epochs`` were done.
     ``threads``: torch threads per worker (default: the cluster's CPUs over the workers).
+    The sessions reach the workers in the loop config, so the run goes without Train's
+    dataset manager; on a local Ray this job started itself (``own_cluster``) also without
+    the placement-group cleaner (``models.train_callbacks`` says why).
     """
     import ray
     import torch
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
+
+    drop = callback_types("datasets", *(("placement_group_cleaner",) if own_cluster else ()))
+    trainer_cls = without_default_callbacks(TorchTrainer, drop)
 
     use_gpu = cfg.use_gpu if cfg.use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
     cpus = int(ray.cluster_resources().get("CPU", 1))
@@ -110,7 +118,7 @@ def train_torch(model_type: str, cfg: RecommenderConfig, params: dict[str, Any],
     loop_config = {"model": model_type, "params": params, "items": items, "offsets": offsets,
                    "n_items": len(data.items), "counts": item_counts(data.train, len(data.items)),  # type: ignore[arg-type]
                    "seed": cfg.seed, "threads": threads or max(1, cpus // cfg.workers), "time_budget_s": time_budget_s}
-    trainer = TorchTrainer(train_loop_per_worker, train_loop_config=loop_config,
+    trainer = trainer_cls(train_loop_per_worker, train_loop_config=loop_config,
                            scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=use_gpu),
                            run_config=RunConfig(name=f"recommender-{model_type}-{int(time.time())}",
                                                 storage_path=storage))
@@ -136,6 +144,8 @@ def _ensure_ray(args: argparse.Namespace) -> bool:
     if os.environ.get("RAY_ADDRESS"):
         ray.init()
     else:
+        for key, value in TRAIN_LOCAL_ENV.items():  # read by Train's controller; an operator's own values win
+            os.environ.setdefault(key, value)
         ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, _temp_dir=args.ray_temp_dir)
     return True
 
@@ -176,7 +186,7 @@ def fit_any(model_type: str, cfg: RecommenderConfig, params: dict[str, Any], dat
     try:
         budget = args.time_budget_min * 60 if args.time_budget_min else None
         return train_torch(model_type, cfg, params, data, storage, time_budget_s=budget,
-                           threads=getattr(args, "threads", None))
+                           threads=getattr(args, "threads", None), own_cluster=started)
     finally:
         if started:
             import ray

@@ -70,6 +70,7 @@ from models.propensity.model import (
 )
 from models.propensity.predictor import REGISTRY_NAME, PropensityPredictor
 from models.registry import Registry, code_version
+from models.train_callbacks import callback_types
 
 logger = logging.getLogger(__name__)
 METRIC = "val_pr_auc"
@@ -190,11 +191,7 @@ def _trainer_class(kind: str) -> Any:
     serves; without a dashboard (``include_dashboard=False``, as in tests and local runs) it
     polls forever and outlives the sweep, one idle Python process per stopped trial. Here the
     sweep's driver does that job (``ReleaseStoppedTrainRuns``), so the trial's runs go without."""
-    try:
-        from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
-    except ImportError:  # pragma: no cover - another Ray version
-        return gbdt_trainer_class(kind)
-    return gbdt_trainer_class(kind, (PlacementGroupCleanerCallback,))
+    return gbdt_trainer_class(kind, callback_types("placement_group_cleaner"))
 
 
 def ray_train_trainable(params: dict[str, Any], data: dict[str, Any], rounds: int, every: int, seed: int,

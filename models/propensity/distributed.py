@@ -31,6 +31,7 @@ import pandas as pd
 from models.propensity.artifact import MODEL_FILES
 from models.propensity.data import LABEL
 from models.propensity.model import PropensityConfig, fit_booster, to_matrix
+from models.train_callbacks import callback_types, without_default_callbacks
 
 logger = logging.getLogger(__name__)
 
@@ -136,22 +137,13 @@ def _train_loop(config: dict[str, Any]) -> None:
 
 
 def gbdt_trainer_class(kind: str, drop: tuple[type, ...] = ()) -> Any:
-    """``LightGBMTrainer`` or ``XGBoostTrainer``, minus the Train default callbacks of the types in ``drop``.
-
-    ``_create_default_callbacks`` is Train's (2.60) own hook; if it is gone, the default stays."""
+    """``LightGBMTrainer`` or ``XGBoostTrainer``, minus the Train default callbacks of the types in ``drop``."""
     base: Any
     if kind == "lightgbm":
         from ray.train.lightgbm import LightGBMTrainer as base
     else:
         from ray.train.xgboost import XGBoostTrainer as base
-    if not drop or not hasattr(base, "_create_default_callbacks"):  # pragma: no cover - another Ray version
-        return base
-
-    class Trainer(base):  # type: ignore[misc, valid-type]
-        def _create_default_callbacks(self) -> list[Any]:
-            return [cb for cb in super()._create_default_callbacks() if not isinstance(cb, drop)]
-
-    return Trainer
+    return without_default_callbacks(base, drop)
 
 
 def _trainer_class(kind: str, with_datasets: bool) -> Any:
@@ -161,13 +153,7 @@ def _trainer_class(kind: str, with_datasets: bool) -> Any:
     Python process (about 1.5 CPU-seconds of imports) that starts while the worker does, and on
     a small node takes CPU from it. The object-ref path has no datasets, so it goes without
     (the workers' train context then has no dataset shard provider, which it allows)."""
-    if with_datasets:
-        return gbdt_trainer_class(kind)
-    try:
-        from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
-    except ImportError:  # pragma: no cover - another Ray version
-        return gbdt_trainer_class(kind)
-    return gbdt_trainer_class(kind, (DatasetsCallback,))
+    return gbdt_trainer_class(kind, () if with_datasets else callback_types("datasets"))
 
 
 def _put_matrices(train: pd.DataFrame, val: pd.DataFrame | None, features: list[str], label: str,
