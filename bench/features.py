@@ -168,8 +168,8 @@ def _tandem(events: str, out: str, address: str | None) -> None:
     tick), or, without one, on a local Ray it starts and stops itself (the cold figure)."""
     import secrets
 
-    tmp = tempfile.mkdtemp(prefix="tdm-bf-", dir="/tmp")
-    if not address:
+    tmp = None if address else tempfile.mkdtemp(prefix="tdm-bf-", dir="/tmp")
+    if tmp:
         token = Path(tmp) / "token"
         token.write_text(secrets.token_hex(32))
         os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))  # read by Ray at import
@@ -177,18 +177,10 @@ def _tandem(events: str, out: str, address: str | None) -> None:
 
     from jobs import features
 
-    # A fixed object store (2 GiB): memory stays bounded as input grows; Ray spills past it.
-    for attempt in range(0 if address else 3):  # on a busy machine the raylet can miss Ray's fixed 30 s start-up wait
-        try:
-            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, _temp_dir=tmp,
-                     log_to_driver=False, object_store_memory=2 * 1024**3)
-            break
-        except Exception:  # noqa: BLE001 - Ray raises a bare Exception for the start-up timeout
-            ray.shutdown()
-            if attempt == 2:
-                raise
     if address:
         ray.init(address=address, log_to_driver=False)
+    else:
+        _start_own_ray(tmp)
     try:
         t0 = time.perf_counter()
         rows = sum(f.stat().st_size for f in Path(events).rglob("*.parquet")) // 14  # ~14 bytes/event on disk
@@ -198,7 +190,25 @@ def _tandem(events: str, out: str, address: str | None) -> None:
                                      "timings": manifest["timings"]}) + "\n")
     finally:
         ray.shutdown()
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _start_own_ray(temp_dir: str | None) -> None:
+    """A local Ray with every core and a fixed 2 GiB object store (memory stays bounded as input
+    grows; Ray spills past it). On a busy machine the raylet can miss Ray's fixed 30 s start-up
+    wait, so it tries three times."""
+    import ray
+
+    for attempt in range(3):
+        try:
+            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, _temp_dir=temp_dir,
+                     log_to_driver=False, object_store_memory=2 * 1024**3)
+            return
+        except Exception:  # noqa: BLE001 - Ray raises a bare Exception for the start-up timeout
+            ray.shutdown()
+            if attempt == 2:
+                raise
 
 
 def _run_engine(row: dict[str, Any], key: str, engine: str, events: Path, out: Path, n: int, cores: int,
