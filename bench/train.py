@@ -214,10 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     if not ray.is_initialized():
         # a Ray started here gets the Train settings of tandem's local cluster (cluster/local.py):
         # the shorter controller poll and no preemption watcher
-        from cluster.local import TRAIN_LOCAL_ENV
+        from cluster.local import use_train_local_env
 
-        for key, value in TRAIN_LOCAL_ENV.items():
-            os.environ.setdefault(key, value)
+        use_train_local_env()
         # Ray starts its workers at nice +15; the plain fit runs at the caller's priority. Same
         # footing for both (as bench.serve does), else any other load on the box slows only Ray.
         os.environ.setdefault("RAY_worker_niceness", "0")

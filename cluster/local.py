@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,14 @@ TRAIN_HEALTH_CHECK_INTERVAL_S = "0.2"
 TRAIN_LOCAL_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": TRAIN_HEALTH_CHECK_INTERVAL_S,
                    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
 
+
+
+def use_train_local_env(environ: MutableMapping[str, str] = os.environ) -> None:
+    """Put ``TRAIN_LOCAL_ENV`` into ``environ`` where it has no value yet (an operator's own win).
+
+    For a process about to start its own local Ray: Train's controller reads these at start."""
+    for key, value in TRAIN_LOCAL_ENV.items():
+        environ.setdefault(key, value)
 
 @dataclass(frozen=True)
 class LocalConfig:
@@ -273,10 +282,10 @@ def ray_env(cfg: LocalConfig) -> dict[str, str]:
         "RAY_AUTH_TOKEN_PATH": str(cfg.token_path),
         "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p),
         "TANDEM_REDIS_URL": cfg.redis_url,
-        **{k: env.get(k, v) for k, v in TRAIN_LOCAL_ENV.items()},  # an operator's own values win
         # Job drivers run `python` from PATH: make it this interpreter's environment.
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
     })
+    use_train_local_env(env)
     env.pop("RAY_ADDRESS", None)
     return env
 

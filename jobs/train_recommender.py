@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cluster.local import TRAIN_LOCAL_ENV
+from cluster.local import use_train_local_env
 from models.registry import Registry
 from models.session_rec.artifact import load_artifact, model_class, save_artifact
 from models.session_rec.base import item_counts
@@ -144,8 +144,7 @@ def _ensure_ray(args: argparse.Namespace) -> bool:
     if os.environ.get("RAY_ADDRESS"):
         ray.init()
     else:
-        for key, value in TRAIN_LOCAL_ENV.items():  # read by Train's controller; an operator's own values win
-            os.environ.setdefault(key, value)
+        use_train_local_env()
         ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, _temp_dir=args.ray_temp_dir)
     return True
 

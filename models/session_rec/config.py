@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -71,6 +72,18 @@ class SASRecConfig(_Strict):
     n_sample: int = Field(0, ge=0, description="0 = full softmax over the catalogue")
 
 
+NEURAL_PARTS = ("gru4rec", "sasrec")  # parts whose scores are logits (softmaxed in a hybrid)
+
+
+def check_temperatures(parts: Sequence[str], temperatures: Sequence[float]) -> None:
+    """One softmax temperature per hybrid part: > 0, and 1 for the parts that are not neural."""
+    if len(temperatures) != len(parts):
+        raise ValueError(f"{len(parts)} parts but {len(temperatures)} temperatures")
+    for part, t in zip(parts, temperatures, strict=True):
+        if t <= 0 or (t != 1.0 and part not in NEURAL_PARTS):
+            raise ValueError(f"temperature {t} for {part!r}: must be > 0, and 1 for non-neural parts")
+
+
 class HybridConfig(_Strict):
     """Parts are trained with their own sections of this config; weights from a validation split."""
 
@@ -82,13 +95,8 @@ class HybridConfig(_Strict):
 
     @model_validator(mode="after")
     def _check_temperatures(self) -> HybridConfig:
-        if self.temperatures is None:
-            return self
-        if len(self.temperatures) != len(self.parts):
-            raise ValueError(f"{len(self.parts)} parts but {len(self.temperatures)} temperatures")
-        for part, t in zip(self.parts, self.temperatures, strict=True):
-            if t <= 0 or (t != 1.0 and part not in ("gru4rec", "sasrec")):
-                raise ValueError(f"temperature {t} for {part!r}: must be > 0, and 1 for non-neural parts")
+        if self.temperatures is not None:
+            check_temperatures(self.parts, self.temperatures)
         return self
 
 

@@ -20,10 +20,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 from models.session_rec.base import SessionModel
+from models.session_rec.config import NEURAL_PARTS, check_temperatures
 
 logger = logging.getLogger(__name__)
 
-NEURAL = ("gru4rec", "sasrec")
+NEURAL = NEURAL_PARTS
 
 
 def as_distribution(model_type: str, scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -52,11 +53,7 @@ class HybridModel:
         if len({p.n_items for p in parts}) != 1:
             raise ValueError("hybrid parts must share one item catalogue")
         temps = [1.0] * len(parts) if temperatures is None else [float(t) for t in temperatures]
-        if len(temps) != len(parts):
-            raise ValueError(f"{len(parts)} parts but {len(temps)} temperatures")
-        for part, t in zip(parts, temps, strict=True):
-            if t <= 0 or (t != 1.0 and part.model_type not in NEURAL):
-                raise ValueError(f"temperature {t} for {part.model_type!r}: must be > 0, and 1 for non-neural parts")
+        check_temperatures([p.model_type for p in parts], temps)
         self.parts, self.weights, self.temperatures = list(parts), [float(w) for w in weights], temps
         self.n_items = parts[0].n_items
 
