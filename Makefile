@@ -51,9 +51,10 @@ test-unit: venv ## Run the fast unit tests only
 test-integration: venv redis-server ## Run the integration tests only
 	$(PY) -m pytest -q -m integration
 
-lint: venv ## ruff and mypy
-	$(PY) -m ruff check models serve jobs cluster bench tests
-	$(PY) -m mypy models serve
+lint: venv ## ruff, the layer contract (tests/unit/test_layers.py) and mypy
+	$(PY) -m ruff check models serve jobs cluster bench tests pipelines store
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit/test_layers.py
+	$(PY) -m mypy models serve store
 
 clean: down ## Remove generated data, artifacts and the runtime dir (keeps .venv)
 	rm -rf data artifacts .run

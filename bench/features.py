@@ -2,13 +2,13 @@
 
 ``python -m bench.features [--events 5000000,20000000] [--quick]``
 
-For each size it generates canonical events (``jobs.generate``), then runs, each in a fresh
+For each size it generates canonical events (``pipelines.synthetic``), then runs, each in a fresh
 subprocess so peak memory and CPU are measured per engine:
 
 - DuckDB, single process (all cores): the same session features and point-in-time label in SQL;
 - tandem on a running cluster (``ratio``): one local Ray head with every core is started
   once, as ``make up`` or ``ray up`` leaves it, and each size's job is a fresh driver process
-  on it (``jobs.features.run(..., sessions_only=True)``), which is how ``jobs.refresh`` and
+  on it (``pipelines.features.run(..., sessions_only=True)``), which is how ``jobs.refresh`` and
   ``ray job submit`` run the job. The driver's whole process counts (start, imports, connect,
   job, disconnect); the cluster's processes count in RSS and CPU;
 - tandem cold (``ratio_cold_start``): the driver starts and stops a local Ray of its own,
@@ -175,7 +175,7 @@ def _tandem(events: str, out: str, address: str | None) -> None:
         os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))  # read by Ray at import
     import ray
 
-    from jobs import features
+    from pipelines import features
 
     if address:
         ray.init(address=address, log_to_driver=False)
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.engine == "tandem":
         _tandem(args.input, args.out, args.address)
         return 0
-    from jobs.generate import GeneratorConfig, generate, write_partitioned
+    from pipelines.synthetic import GeneratorConfig, generate, write_partitioned
 
     sizes = [1_000_000] if args.quick else [int(s) for s in args.events.split(",")]
     cores = os.cpu_count() or 1

@@ -73,9 +73,9 @@ def prepare(tmp: Path, redis_url: str, n: int) -> dict[str, Any]:
     """A recommender champion and published score + recs tables for ``n`` sessions."""
     import redis
 
-    from models import keys
-    from models.registry import Registry
     from models.session_rec.artifact import pop_artifact
+    from store import keys
+    from store.registry import Registry
 
     rng = random.Random(7)
     sessions = [[f"i{rng.randint(0, 999)}" for _ in range(rng.randint(1, 6))] for _ in range(2000)]

@@ -4,7 +4,7 @@
                           [--sweep-trials 20]
 
 Both sides run the propensity job's own code: the Ray side is
-``models.propensity.distributed.train_distributed`` (what ``jobs.train_propensity`` calls),
+``pipelines.train_propensity.train_distributed`` (what ``jobs.train_propensity`` calls),
 the plain side ``to_matrix`` + ``fit_booster`` in the driver (what each Train worker runs),
 with one ``PropensityConfig`` (binary log loss, lr 0.1, 63 leaves, no early stopping).
 
@@ -126,8 +126,8 @@ def _phase_stamps(path: str) -> Any:
 
 
 def ray_train(df: pd.DataFrame, workers: int, threads: int, rounds: int, ingest: str = "auto") -> dict[str, float]:
-    """One fit through ``models.propensity.distributed.train_distributed``, the job's own path."""
-    from models.propensity.distributed import train_distributed
+    """One fit through ``pipelines.train_propensity.train_distributed``, the job's own path."""
+    from pipelines.train_propensity import train_distributed
 
     features = [c for c in df.columns if c != LABEL]
     t0 = time.time()
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     if not ray.is_initialized():
         # a Ray started here gets the Train settings of tandem's local cluster (cluster/local.py):
         # the shorter controller poll and no preemption watcher
-        from cluster.local import use_train_local_env
+        from pipelines.raycluster import use_train_local_env
 
         use_train_local_env()
         # Ray starts its workers at nice +15; the plain fit runs at the caller's priority. Same

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from models.registry import Registry, RegistryError
+from store.registry import Registry, RegistryError
 
 logger = logging.getLogger(__name__)
 

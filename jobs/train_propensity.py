@@ -5,7 +5,7 @@
 
 LightGBM trains through ``ray.train.lightgbm.LightGBMTrainer`` and XGBoost through
 ``ray.train.xgboost.XGBoostTrainer`` (data-parallel ``train_loop_per_worker``; see
-``models.propensity.distributed``: in-memory frames reach the workers by object reference,
+``pipelines.train_propensity``: in-memory frames reach the workers by object reference,
 larger inputs through Ray Data, ``--ingest``). The booster
 is calibrated on the validation split, its serving threshold is the highest recall with
 precision >= the floor, and it is evaluated once on the test split next to two baselines
@@ -29,11 +29,11 @@ from models.evaluation.classification import evaluate
 from models.propensity.artifact import save
 from models.propensity.baselines import baselines
 from models.propensity.data import LABEL, DataError, prepare
-from models.propensity.distributed import train_distributed
-from models.propensity.fit import finalize
+from models.propensity.finalize import finalize
 from models.propensity.model import PropensityConfig, downsample_negatives, raw_predict, to_matrix
 from models.propensity.predictor import REGISTRY_NAME, PropensityPredictor
-from models.registry import Registry
+from pipelines.train_propensity import train_distributed
+from store.registry import Registry
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,6 @@ in an in-process LRU; pointer keys are held only briefly. Every failure raises
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
@@ -193,14 +192,3 @@ class RedisCache:
     def remember_pointer(self, key: str, version: str | None) -> None:
         if version is not None and self.config.pointer_ttl_s > 0:
             self.lru.put(("ptr", key), version, self.config.pointer_ttl_s)
-
-
-def decode_json(raw: bytes | str | None) -> Any | None:
-    """A JSON value from Redis, or None when missing or unreadable."""
-    if raw is None:
-        return None
-    try:
-        return json.loads(raw)
-    except (ValueError, TypeError):
-        logger.warning("unreadable cache value %r", raw[:80] if isinstance(raw, bytes | str) else raw)
-        return None

@@ -16,9 +16,8 @@ from typing import Any
 
 import pandas as pd
 
-from models import keys
 from serve import fallback as fb
-from serve.cache import CacheUnavailable, RedisCache, decode_json
+from serve.cache import CacheUnavailable, RedisCache
 from serve.metrics import NullMetrics
 from serve.schemas import (
     AppArgs,
@@ -31,6 +30,7 @@ from serve.schemas import (
     ScoreRequest,
     ScoreResponse,
 )
+from store import codec, keys
 
 logger = logging.getLogger(__name__)
 
@@ -64,9 +64,9 @@ def events_frame(events: list[dict[str, Any]], session_id: str, tenant: str) -> 
 
 
 def event_json(event: Event) -> str:
-    return json.dumps({"event_time": event.event_time.isoformat(), "item_id": event.item_id,
-                       "event_type": event.event_type, "price": event.price, "category": event.category,
-                       "user_id": event.user_id}, separators=(",", ":"))
+    return codec.encode_event({"event_time": event.event_time.isoformat(), "item_id": event.item_id,
+                               "event_type": event.event_type, "price": event.price, "category": event.category,
+                               "user_id": event.user_id})
 
 
 class Engine:
@@ -108,17 +108,17 @@ class Engine:
         except CacheUnavailable as exc:
             self.metrics.cache_lookup(table, "error")
             return None, None, [], f"redis_{exc.reason}"
-        live = [e for e in (decode_json(r) for r in live_raw) if isinstance(e, dict)]
+        live = [e for e in (codec.decode(r) for r in live_raw) if isinstance(e, dict)]
         if value is None or value == _MISS:
             self.metrics.cache_lookup(table, "miss")
             return None, ns, live, None
         self.metrics.cache_lookup(table, "hit")
-        return decode_json(value), ns, live, None
+        return codec.decode(value), ns, live, None
 
     async def _popular(self, tenant: str, bundle: ModelBundle, dl: fb.Deadline) -> list[tuple[str, float]]:
         value, _, _, _ = await self._read("popular", keys.POPULAR_ENTITY, tenant, dl, None)
-        if isinstance(value, list) and value:
-            pairs = [(str(p[0]), float(p[1])) for p in value]
+        pairs = codec.as_top_k(value)
+        if pairs:
             self._popular_seen[tenant] = pairs
             return pairs
         return self._popular_seen.get(tenant) or bundle.popular
@@ -158,8 +158,9 @@ class Engine:
                     logger.exception("propensity model failed for tenant %s", tenant)
                     reasons.append("model_error")
             elif step == fb.PRECOMPUTED:
-                if value is not None and ns is not None:
-                    return self._score_resp(req, tenant, float(value), fb.PRECOMPUTED,
+                precomputed = codec.as_score(value)
+                if precomputed is not None and ns is not None:
+                    return self._score_resp(req, tenant, precomputed, fb.PRECOMPUTED,
                                             keys.model_version_of(ns), reasons)
                 reasons.append(redis_reason or "no_precomputed")
             else:
@@ -194,9 +195,9 @@ class Engine:
                     logger.exception("recommender failed for tenant %s", tenant)
                     reasons.append("model_error")
             elif step == fb.PRECOMPUTED:
-                if isinstance(value, list) and ns is not None:
-                    recs = fb.filter_recs([(str(p[0]), float(p[1])) for p in value], prefix, req.k,
-                                          req.exclude_seen)
+                pairs = codec.as_top_k(value)
+                if pairs is not None and ns is not None:
+                    recs = fb.filter_recs(pairs, prefix, req.k, req.exclude_seen)
                     if recs:
                         return self._rec_resp(req, tenant, recs, fb.PRECOMPUTED, keys.model_version_of(ns),
                                               reasons)

@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from models.registry import Registry, RegistryError
 from serve.engine import ModelBundle
 from serve.schemas import TenantConfig
+from store.registry import Registry, RegistryError, load_predictor
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ def _propensity(registry_uri: str, version: str | None, cache_dir: str) -> Any |
     if version is None and Registry(registry_uri).champion("propensity") is None:
         logger.info("no propensity champion at %s (cold start)", registry_uri)
         return None
-    return PropensityPredictor.from_registry(registry_uri, version=version, cache_dir=cache_dir)
+    return load_predictor(PropensityPredictor, registry_uri, version=version, cache_dir=cache_dir)
 
 
 def _recommender(registry_uri: str, version: str | None, cache_dir: str) -> Any | None:
@@ -33,7 +33,7 @@ def _recommender(registry_uri: str, version: str | None, cache_dir: str) -> Any 
     if version is None and Registry(registry_uri).champion("recommender") is None:
         logger.info("no recommender champion at %s (cold start: popularity)", registry_uri)
         return None
-    return SessionRecPredictor.from_registry(registry_uri, version=version, cache_dir=cache_dir)
+    return load_predictor(SessionRecPredictor, registry_uri, version=version, cache_dir=cache_dir)
 
 
 def preload_modules() -> None:

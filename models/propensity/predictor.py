@@ -9,14 +9,13 @@ deployment, so batch and online scores come from the same code.
 from __future__ import annotations
 
 import logging
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
-from models.features import session_features
+from models.features.session import session_features
 from models.propensity.artifact import MODEL_FILES, load_meta
 from models.propensity.calibration import Calibrator
 from models.propensity.model import raw_predict, to_matrix
@@ -44,6 +43,8 @@ def load_booster(kind: str, path: Path) -> Any:
 class PropensityPredictor:
     """Calibrated purchase probability for feature rows or raw session events."""
 
+    registry_name: ClassVar[str] = REGISTRY_NAME  # ``store.registry.load_predictor`` fetches this name
+
     def __init__(self, artifact_dir: str, version: str | None = None):
         art = load_meta(artifact_dir)
         self.kind = art.kind
@@ -60,16 +61,6 @@ class PropensityPredictor:
     @classmethod
     def from_artifact(cls, artifact_dir: str) -> PropensityPredictor:
         return cls(artifact_dir)
-
-    @classmethod
-    def from_registry(cls, registry_uri: str, version: str | None = None,
-                      cache_dir: str | None = None) -> PropensityPredictor:
-        """The champion (or ``version``) of model name ``propensity``."""
-        from models.registry import Registry
-
-        # fetch resolves the champion once and names the local copy after its version
-        local = Registry(registry_uri).fetch(REGISTRY_NAME, version, cache_dir or tempfile.mkdtemp(prefix="tdm-prop-"))
-        return cls(str(local), version=local.name)
 
     # -- scoring -------------------------------------------------------------
     def predict_matrix(self, x: np.ndarray) -> np.ndarray:
@@ -95,7 +86,7 @@ class PropensityPredictor:
         return out
 
     def score_events(self, events: pd.DataFrame) -> dict[str, float]:
-        """Score live sessions from their raw events (features by ``models.features``)."""
+        """Score live sessions from their raw events (features by ``models.features.session``)."""
         feats = session_features(events, cut_at_first_purchase=False)
         if feats.empty:
             return {}

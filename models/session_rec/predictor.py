@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import logging
 import math
-import tempfile
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -84,6 +83,8 @@ def top_k_row(scores: np.ndarray, k: int, groups: int = 512) -> tuple[np.ndarray
 class SessionRecPredictor:
     """Top-K items for session prefixes; also a Ray Data callable class."""
 
+    registry_name: ClassVar[str] = REGISTRY_NAME  # ``store.registry.load_predictor`` fetches this name
+
     def __init__(self, artifact_dir: str, version: str | None = None, batch_size: int = 256, k: int = 20,
                  exclude_seen: bool = True):
         """``k`` and ``exclude_seen`` are the defaults of ``__call__`` (Ray Data passes only the batch)."""
@@ -103,16 +104,6 @@ class SessionRecPredictor:
     @classmethod
     def from_artifact(cls, artifact_dir: str) -> SessionRecPredictor:
         return cls(artifact_dir)
-
-    @classmethod
-    def from_registry(cls, registry_uri: str, version: str | None = None,
-                      cache_dir: str | None = None) -> SessionRecPredictor:
-        """The champion (or ``version``) of model name ``recommender``."""
-        from models.registry import Registry
-
-        # fetch resolves the champion once and names the local copy after its version
-        local = Registry(registry_uri).fetch(REGISTRY_NAME, version, cache_dir or tempfile.mkdtemp(prefix="tdm-rec-"))
-        return cls(str(local), version=local.name)
 
     # -- scoring -------------------------------------------------------------
     def _encode(self, items: Sequence[str]) -> np.ndarray:

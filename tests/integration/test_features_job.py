@@ -12,10 +12,10 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import features
-from jobs.generate import GeneratorConfig, generate, write_partitioned
-from models.feature_tables import USER_FEATURES
-from models.features import SESSION_FEATURES, session_features
+from models.features.session import SESSION_FEATURES, session_features
+from models.features.user import USER_FEATURES
+from pipelines import features
+from pipelines.synthetic import GeneratorConfig, generate, write_partitioned
 
 
 def _sessions(out: Path) -> pd.DataFrame:

@@ -8,8 +8,8 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 
-from jobs import features
-from jobs.ingest import run
+from pipelines import features
+from pipelines.ingest import run
 
 
 @pytest.mark.shared_data

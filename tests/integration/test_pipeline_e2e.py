@@ -14,7 +14,7 @@ import httpx
 import pyarrow.dataset as ds
 import pytest
 
-from models.registry import Registry
+from store.registry import Registry
 
 pytestmark = [pytest.mark.slow]
 

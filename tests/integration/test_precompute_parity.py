@@ -1,7 +1,7 @@
 """Parity: the score precomputed by Ray Data equals the score /v1/score computes online.
 
-The same events go (a) through ``models.features.session_features`` into
-``FEATURES/sessions`` and ``jobs.precompute`` (``map_batches`` with
+The same events go (a) through ``models.features.session.session_features`` into
+``FEATURES/sessions`` and ``pipelines.precompute`` (``map_batches`` with
 ``PropensityPredictor``) to Redis, and (b) into ``POST /v1/score`` as request
 events, where the replica scores them with the same predictor class.
 """
@@ -16,13 +16,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs import precompute
-from models import keys
-from models.features import SESSION_FEATURES, session_features
+from models.features.session import SESSION_FEATURES, session_features
 from models.propensity import artifact as prop_artifact
-from models.propensity.fit import fit_local
+from models.propensity.finalize import fit_local
 from models.propensity.model import PropensityConfig
-from models.registry import Registry
+from pipelines import precompute
+from store import keys
+from store.registry import Registry
 from tests.integration.test_serve_app import deploy, undeploy
 
 pytestmark = pytest.mark.integration

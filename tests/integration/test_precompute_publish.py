@@ -1,4 +1,4 @@
-"""jobs.precompute on the shared cluster: recs and popular published atomically, batch = online."""
+"""pipelines.precompute on the shared cluster: recs and popular published atomically, batch = online."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from jobs import precompute
-from models import keys
-from models.registry import Registry
 from models.session_rec.artifact import pop_artifact
 from models.session_rec.predictor import SessionRecPredictor
+from pipelines import precompute
+from store import keys
+from store.registry import Registry, load_predictor
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +51,7 @@ def test_precompute_publishes_recs_equal_to_online_and_popular(ray_cluster: obje
     report = precompute.run(cfg)
     assert report["score"] == "skipped"  # no sessions/ table and no propensity champion
     assert report["recs"]["rows"] == {"default": 3, "acme": 2}
-    online = SessionRecPredictor.from_registry(registry, cache_dir=str(tmp_path / "cache"))
+    online = load_predictor(SessionRecPredictor, registry, cache_dir=str(tmp_path / "cache"))
     for tenant, sids in (("default", ["s0", "s2", "s3"]), ("acme", ["s1", "s4"])):
         version = redis_client.get(keys.pointer_key("recs", tenant)).decode()
         assert keys.model_version_of(version) == online.version

@@ -1,4 +1,4 @@
-"""models.propensity.distributed.train_distributed on the shared cluster: object refs and Ray Data give the
+"""pipelines.train_propensity.train_distributed on the shared cluster: object refs and Ray Data give the
 workers the same rows and a usable booster (the path jobs.train_propensity and bench.train take)."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from models.evaluation.classification import pr_auc
-from models.propensity.distributed import train_distributed
 from models.propensity.model import PropensityConfig, raw_predict, to_matrix
+from pipelines.train_propensity import train_distributed
 
 FEATURES = [f"f{i}" for i in range(4)]
 

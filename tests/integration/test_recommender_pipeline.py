@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from jobs import train_recommender
-from models.registry import Registry
 from models.session_rec.predictor import REGISTRY_NAME, SessionRecPredictor
+from store.registry import Registry, load_predictor
 
 pytestmark = pytest.mark.shared_data
 
@@ -56,7 +56,7 @@ def test_gru4rec_torchtrainer_registry_and_ray_data_parity(ray_cluster: object, 
     assert report["train_events_per_s"] > 0 and report.get("promoted") is True
     assert Registry(str(registry)).champion(REGISTRY_NAME) == report["version"]
 
-    pred = SessionRecPredictor.from_registry(str(registry), cache_dir=str(tmp_path / "cache"))
+    pred = load_predictor(SessionRecPredictor, str(registry), cache_dir=str(tmp_path / "cache"))
     assert pred.model_type == "gru4rec" and pred.version == report["version"]
     known = pred.items.ids[:6]
     sessions = [known[:2], [known[3]], [], ["not-an-item"], known[2:6]]

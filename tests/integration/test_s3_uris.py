@@ -82,7 +82,7 @@ def put(fs: pafs.S3FileSystem, key: str, data: bytes) -> str:
 
 
 def test_ingest_reads_s3_and_quarantines_bad_rows(s3: pafs.S3FileSystem, tmp_path: Path) -> None:
-    from jobs import ingest
+    from pipelines import ingest
 
     put(s3, "raw/retailrocket/events.csv", RETAILROCKET_CSV.encode())
     out = tmp_path / "events"
@@ -100,7 +100,7 @@ def test_feature_job_lists_and_plans_event_files_on_s3(s3: pafs.S3FileSystem, tm
     import pandas as pd
     import pyarrow as pa
 
-    from jobs.featurize import list_event_files, plan_reads
+    from pipelines.feature_tasks import list_event_files, plan_reads
 
     table = pa.table({"x": list(range(10))})
     for day in ("2026-11-01", "2026-11-02", "2026-11-03"):
@@ -114,7 +114,7 @@ def test_feature_job_lists_and_plans_event_files_on_s3(s3: pafs.S3FileSystem, tm
 
 
 def test_registry_on_s3_registers_fetches_promotes_and_rolls_back(s3: pafs.S3FileSystem, tmp_path: Path) -> None:
-    from models.registry import Registry
+    from store.registry import Registry
 
     reg = Registry(f"s3://{BUCKET}/registry")
     versions = []

@@ -18,10 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
-from jobs import publish
-from models import keys
-from models.registry import Registry
 from models.session_rec.artifact import pop_artifact
+from store import keys, publish
+from store.registry import Registry
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ import pytest
 
 from jobs import tune_propensity
 from models.propensity.predictor import REGISTRY_NAME, PropensityPredictor
-from models.registry import Registry
+from store.registry import Registry, load_predictor
 
 
 def _table(path: Path, n: int = 1500) -> Path:
@@ -45,7 +45,7 @@ def test_tiny_sweep_refits_best_and_registers(ray_cluster: object, tmp_path: Pat
     assert 0 < result["test"]["pr_auc"] <= 1
     reg = Registry(str(tmp_path / "reg"))
     assert reg.champion(REGISTRY_NAME) == result["version"]
-    pred = PropensityPredictor.from_registry(str(tmp_path / "reg"), cache_dir=str(tmp_path / "cache"))
+    pred = load_predictor(PropensityPredictor, str(tmp_path / "reg"), cache_dir=str(tmp_path / "cache"))
     scores = pred.predict_proba(pd.read_parquet(table).head(50))
     assert scores.shape == (50,) and np.all((scores >= 0) & (scores <= 1)) and np.std(scores) > 0
     assert len(reg.get(REGISTRY_NAME).meta["metrics"]["validation_scores"]) == 21

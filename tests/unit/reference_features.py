@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from models.features import KEY, LABEL, SESSION_FEATURES
+from models.features.session import KEY, LABEL, SESSION_FEATURES
 
 _INPUT = ("event_time", "session_id", "user_id", "item_id", "event_type", "price", "category", "tenant")
 

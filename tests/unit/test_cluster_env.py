@@ -7,14 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cluster.local import (
-    ROOT,
-    TRAIN_HEALTH_CHECK_INTERVAL_S,
-    TRAIN_LOCAL_ENV,
-    LocalConfig,
-    haproxy_env,
-    ray_env,
-)
+from cluster.local import ROOT, LocalConfig, haproxy_env, ray_env
+from pipelines.raycluster import TRAIN_HEALTH_CHECK_INTERVAL_S, TRAIN_LOCAL_ENV
 
 pytestmark = pytest.mark.unit
 

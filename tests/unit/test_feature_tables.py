@@ -6,13 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.feature_tables import (
-    item_features,
-    purchase_within,
-    sequences,
-    session_summaries,
-    user_features,
-)
+from models.features.item import item_features
+from models.features.labels import purchase_within
+from models.features.sequences import sequences, session_summaries
+from models.features.user import user_features
 
 DAY = 86_400.0
 
@@ -95,7 +92,7 @@ def test_summary_owner_is_the_last_user_id_in_time_order() -> None:
 
 
 def test_user_features_at_query_users_other_than_the_history_rows() -> None:
-    from models.feature_tables import user_features_at
+    from models.features.user import user_features_at
 
     hist = session_summaries(_events())
     at = np.array([pd.Timestamp("2026-01-04", tz="UTC").timestamp()] * 3)

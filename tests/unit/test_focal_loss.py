@@ -11,7 +11,7 @@ import pytest
 from models.evaluation.classification import pr_auc
 from models.propensity import focal
 from models.propensity.artifact import save
-from models.propensity.fit import fit_local
+from models.propensity.finalize import fit_local
 from models.propensity.model import PropensityConfig, raw_margin
 from models.propensity.predictor import PropensityPredictor
 

@@ -5,8 +5,9 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from jobs.generate import GeneratorConfig, generate, main
+from jobs.generate import main
 from models.schema import EVENT_SCHEMA, split_valid
+from pipelines.synthetic import GeneratorConfig, generate
 
 
 def test_generator_is_deterministic_and_canonical() -> None:

@@ -11,9 +11,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.adapters import RAW_SCHEMA, join_categories, parse_file
-from jobs.adapters.formats import sessionize_gap
+from models.features.sessionize import sessionize_gap
 from models.schema import SchemaError
+from pipelines.adapters import RAW_SCHEMA, join_categories, parse_file
 
 
 def _parse(fmt: str, path: Path, **kw: float) -> pa.Table:

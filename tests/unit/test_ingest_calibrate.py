@@ -9,7 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from jobs.calibrate import main, session_stats, zipf_exponent
+from jobs.calibrate import main
+from pipelines.synthetic_stats import session_stats, zipf_exponent
 
 
 def test_zipf_exponent_recovers_a_power_law() -> None:

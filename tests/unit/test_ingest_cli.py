@@ -11,9 +11,10 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-import jobs.ingest as ingest_mod
-from jobs.ingest import MANIFEST, main
+import pipelines.ingest as ingest_mod
+from jobs.ingest import main
 from models.schema import conform, split_valid
+from pipelines.ingest import MANIFEST
 
 D = {
     "yoochoose": ["yoochoose_rsc15_100k/raw_clicks_sample.dat"],

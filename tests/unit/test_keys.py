@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from models import keys
+from store import keys
 
 
 def test_layout_is_versioned_and_tenant_scoped() -> None:

@@ -13,10 +13,11 @@ from jobs import promote
 from models.evaluation.classification import evaluate
 from models.propensity.artifact import save
 from models.propensity.calibration import Calibrator
-from models.propensity.fit import fit_local
+from models.propensity.finalize import fit_local
 from models.propensity.model import PropensityConfig, raw_predict, to_matrix
 from models.propensity.predictor import REGISTRY_NAME
-from models.registry import Registry
+from pipelines.promotion import psi_quantiles
+from store.registry import Registry
 
 LABEL = "y"
 
@@ -162,9 +163,9 @@ def test_psi_from_stored_quantiles_separates_same_from_shifted() -> None:
     def q(v: np.ndarray) -> np.ndarray:
         return np.quantile(v, np.linspace(0, 1, 21))
 
-    assert promote.psi_quantiles(q(a), q(a), False) == pytest.approx(0.0)
-    assert promote.psi_quantiles(q(a), q(b), False) < 0.05 and promote.psi_quantiles(q(a), b, True) < 0.05
-    assert promote.psi_quantiles(q(a), q(c), False) > 1.0 and promote.psi_quantiles(q(a), c, True) > 1.0
+    assert psi_quantiles(q(a), q(a), False) == pytest.approx(0.0)
+    assert psi_quantiles(q(a), q(b), False) < 0.05 and psi_quantiles(q(a), b, True) < 0.05
+    assert psi_quantiles(q(a), q(c), False) > 1.0 and psi_quantiles(q(a), c, True) > 1.0
     # atoms (isotonic calibration ties) do not blow up the PSI of a distribution against itself
     tied = np.round(a, 1)
-    assert promote.psi_quantiles(q(tied), tied, True) < 0.05
+    assert psi_quantiles(q(tied), tied, True) < 0.05

@@ -1,10 +1,10 @@
-"""models.propensity.distributed: how in-memory frames reach the Train workers (no Ray started here)."""
+"""pipelines.train_propensity: how in-memory frames reach the Train workers (no Ray started here)."""
 
 from __future__ import annotations
 
 import pytest
 
-from models.propensity.distributed import OBJECT_REF_MAX_BYTES, choose_ingest, matrix_bytes, row_blocks
+from pipelines.train_propensity import OBJECT_REF_MAX_BYTES, choose_ingest, matrix_bytes, row_blocks
 
 
 def test_small_frames_go_by_object_ref_and_large_ones_through_ray_data() -> None:

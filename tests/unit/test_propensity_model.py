@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.features import SESSION_FEATURES
+from models.features.session import SESSION_FEATURES
 from models.propensity.artifact import load_meta, save
 from models.propensity.calibration import correct_downsampling
-from models.propensity.fit import fit_local
+from models.propensity.finalize import fit_local
 from models.propensity.model import PropensityConfig, downsample_negatives
 from models.propensity.predictor import PropensityPredictor
 

@@ -11,10 +11,10 @@ import pytest
 
 from jobs import register
 from models.propensity.artifact import META_FILE, save
-from models.propensity.fit import fit_local
+from models.propensity.finalize import fit_local
 from models.propensity.model import PropensityConfig
 from models.propensity.predictor import REGISTRY_NAME, PropensityPredictor
-from models.registry import Registry
+from store.registry import Registry, load_predictor
 
 pytestmark = pytest.mark.unit
 
@@ -47,7 +47,7 @@ def test_first_registered_is_champion_later_ones_are_candidates(tmp_path: Path, 
     reg = Registry(reg_uri)
     assert reg.versions(REGISTRY_NAME) == sorted([first["version"], second["version"]])
     assert reg.get(REGISTRY_NAME).meta["kind"] == "lightgbm"
-    pred = PropensityPredictor.from_registry(reg_uri, cache_dir=str(tmp_path / "cache"))
+    pred = load_predictor(PropensityPredictor, reg_uri, cache_dir=str(tmp_path / "cache"))
     assert pred.version == first["version"]
     scores = pred.predict_proba(pd.DataFrame({"x0": [-2.0, 2.0], "x1": [0.0, 0.0]}))
     assert scores[1] > scores[0]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from models.registry import Registry, RegistryError
+from store.registry import Registry, RegistryError
 
 
 def _artifact(tmp_path: Path, name: str, content: str) -> Path:

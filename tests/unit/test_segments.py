@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from models.segments import count_distinct, hash_strings, sort_sessions
+from models.features.sessionize import count_distinct, hash_strings, sort_sessions
 
 
 def test_hash_is_pinned_slice_safe_and_spreads() -> None:
@@ -33,7 +33,7 @@ def test_count_distinct_ignores_nulls() -> None:
 
 
 def test_bucket_of_matches_hashing_every_row() -> None:
-    from jobs.featurize import bucket_of
+    from pipelines.feature_tasks import bucket_of
 
     keys = pa.chunked_array([["s1", "s2", None, "s1"], ["", "s3", "s2", None, "é"]])
     want = (hash_strings(keys) % np.uint64(7)).astype(np.int32)

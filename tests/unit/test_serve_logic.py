@@ -6,11 +6,11 @@ import pytest
 from fastapi import HTTPException
 from pydantic import ValidationError
 
-from models import keys
 from serve import fallback as fb
 from serve.deployments import effective_tenant_config, tenant_for
 from serve.engine import event_json, events_frame
 from serve.schemas import AppArgs, EventsRequest, ModelConfig, RecommendRequest, ScoreRequest, TenantConfig
+from store import keys
 
 
 def _field(exc: ValidationError) -> list[str]:
@@ -122,7 +122,7 @@ def test_events_frame_is_canonical_for_the_feature_function() -> None:
     import json
 
     frame = events_frame([json.loads(event_json(e)) for e in req.events], "s1", "acme")
-    from models.features import session_features
+    from models.features.session import session_features
 
     feats = session_features(frame, cut_at_first_purchase=False)
     assert list(feats["session_id"]) == ["s1"]

@@ -9,7 +9,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from jobs import deploy, precompute, publish
+from jobs import deploy
+from models.features.item import popular_items
+from store import publish
 
 CONFIG = Path(__file__).resolve().parents[2] / "serve" / "config.yaml"
 
@@ -21,11 +23,11 @@ def test_tenant_of_treats_every_null_as_default() -> None:
 
 def test_popular_table_ranks_purchases_above_views_and_normalises() -> None:
     items = pd.DataFrame({"item_id": ["a", "b", "c"], "views_7d": [100, 10, 50], "purchases_7d": [0, 20, 0]})
-    top = precompute.popular_table(items, k=2)
+    top = popular_items(items, k=2)
     assert [i for i, _ in top] == ["b", "a"]
     assert top[0][1] == 1.0 and 0 < top[1][1] < 1
     with pytest.raises(ValueError, match="popularity column"):
-        precompute.popular_table(pd.DataFrame({"item_id": ["a"]}), k=1)
+        popular_items(pd.DataFrame({"item_id": ["a"]}), k=1)
 
 
 def test_deploy_renders_args_and_hot_swap_generation() -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from models.features import LABEL, SESSION_FEATURES, session_features
+from models.features.session import LABEL, SESSION_FEATURES, session_features
 
 
 def _events() -> pd.DataFrame:
@@ -69,7 +69,7 @@ def test_optional_columns_may_be_absent(missing: str) -> None:
 
 
 def test_single_session_fast_path_equals_the_vectorised_path() -> None:
-    from jobs.generate import GeneratorConfig, generate
+    from pipelines.synthetic import GeneratorConfig, generate
 
     ev = generate(GeneratorConfig(events=3_000, seed=4, items=300)).to_pandas()
     ev.loc[ev.index[::17], "price"] = None  # missing prices too
@@ -94,7 +94,7 @@ def _messy_events(n: int, seed: int) -> pd.DataFrame:
     unsorted rows, several user ids in one session, purchase-first sessions."""
     import numpy as np
 
-    from jobs.generate import GeneratorConfig, generate
+    from pipelines.synthetic import GeneratorConfig, generate
 
     ev = generate(GeneratorConfig(events=n, seed=seed, items=300, anonymous_share=0.5)).to_pandas()
     rng = np.random.default_rng(seed)

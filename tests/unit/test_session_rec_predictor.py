@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.registry import Registry
 from models.session_rec.artifact import load_artifact, pop_artifact
 from models.session_rec.predictor import SessionRecPredictor, top_k, top_k_row
+from store.registry import Registry, load_predictor
 
 SESSIONS = [["a", "b", "c"], ["b", "c"], ["c", "d"], ["c"], ["b"]]  # counts: c=4, b=3, a=1, d=1
 
@@ -63,7 +63,7 @@ def test_from_registry_loads_champion(pop_dir: Path, tmp_path: Path) -> None:
     reg = Registry(str(tmp_path / "reg"))
     mv = reg.register("recommender", pop_dir, {"model_type": "pop"})
     reg.set_champion("recommender", mv.version, "test")
-    pred = SessionRecPredictor.from_registry(str(tmp_path / "reg"), cache_dir=str(tmp_path / "cache"))
+    pred = load_predictor(SessionRecPredictor, str(tmp_path / "reg"), cache_dir=str(tmp_path / "cache"))
     assert pred.version == mv.version
     assert pred.recommend([], k=1)[0][0] == "c"
 

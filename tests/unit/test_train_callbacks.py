@@ -1,10 +1,10 @@
-"""Train V2 trainers minus default callbacks (``models.train_callbacks``)."""
+"""Train V2 trainers minus default callbacks (``pipelines.train_callbacks``)."""
 
 from __future__ import annotations
 
 import pytest
 
-from models.train_callbacks import callback_types, without_default_callbacks
+from pipelines.train_callbacks import callback_types, without_default_callbacks
 
 pytestmark = pytest.mark.unit
 

@@ -1,10 +1,10 @@
-"""The kNN grid flag of jobs.tune_recommender parses typed values and rejects bad specs."""
+"""The kNN grid flag of pipelines.tune_recommender parses typed values and rejects bad specs."""
 
 from __future__ import annotations
 
 import pytest
 
-from jobs.tune_recommender import parse_grid
+from pipelines.tune_recommender import parse_grid
 
 
 def test_parse_grid_types_and_none() -> None:
@@ -22,9 +22,9 @@ def test_parse_grid_rejects_malformed(spec: str) -> None:
 def test_mix_ranks_match_the_full_ranking_up_to_20() -> None:
     import numpy as np
 
-    from jobs.tune_recommender import mix_ranks, top_columns
     from models.evaluation.ranking import ranks_from_scores
     from models.session_rec.hybrid import as_distribution
+    from pipelines.tune_recommender import mix_ranks, top_columns
 
     rng = np.random.default_rng(0)
     n_rows, n = 300, 2000

@@ -1,4 +1,4 @@
-"""Source-format adapters for ``jobs.ingest``: raw event logs -> canonical events + reasons.
+"""Source-format adapters for ``pipelines.ingest`` (``python -m jobs.ingest``): raw event logs -> canonical events + reasons.
 
 Each adapter is a small pure function ``(data: bytes, source: str) -> pyarrow.Table`` in
 ``RAW_SCHEMA`` (canonical columns, ``reason``, ``source_file``, ``source_line``, ``raw``).
@@ -20,8 +20,8 @@ from typing import Protocol
 
 import pyarrow as pa
 
-from jobs.adapters.common import RAW_SCHEMA
-from jobs.adapters.formats import (
+from pipelines.adapters.common import RAW_SCHEMA
+from pipelines.adapters.formats import (
     canonical,
     diginetica,
     diginetica_categories,

@@ -1,10 +1,14 @@
-"""Events sorted once by (session, time), as contiguous segments, for vectorised per-session reductions.
+"""Sessionization: events sorted once by (session, time), stable hashes, day strings, gap sessions.
 
 The batch feature code sorts a block of canonical events once with ``np.lexsort`` on
 integer codes (no string sort, no pandas group-by) and reduces each session's rows with
 ``np.*.reduceat`` over the segment starts. The sort is stable, so events with equal
 times keep their input order, the same order as a stable pandas sort by
 ``["session_id", "event_time"]``. Sessions come out in ``session_id`` order.
+
+Gap sessionization cuts a user's events at an inactivity gap: ``sessionize_by_gap`` on a
+frame (the feature job's ``--gap-minutes``, ids ``<user>@<start s>``) and ``sessionize_gap``
+on arrays (the Retailrocket ingest adapter, ids ``<user>-<start ms>``).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -169,3 +174,30 @@ def day_strings(t_us: np.ndarray) -> np.ndarray:
     uniq, inv = np.unique(days, return_inverse=True)
     names = np.datetime_as_string(uniq.astype("datetime64[D]"), unit="D").astype(object)
     return names[inv]
+
+
+def sessionize_by_gap(ev: pd.DataFrame, gap_minutes: float) -> pd.DataFrame:
+    """New session ids: per user (or source session when anonymous), split at gaps > ``gap_minutes``."""
+    who = ev["user_id"].fillna("anon:" + ev["session_id"].astype(str)).astype(str)
+    ev = ev.assign(_who=who).sort_values(["_who", "event_time"], kind="stable")
+    t = ev["event_time"].astype("int64").to_numpy() / 1e6
+    w = ev["_who"].to_numpy()
+    new = np.r_[True, (w[1:] != w[:-1]) | (np.diff(t) > gap_minutes * 60)]
+    start = pd.Series(np.where(new, t, np.nan), index=ev.index).ffill().to_numpy()
+    ev["session_id"] = ev["_who"] + "@" + start.astype(np.int64).astype(str)
+    return ev.drop(columns=["_who"])
+
+
+def sessionize_gap(users: np.ndarray, times_us: np.ndarray, gap_minutes: float) -> np.ndarray:
+    """Session ids ``<user>-<first event ms>``: a new session after ``gap_minutes`` of inactivity."""
+    n = len(users)
+    out = np.empty(n, dtype=object)
+    if n == 0:
+        return out
+    order = np.lexsort((times_us, users))
+    u, t = users[order], times_us[order]
+    new = np.ones(n, dtype=bool)
+    new[1:] = (u[1:] != u[:-1]) | (t[1:] - t[:-1] > gap_minutes * 60e6)
+    start_idx = np.maximum.accumulate(np.where(new, np.arange(n), 0))
+    out[order] = [f"{user}-{ms}" for user, ms in zip(u, t[start_idx] // 1000, strict=True)]
+    return out

@@ -5,7 +5,7 @@
    ``--gap-minutes``: of their user, since sessions are then cut per user) into one Arrow
    IPC file per bucket. All events of a session land in one bucket.
 2. ``session_bucket``: per session bucket, sort the events once by (session, time) and compute
-   session features (``models.features``, the code online scoring uses), session summaries,
+   session features (``models.features.session``, the code online scoring uses), session summaries,
    sequences and per-day item counts. Summaries go to the bucket of the session's owner
    (last non-null user id), feature rows to the bucket of their feature user (last non-null
    user id before the cutoff), anonymous ones to a bucket of their session id.
@@ -28,16 +28,12 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from models.feature_tables import (
-    USER_FEATURES,
-    purchase_within_at,
-    sequences_table,
-    session_summaries_table,
-    user_features_at,
-)
-from models.features import LABEL, events_to_arrow, session_features_table
+from models.features.labels import purchase_within_at
+from models.features.sequences import sequences_table, session_summaries_table
+from models.features.session import LABEL, events_to_arrow, session_features_table
+from models.features.sessionize import day_strings, hash_strings, sessionize_by_gap, sort_sessions
+from models.features.user import USER_FEATURES, user_features_at
 from models.schema import EVENT_SCHEMA, conform, split_valid
-from models.segments import day_strings, hash_strings, sort_sessions
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +87,7 @@ def plan_reads(files: list[str], rows_per_task: int) -> list[dict[str, Any]]:
 
 
 def bucket_of(keys: pa.Array | pa.ChunkedArray, buckets: int) -> np.ndarray:
-    """Stable hash bucket of each string key (``models.segments.hash_strings``; null as "").
+    """Stable hash bucket of each string key (``models.features.sessionize.hash_strings``; null as "").
 
     Keys repeat (a session has several events), so the distinct keys are hashed once and
     the buckets gathered by dictionary index: about 2.5x less work than hashing every row.
@@ -176,18 +172,6 @@ def bucket_events(task: dict[str, Any], work: str, stage: str, buckets: int, as_
             "parts": parts}
 
 
-def _sessionize_by_gap(ev: pd.DataFrame, gap_minutes: float) -> pd.DataFrame:
-    """New session ids: per user (or source session when anonymous), split at gaps > ``gap_minutes``."""
-    who = ev["user_id"].fillna("anon:" + ev["session_id"].astype(str)).astype(str)
-    ev = ev.assign(_who=who).sort_values(["_who", "event_time"], kind="stable")
-    t = ev["event_time"].astype("int64").to_numpy() / 1e6
-    w = ev["_who"].to_numpy()
-    new = np.r_[True, (w[1:] != w[:-1]) | (np.diff(t) > gap_minutes * 60)]
-    start = pd.Series(np.where(new, t, np.nan), index=ev.index).ffill().to_numpy()
-    ev["session_id"] = ev["_who"] + "@" + start.astype(np.int64).astype(str)
-    return ev.drop(columns=["_who"])
-
-
 def _write_by_day(table: pa.Table, days: np.ndarray, root: Path, name: str, bucket: int) -> None:
     if table.num_rows == 0:
         return
@@ -209,7 +193,7 @@ def session_bucket(bucket: int, parts: Parts, work: str, stage: str, emit_from: 
     if ev is None or ev.num_rows == 0:
         return out
     if gap_minutes:
-        ev = events_to_arrow(_sessionize_by_gap(ev.to_pandas(), gap_minutes))
+        ev = events_to_arrow(sessionize_by_gap(ev.to_pandas(), gap_minutes))
     srt = sort_sessions(ev)
     out["events"] = ev.num_rows
     out["max_time"] = str(pd.Timestamp(int(srt.t_us.max()), unit="us", tz="UTC"))

@@ -19,7 +19,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from jobs.adapters.common import (
+from models.features.sessionize import sessionize_gap
+from models.schema import EVENT_TYPES, SchemaError, conform, split_valid
+from pipelines.adapters.common import (
     RAW_SCHEMA,
     TS,
     all_blank,
@@ -33,7 +35,6 @@ from jobs.adapters.common import (
     parse_number,
     read_csv_text,
 )
-from models.schema import EVENT_TYPES, SchemaError, conform, split_valid
 
 logger = logging.getLogger(__name__)
 
@@ -236,21 +237,6 @@ def otto(data: bytes, source: str) -> pa.Table:
         "raw": pa.array(rows["raw"], pa.string()),
     }, schema=RAW_SCHEMA)
     return pa.concat_tables([table, malformed_rows(bad_lines, source, "bad_json")])
-
-
-def sessionize_gap(users: np.ndarray, times_us: np.ndarray, gap_minutes: float) -> np.ndarray:
-    """Session ids ``<user>-<first event ms>``: a new session after ``gap_minutes`` of inactivity."""
-    n = len(users)
-    out = np.empty(n, dtype=object)
-    if n == 0:
-        return out
-    order = np.lexsort((times_us, users))
-    u, t = users[order], times_us[order]
-    new = np.ones(n, dtype=bool)
-    new[1:] = (u[1:] != u[:-1]) | (t[1:] - t[:-1] > gap_minutes * 60e6)
-    start_idx = np.maximum.accumulate(np.where(new, np.arange(n), 0))
-    out[order] = [f"{user}-{ms}" for user, ms in zip(u, t[start_idx] // 1000, strict=True)]
-    return out
 
 
 def retailrocket(data: bytes, source: str, gap_minutes: float = 30.0) -> pa.Table:

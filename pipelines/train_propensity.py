@@ -1,6 +1,6 @@
 """Fit one propensity booster with Ray Train V2 (``LightGBMTrainer`` / ``XGBoostTrainer``).
 
-The Ray side of ``model.fit_booster``, shared by ``jobs.train_propensity`` and ``bench.train``
+The Ray side of ``model.fit_booster``, shared by ``jobs.train_propensity``, ``pipelines.tune_propensity`` and ``bench.train``
 so the bench times the job's own path. It knows nothing of jobs (no CLI, no registry); Ray
 is imported inside the functions only.
 
@@ -31,7 +31,7 @@ import pandas as pd
 from models.propensity.artifact import MODEL_FILES
 from models.propensity.data import LABEL
 from models.propensity.model import PropensityConfig, fit_booster, to_matrix
-from models.train_callbacks import callback_types, without_default_callbacks
+from pipelines.train_callbacks import callback_types, without_default_callbacks
 
 logger = logging.getLogger(__name__)
 

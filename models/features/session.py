@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from models.segments import (
+from models.features.sessionize import (
     US_PER_S,
     Sorted,
     count_distinct,
@@ -81,7 +81,7 @@ def session_features(events: pd.DataFrame, cut_at_first_purchase: bool = True) -
 def session_features_table(events: pa.Table | Sorted, cut_at_first_purchase: bool = True) -> pa.Table:
     """``session_features`` on an Arrow table of canonical events, with numpy segment reductions.
 
-    The events are sorted once by (session, time) (``models.segments``); each feature is a
+    The events are sorted once by (session, time) (``models.features.sessionize``); each feature is a
     reduction over the contiguous rows of a session. The batch feature job calls this.
     """
     srt = events if isinstance(events, Sorted) else sort_sessions(events)

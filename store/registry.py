@@ -17,14 +17,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import pyarrow.fs as pafs
+
+from models.provenance import code_version
 
 logger = logging.getLogger(__name__)
 
@@ -42,16 +44,6 @@ class ModelVersion:
     version: str
     uri: str
     meta: dict[str, Any] = field(default_factory=dict)
-
-
-def code_version() -> str:
-    """The git commit of the working tree, or ``unknown`` outside a checkout."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 class Registry:
@@ -191,3 +183,22 @@ def _absolute(uri: str) -> str:
     path = Path(uri).expanduser().resolve()
     path.mkdir(parents=True, exist_ok=True)
     return str(path)
+
+
+class _Loadable(Protocol):
+    registry_name: ClassVar[str]
+
+    def __init__(self, artifact_dir: str, version: str | None = ...) -> None: ...
+
+
+P = TypeVar("P", bound=_Loadable)
+
+
+def load_predictor(cls: type[P], registry_uri: str, version: str | None = None, cache_dir: str | None = None) -> P:
+    """The champion (or ``version``) of ``cls.registry_name`` loaded as ``cls`` (a predictor class).
+
+    The version is resolved once and the local copy is named after it, so the predictor's
+    ``version`` is the one fetched even if the champion moves meanwhile."""
+    cache = cache_dir or tempfile.mkdtemp(prefix=f"tdm-{cls.registry_name}-")
+    local = Registry(registry_uri).fetch(cls.registry_name, version, cache)
+    return cls(str(local), version=local.name)

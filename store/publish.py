@@ -20,14 +20,15 @@ from typing import Any
 
 import pandas as pd
 
-from models import keys
+from store import keys
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TTL_S = 7 * 24 * 3600
 
 
-def _client(redis_url: str) -> Any:
+def connect(redis_url: str) -> Any:
+    """A sync Redis client for publication (socket timeouts of 10 s, connect 5 s)."""
     import redis
 
     return redis.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
@@ -92,7 +93,7 @@ class NamespaceWriter:
 
     def __init__(self, redis_url: str, table: str, version: str, ttl_s: int = DEFAULT_TTL_S,
                  entity_col: str = "entity", value_col: str = "value"):
-        self.client = _client(redis_url)
+        self.client = connect(redis_url)
         self.table, self.version, self.ttl_s = table, version, ttl_s
         self.entity_col, self.value_col = entity_col, value_col
 

@@ -21,7 +21,7 @@ from models.propensity.model import (
     raw_predict,
     to_matrix,
 )
-from models.registry import code_version
+from models.provenance import code_version
 
 
 def finalize(booster: Any, cfg: PropensityConfig, val: pd.DataFrame, feature_names: list[str], label: str,

@@ -1,0 +1,432 @@
+"""Sweep propensity models with Ray Tune (OptunaSearch + ASHA on held-out PR-AUC).
+
+``python -m jobs.tune_propensity --features PATH --label COL [--time-column COL] --trials N
+[--trainer ray-train|booster] [--cv-folds K] [--warm-start JSON] [--registry URI] [--out DIR] [--json]``
+
+The search covers both families (LightGBM, XGBoost) x the imbalance strategies (class
+weight, downsampling with the log-odds correction, focal loss with its alpha and gamma,
+none) x the key booster hyperparameters.
+
+Selection (``--cv-folds``): on a stratified split (no time column) each trial is scored by
+its mean held-out PR-AUC over 5 stratified folds of train + validation (``models.propensity.cv``;
+the folds grow in lockstep, so ASHA still sees the metric every ``--report-every`` rounds).
+A 1,850-row validation split was too noisy a judge on UCI. On a time split, folds would
+train on the future, so the validation split judges instead.
+
+Trainables (``--trainer``):
+
+- ``ray-train`` (default), the Train V2 way: the trial is a function that builds and fits a
+  1-worker ``LightGBMTrainer``/``XGBoostTrainer``; the worker's ``ray.train.report`` calls reach
+  Tune through ``ray.tune.integration.ray_train.TuneReportCallback``. The function holds
+  ``TRIAL_CPU`` (0.01; Tune refuses an empty request) and its worker the rest of one CPU, so
+  ``max_concurrent_trials`` = the free CPUs and trials pack exactly.
+  Tune stops a trial (ASHA, and at ``max_t``) by ending its actor, which ends the Train
+  controller it owns before the controller removes its placement group; that group lives
+  as long as the driver. Train's own ``PlacementGroupCleaner`` needs the dashboard's state
+  API to notice, so without a dashboard every stopped trial kept its CPU: on 2 CPUs the
+  next trials' worker groups hit Train's 60 s start-up timeout (the old hang). The driver
+  now removes a stopped trial's placement group itself (``ReleaseStoppedTrainRuns``; the
+  worker reports its group's id), and the trials run without the cleaner actor, which would
+  otherwise poll forever, one idle process per stopped trial.
+- ``booster``: the trial fits the booster in its own process on its one CPU. No Train run
+  per trial, so no controller and worker processes to start: faster on a small cluster
+  (see bench/RESULTS_propensity.md), and the same models and metrics.
+
+The test split is never read during the sweep. The best configuration is refit on
+train + validation at its best round count; because no held-out rows remain, its
+calibration and threshold come from out-of-fold scores over train + validation (the CV
+folds, or ``--calibration-folds``). It is then evaluated once on test next to the two
+baselines fitted on the same rows and, with ``--registry``, registered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from models.evaluation.classification import evaluate, pr_auc, recall_at_precision
+from models.propensity.artifact import PropensityArtifact, save
+from models.propensity.baselines import baselines
+from models.propensity.calibration import Calibrator
+from models.propensity.cv import cross_validate, stratified_folds
+from models.propensity.data import LABEL, DataError, Split, prepare
+from models.propensity.model import (
+    PropensityConfig,
+    downsample_negatives,
+    fit_booster,
+    raw_margin,
+    raw_predict,
+    to_matrix,
+)
+from models.propensity.predictor import REGISTRY_NAME, PropensityPredictor
+from models.provenance import code_version
+from pipelines.train_callbacks import callback_types
+from pipelines.train_propensity import gbdt_trainer_class
+from store.registry import Registry
+
+logger = logging.getLogger(__name__)
+METRIC = "val_pr_auc"
+TUNED = ("kind", "imbalance", "keep_rate", "focal_alpha", "focal_gamma", "learning_rate", "num_leaves", "max_depth",
+         "min_child_samples", "feature_fraction", "bagging_fraction", "reg_lambda")
+# share of a CPU the Tune trial function holds (it only waits on its Train run; Tune refuses an
+# empty request); its 1-worker Train run gets the rest of one CPU, so a trial costs exactly 1 CPU
+TRIAL_CPU = 0.01
+PG_KEY = "train_placement_group"
+
+
+def search_space() -> dict[str, Any]:
+    from ray import tune
+
+    return {"kind": tune.choice(["lightgbm", "xgboost"]),
+            "imbalance": tune.choice(["weight", "downsample", "focal", "none"]),
+            "keep_rate": tune.uniform(0.05, 0.5), "focal_alpha": tune.uniform(0.1, 0.9),
+            "focal_gamma": tune.uniform(0.5, 4.0), "learning_rate": tune.loguniform(0.02, 0.3),
+            "num_leaves": tune.randint(8, 128), "max_depth": tune.randint(3, 11),
+            "min_child_samples": tune.lograndint(5, 300), "feature_fraction": tune.uniform(0.5, 1.0),
+            "bagging_fraction": tune.uniform(0.5, 1.0), "reg_lambda": tune.loguniform(1e-3, 10.0)}
+
+
+def _config(params: dict[str, Any], rounds: int, seed: int) -> PropensityConfig:
+    return PropensityConfig(**{k: params[k] for k in TUNED if k in params}, num_boost_round=rounds,
+                            early_stopping_rounds=0, num_threads=1, seed=seed)
+
+
+class _Progress:
+    """Scores validation every ``every`` rounds; ``report`` receives (rounds, best PR-AUC, best rounds)."""
+
+    def __init__(self, kind: str, x_val: np.ndarray, y_val: np.ndarray, every: int, total: int, report: Any):
+        self.kind, self.x_val, self.y_val, self.every, self.total, self.report = kind, x_val, y_val, every, total, report
+        self.best, self.best_rounds = -1.0, 0
+
+    def step(self, model: Any, rounds: int) -> None:
+        if rounds % self.every and rounds != self.total:
+            return
+        value = pr_auc(self.y_val, raw_margin(model, self.kind, self.x_val, rounds=rounds))
+        if value > self.best:
+            self.best, self.best_rounds = value, rounds
+        self.report({"rounds": rounds, METRIC: self.best, "best_rounds": self.best_rounds, "last_pr_auc": value})
+
+    def callbacks(self) -> list[Any]:
+        if self.kind == "lightgbm":
+            def lgb_callback(env: Any) -> None:
+                self.step(env.model, env.iteration + 1)
+
+            return [lgb_callback]
+        import xgboost as xgb
+
+        progress = self
+
+        class XgbCallback(xgb.callback.TrainingCallback):
+            def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
+                progress.step(model, epoch + 1)
+                return False
+
+        return [XgbCallback()]
+
+
+def fit_trial(params: dict[str, Any], data: dict[str, Any], rounds: int, every: int, seed: int, report: Any) -> None:
+    """One trial's training, wherever it runs (Tune function or Ray Train worker).
+
+    ``data`` holds ``features`` and either ``frame`` + ``folds`` (k-fold CV over train +
+    validation: the metric is the mean held-out PR-AUC) or ``train`` + ``validation`` (the
+    metric is validation PR-AUC). ``report`` gets ``rounds``, ``val_pr_auc`` (best so far),
+    ``best_rounds`` and ``last_pr_auc`` every ``every`` rounds."""
+    cfg = _config(params, rounds, seed)
+    features = data["features"]
+    if data.get("folds") is not None:
+        frame = data["frame"]
+
+        def cv_report(m: dict[str, Any]) -> None:
+            report({"rounds": m["rounds"], METRIC: m["best_pr_auc"], "best_rounds": m["best_rounds"],
+                    "last_pr_auc": m["pr_auc"], "last_pr_auc_std": m["pr_auc_std"]})
+
+        cross_validate(cfg, to_matrix(frame, features), frame[LABEL].to_numpy(np.float64), data["folds"], features,
+                       every, cv_report)
+        return
+    train, val = data["train"], data["validation"]
+    fit_df = downsample_negatives(train, LABEL, cfg.keep_rate, seed) if cfg.imbalance == "downsample" else train
+    x_val, y_val = to_matrix(val, features), val[LABEL].to_numpy(np.float64)
+    progress = _Progress(cfg.kind, x_val, y_val, every, rounds, report)
+    fit_booster(cfg, to_matrix(fit_df, features), fit_df[LABEL].to_numpy(np.float64), None, None, features,
+                callbacks=progress.callbacks())
+
+
+def booster_trainable(params: dict[str, Any], data: dict[str, Any], rounds: int, every: int, seed: int,
+                      storage: str) -> None:
+    """Tune function trainable: fits the booster in the trial's own process, on its one CPU."""
+    from ray import tune
+
+    fit_trial(params, data, rounds, every, seed, tune.report)
+
+
+def _train_v2_loop(loop: dict[str, Any]) -> None:
+    """Ray Train worker loop of the ``ray-train`` trainable (1 worker: the whole trial).
+
+    Every report carries the id of the placement group this worker runs in, so the driver
+    can release it if Tune stops the trial (see ``ReleaseStoppedTrainRuns``)."""
+    import ray
+    import ray.train
+
+    pg = ray.get_runtime_context().get_placement_group_id()
+
+    def report(metrics: dict[str, Any]) -> None:
+        ray.train.report({**metrics, PG_KEY: pg})
+
+    fit_trial(loop["params"], ray.get(loop["data"]), loop["rounds"], loop["every"], loop["seed"], report)
+
+
+def _trainer_class(kind: str) -> Any:
+    """``LightGBMTrainer``/``XGBoostTrainer`` without Train's ``PlacementGroupCleaner``.
+
+    Train V2 starts one detached cleaner actor per run to remove the run's placement group if
+    the controller dies. It learns of the death through the state API, which the dashboard
+    serves; without a dashboard (``include_dashboard=False``, as in tests and local runs) it
+    polls forever and outlives the sweep, one idle Python process per stopped trial. Here the
+    sweep's driver does that job (``ReleaseStoppedTrainRuns``), so the trial's runs go without."""
+    return gbdt_trainer_class(kind, callback_types("placement_group_cleaner"))
+
+
+def ray_train_trainable(params: dict[str, Any], data: dict[str, Any], rounds: int, every: int, seed: int,
+                        storage: str) -> None:
+    """Tune function trainable that builds and fits a Train V2 trainer (metrics reach Tune by callback)."""
+    import ray
+    from ray import tune
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    # Frames go by object ref, not Ray Data: Data's read tasks would need a CPU of their own.
+    # The worker takes the rest of the trial's CPU, so trials pack exactly onto the cluster's CPUs.
+    trial = tune.get_context().get_trial_id()
+    trainer = _trainer_class(params["kind"])(
+        _train_v2_loop,
+        train_loop_config={"params": params, "data": ray.put(data), "rounds": rounds, "every": every, "seed": seed},
+        scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1.0 - TRIAL_CPU}),
+        run_config=RunConfig(name=f"trial-{trial}", callbacks=[TuneReportCallback()], storage_path=storage,
+                             failure_config=FailureConfig(max_failures=0)))
+    trainer.fit()
+
+
+def release_train_placement_group(pg_hex: str | None) -> bool:
+    """Remove a Train run's placement group if it still exists; True if it was removed here."""
+    if not pg_hex:
+        return False
+    from ray._raylet import PlacementGroupID
+    from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
+
+    pg = PlacementGroup(PlacementGroupID(bytes.fromhex(pg_hex)))
+    state = placement_group_table(pg).get("state")
+    if state in (None, "REMOVED"):
+        return False
+    remove_placement_group(pg)
+    return True
+
+
+def _release_callback() -> Any:
+    from ray import tune
+
+    class ReleaseStoppedTrainRuns(tune.Callback):
+        """Frees the Train run of a trial that Tune stopped (ASHA, or ``max_t`` reached).
+
+        Tune stops a trial by ending its actor. That ends the Train controller the trial
+        function created (an actor it owns) before the controller can remove its worker
+        group's placement group, and a placement group made by a non-detached actor lives
+        as long as the *job* (the sweep's driver). Train's detached ``PlacementGroupCleaner``
+        is meant to catch this but learns of the controller's death through the state API,
+        which the dashboard serves. Without it (``include_dashboard=False``) each stopped
+        trial kept 1 CPU, and on a 2-CPU cluster the next Train worker group waited for a CPU
+        past Train's start-up timeout. So the driver removes the stopped trial's placement
+        group itself (its id comes with every report), before Tune starts the next trial.
+        """
+
+        def __init__(self) -> None:
+            self.released = 0
+
+        def _release(self, trial: Any) -> None:
+            pg = (trial.last_result or {}).get(PG_KEY)
+            try:
+                if release_train_placement_group(pg):
+                    self.released += 1
+                    logger.debug("released the Train placement group %s of stopped trial %s", pg, trial.trial_id)
+            except Exception:  # noqa: BLE001 - freeing is best effort; the sweep goes on
+                logger.warning("could not release the Train placement group %s of trial %s", pg, trial.trial_id,
+                               exc_info=True)
+
+        def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+            self._release(trial)
+
+        def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+            self._release(trial)
+
+    return ReleaseStoppedTrainRuns()
+
+
+def refit_with_oof_calibration(cfg: PropensityConfig, data: pd.DataFrame, features: list[str], folds: np.ndarray,
+                               min_precision: float) -> tuple[Any, Calibrator, float, np.ndarray]:
+    """Fit on all of ``data``; calibration and threshold from out-of-fold scores over ``folds`` (fold id per row)."""
+    y = data[LABEL].to_numpy(np.float64)
+    oof = np.empty(len(data))
+    for k in range(int(folds.max()) + 1):
+        fit_df = data.iloc[np.flatnonzero(folds != k)]
+        if cfg.imbalance == "downsample":
+            fit_df = downsample_negatives(fit_df, LABEL, cfg.keep_rate, cfg.seed)
+        booster = fit_booster(cfg, to_matrix(fit_df, features), fit_df[LABEL].to_numpy(np.float64), None, None,
+                              features)
+        held = np.flatnonzero(folds == k)
+        oof[held] = raw_predict(booster, cfg.kind, to_matrix(data.iloc[held], features))
+    keep = cfg.keep_rate if cfg.imbalance == "downsample" else 1.0
+    calibrator = Calibrator(keep_rate=keep).fit(oof, y)
+    scores = calibrator(oof)
+    _, threshold = recall_at_precision(y, scores, min_precision)
+    if not np.isfinite(threshold):
+        threshold = float(np.max(scores))
+    fit_df = downsample_negatives(data, LABEL, cfg.keep_rate, cfg.seed) if cfg.imbalance == "downsample" else data
+    booster = fit_booster(cfg, to_matrix(fit_df, features), fit_df[LABEL].to_numpy(np.float64), None, None, features)
+    return booster, calibrator, float(threshold), scores
+
+
+def cv_folds(args: argparse.Namespace, parts: Split) -> int:
+    """Folds for selection: ``--cv-folds``, or by default 5 on a stratified split and 0 (the
+    validation split) on a time split, where shuffled folds would train on the future."""
+    if args.cv_folds >= 0:
+        return 0 if args.cv_folds == 1 else args.cv_folds
+    return 5 if parts.kind == "stratified" else 0
+
+
+def warm_start(args: argparse.Namespace) -> list[dict[str, Any]] | None:
+    """``--warm-start``: a JSON list of (partial) configurations the sweep tries first, in order
+    (e.g. the champion's); keys they leave out take ``PropensityConfig``'s defaults."""
+    if not args.warm_start:
+        return None
+    points = json.loads(Path(args.warm_start).read_text())
+    if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):
+        raise DataError(f"{args.warm_start}: expected a JSON list of configuration objects")
+    unknown = sorted({k for p in points for k in p} - set(TUNED))
+    if unknown:
+        raise DataError(f"{args.warm_start}: unknown keys {unknown}; tuned keys are {list(TUNED)}")
+    defaults = PropensityConfig().model_dump()
+    return [{k: p.get(k, defaults[k]) for k in TUNED} for p in points]
+
+
+def sweep(args: argparse.Namespace, parts: Split, features: list[str]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    cpus = float(ray.cluster_resources().get("CPU", 1))
+    free = float(ray.available_resources().get("CPU", 0.0))
+    # One CPU per trial either way: the booster trainable fits in the trial's process; the
+    # ray-train trainable holds TRIAL_CPU and its 1-worker Train run 1 - TRIAL_CPU. CPUs that
+    # others hold (Serve replicas on a small cluster) do not count towards concurrency.
+    concurrent = max(1, min(int(free), args.trials))
+    cols = features + [LABEL]
+    folds = cv_folds(args, parts)
+    if folds:
+        frame = pd.concat([parts.train[cols], parts.validation[cols]])
+        data: dict[str, Any] = {"features": features, "frame": frame,
+                                "folds": stratified_folds(frame[LABEL].to_numpy(), folds, args.seed)}
+    else:
+        data = {"features": features, "train": parts.train[cols], "validation": parts.validation[cols]}
+    fn = booster_trainable if args.trainer == "booster" else ray_train_trainable
+    storage = args.storage or tempfile.mkdtemp(prefix="tdm-tune-")
+    trainable = tune.with_parameters(fn, data=data, rounds=args.rounds, every=args.report_every, seed=args.seed,
+                                     storage=str(Path(storage) / "train"))
+    resources = {"cpu": 1.0 if args.trainer == "booster" else TRIAL_CPU}
+    grace = max(args.report_every, min(args.grace_rounds, args.rounds))
+    release = _release_callback()
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, resources),
+        param_space=search_space(),
+        tune_config=tune.TuneConfig(metric=METRIC, mode="max", num_samples=args.trials,
+                                    search_alg=OptunaSearch(seed=args.seed, points_to_evaluate=warm_start(args)),
+                                    scheduler=ASHAScheduler(time_attr="rounds", max_t=args.rounds,
+                                                            grace_period=grace, reduction_factor=3),
+                                    max_concurrent_trials=concurrent),
+        run_config=tune.RunConfig(name=f"tune-propensity-{int(time.time())}", verbose=0, storage_path=storage,
+                                  callbacks=[release] if args.trainer == "ray-train" else None),
+    )
+    logger.info("sweep: %d trials, %d concurrent on %.1f CPUs (%.2f free), trainer=%s, %d rounds, ASHA grace %d "
+                "rounds, selection on %s", args.trials, concurrent, cpus, free, args.trainer, args.rounds, grace,
+                f"{folds}-fold CV over train+validation" if folds else "the validation split")
+    results = tuner.fit()
+    if args.trainer == "ray-train":
+        logger.info("released the Train placement groups of %d stopped trials", release.released)
+    rows = []
+    for r in results:
+        if r.error or not r.metrics or METRIC not in r.metrics:
+            rows.append({"trial_id": r.metrics.get("trial_id") if r.metrics else None, "error": str(r.error)[:200]})
+            continue
+        rows.append({"trial_id": r.metrics["trial_id"], **{k: r.config[k] for k in TUNED},
+                     METRIC: round(float(r.metrics[METRIC]), 6), "best_rounds": int(r.metrics["best_rounds"]),
+                     "rounds_run": int(r.metrics["rounds"]), "stopped_early": int(r.metrics["rounds"]) < args.rounds,
+                     "seconds": round(float(r.metrics.get("time_total_s", 0.0)), 2)})
+    table = pd.DataFrame(rows)
+    if METRIC not in table.columns or table[METRIC].isna().all():
+        raise RuntimeError(f"no trial reported {METRIC}; errors: {table.get('error')}")
+    table = table.sort_values(METRIC, ascending=False, na_position="last").reset_index(drop=True)
+    best = table.iloc[0].to_dict()
+    best["selection"] = f"{folds}-fold CV" if folds else "validation split"
+    return table, best
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    raw, parts, features, categories = prepare(args.features, args.label, args.time_column, args.seed)
+    table, best = sweep(args, parts, features)
+    sweep_s = time.perf_counter() - t0
+    out = Path(args.out or tempfile.mkdtemp(prefix="tdm-tune-propensity-"))
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "trials.csv", index=False)
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        logger.info("trials (validation PR-AUC, best first):\n%s", table.to_string(max_rows=40))
+    cfg = _config(best, max(1, int(best["best_rounds"])), args.seed)
+    both = pd.concat([parts.train, parts.validation])
+    # the CV folds of the sweep (same rows, order and seed), or --calibration-folds new ones
+    k = args.calibration_folds or cv_folds(args, parts) or 3
+    folds = stratified_folds(both[LABEL].to_numpy(), k, args.seed)
+    booster, calibrator, threshold, oof = refit_with_oof_calibration(cfg, both, features, folds, args.min_precision)
+    art = PropensityArtifact(
+        kind=cfg.kind, feature_names=features, threshold=threshold, calibration=calibrator.to_dict(),
+        base_rate=float(both[LABEL].mean()), categories=categories, code_version=code_version(),
+        config={**cfg.model_dump(), "min_precision": args.min_precision, "tuned": True,
+                "calibration": f"{k}-fold out-of-fold on train+validation", "selection": best["selection"]},
+        metrics={"validation": {METRIC: best[METRIC], "trials": len(table), "selection": best["selection"]},
+                 "validation_oof": evaluate(both[LABEL].to_numpy(), oof, args.min_precision).as_dict(),
+                 "validation_scores": np.quantile(oof, np.linspace(0, 1, 21)).tolist()},
+        data_window={**parts.window(args.time_column), "source": args.features, "label": args.label,
+                     "rows": {"train": len(parts.train), "validation": len(parts.validation),
+                              "test": len(parts.test)}})
+    model_dir = out / "model"
+    save(model_dir, booster, art)
+    # the one and only test evaluation: raw test rows through the serving predictor
+    test_scores = PropensityPredictor(str(model_dir)).predict_proba(raw.loc[parts.test.index])
+    art.metrics["test"] = evaluate(parts.test[LABEL].to_numpy(), test_scores, args.min_precision).as_dict()
+    save(model_dir, booster, art)
+    result: dict[str, Any] = {"split": parts.kind, "trials": len(table), "trainer": args.trainer,
+                              "selection": best["selection"],
+                              "best": {key: best[key] for key in (*TUNED, METRIC, "best_rounds")},
+                              "threshold": threshold, "test": art.metrics["test"],
+                              # fitted on the rows the tuned model was refit on (train + validation)
+                              "baselines": baselines(both, parts.test, features, args.min_precision),
+                              "trials_csv": str(out / "trials.csv"), "artifact": str(model_dir),
+                              "sweep_seconds": round(sweep_s, 1), "seconds": round(time.perf_counter() - t0, 1)}
+    if args.registry:
+        reg = Registry(args.registry)
+        mv = reg.register(REGISTRY_NAME, model_dir, {"metrics": art.metrics, "data_window": art.data_window,
+                                                     "config": art.config, "kind": cfg.kind})
+        result["version"] = mv.version
+        result["champion"] = reg.champion(REGISTRY_NAME) is None
+        if result["champion"]:
+            reg.set_champion(REGISTRY_NAME, mv.version, "first model of this registry (tuned)")
+        else:
+            logger.info("registered candidate %s; promote with python -m jobs.promote --registry %s --candidate %s",
+                        mv.version, args.registry, mv.version)
+    return result
