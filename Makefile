@@ -10,7 +10,7 @@ export PATH := $(VENV)/bin:$(PATH)
 export PYTHONPATH := $(CURDIR)
 SUDO := $(shell [ "$$(id -u)" = "0" ] || echo sudo)
 
-.PHONY: help venv redis-server up down status demo test test-unit test-integration lint clean bench
+.PHONY: help venv redis-server chromium up down status demo test test-unit test-integration lint clean bench
 
 help: ## Show the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -30,6 +30,12 @@ redis-server: ## Install redis-server (Debian/Ubuntu apt) when it is missing
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 	@command -v redis-server >/dev/null || { echo "error: redis-server could not be installed; put one on PATH" >&2; exit 1; }
 
+chromium: ## Install Debian's chromium (headless report screenshots in the tests) when it is missing
+	@[ -x /usr/bin/chromium ] || { \
+	  echo "installing chromium with apt-get"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@[ -x /usr/bin/chromium ] || { echo "error: chromium could not be installed at /usr/bin/chromium" >&2; exit 1; }
+
 up: venv redis-server ## Start the local Ray head (dashboard 127.0.0.1:8265) and redis-server
 	$(PY) -m cluster.local up
 
@@ -42,13 +48,13 @@ status: venv ## Show the local cluster's state
 demo: up ## Run the whole pipeline on synthetic data, deploy the endpoints, print curl examples
 	bash cluster/demo.sh
 
-test: venv redis-server ## Run the test suite (unit + integration)
+test: venv redis-server chromium ## Run the test suite (unit + integration)
 	$(PY) -m pytest -q
 
 test-unit: venv ## Run the fast unit tests only
 	$(PY) -m pytest -q -m unit
 
-test-integration: venv redis-server ## Run the integration tests only
+test-integration: venv redis-server chromium ## Run the integration tests only
 	$(PY) -m pytest -q -m integration
 
 lint: venv ## ruff, the layer contract (tests/unit/test_layers.py) and mypy
