@@ -83,12 +83,12 @@ class OrtbConfig(_Config):
 
 class PidConfig(_Config):
     kind: Literal["paced"] = "paced"
-    kp: float = Field(0.5, ge=0)
-    ki: float = Field(0.1, ge=0)
-    kd: float = Field(0.0, ge=0)
-    interval: int = Field(50, ge=1, description="auctions between controller updates")
-    min_mult: float = Field(0.1, gt=0)
-    max_mult: float = Field(10.0, gt=0)
+    kp: float = Field(default=0.5, ge=0)
+    ki: float = Field(default=0.1, ge=0)
+    kd: float = Field(default=0.0, ge=0)
+    interval: int = Field(default=50, ge=1, description="auctions between controller updates")
+    min_mult: float = Field(default=0.1, gt=0)
+    max_mult: float = Field(default=10.0, gt=0)
 
 
 @dataclass(slots=True)
