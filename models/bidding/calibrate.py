@@ -19,6 +19,15 @@ from typing import Literal
 import numpy as np
 
 from models.bidding.market import MarketPrice
+from models.bidding.strategies import (
+    BidStrategy,
+    ConstantBid,
+    ConstantConfig,
+    LinearBid,
+    LinearConfig,
+    OrtbBid,
+    OrtbConfig,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -71,3 +80,28 @@ def ortb_lambda(variant: Literal[1, 2], c: float, theta: float, bid: float) -> f
     if variant == 1:
         return theta * c / (bid * (bid + 2 * c))
     return 2 * theta * c * c / (bid * (bid * bid + 3 * c * c))
+
+
+def strategy_configs(market: MarketPrice, ctr_train: float, budget: float, episode_len: int
+                     ) -> dict[str, ConstantConfig | LinearConfig | OrtbConfig]:
+    """Constant, linear, ORTB1 and ORTB2 configs by the rule in the module docstring."""
+    b0 = linear_base(market, budget, episode_len)
+    configs: dict[str, ConstantConfig | LinearConfig | OrtbConfig] = {
+        "constant": ConstantConfig(price=b0),
+        "linear": LinearConfig(base=b0, avg_ctr=ctr_train),
+    }
+    if b0 > 0:
+        for variant in (1, 2):
+            c = fit_ortb_c(market, variant)  # type: ignore[arg-type]
+            configs[f"ortb{variant}"] = OrtbConfig(
+                variant=variant, c=c, lam=ortb_lambda(variant, c, ctr_train, b0))  # type: ignore[arg-type]
+    return configs
+
+
+def build(cfg: ConstantConfig | LinearConfig | OrtbConfig) -> BidStrategy:
+    """A ready strategy from its config."""
+    if isinstance(cfg, ConstantConfig):
+        return ConstantBid(cfg)
+    if isinstance(cfg, LinearConfig):
+        return LinearBid(cfg)
+    return OrtbBid(cfg, name=f"ortb{cfg.variant}")

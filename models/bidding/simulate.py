@@ -58,6 +58,8 @@ class ReplayResult:
     episodes: int
     budget_per_episode: float
     overspent_episodes: int
+    episode_clicks: tuple[int, ...] = ()
+    wins: np.ndarray | None = None  # per auction, when replay(keep_wins=True)
 
     @property
     def ecpc(self) -> float:
@@ -70,14 +72,16 @@ class ReplayResult:
 
     def as_dict(self) -> dict[str, float | int | str]:
         d = asdict(self)
+        d.pop("episode_clicks")
+        d.pop("wins")
         d["ecpc"] = round(self.ecpc, 4) if self.clicks else None
         d["win_rate"] = round(self.win_rate, 6)
         return d
 
 
 def replay(log: AuctionLog, strategy: BidStrategy, budget: float, episode_len: int = 1000,
-           max_bid: float = 300, tail_horizon_known: bool = False) -> ReplayResult:
-    """Replay ``log`` through ``strategy``; returns totals over all episodes."""
+           max_bid: float = 300, tail_horizon_known: bool = False, keep_wins: bool = False) -> ReplayResult:
+    """Replay ``log`` through ``strategy``; returns totals over all episodes (and which rows won)."""
     if budget < 0 or episode_len < 1:
         raise ValueError("budget must be >= 0 and episode_len >= 1")
     clicks_col = log.click.tolist()
@@ -85,6 +89,8 @@ def replay(log: AuctionLog, strategy: BidStrategy, budget: float, episode_len: i
     pctr_col = log.pctr.tolist()
     total = len(clicks_col)
     imps = clicks = episodes = overspent = 0
+    per_episode: list[int] = []
+    wins = np.zeros(total, dtype=bool) if keep_wins else None
     spend = 0.0
     start = 0
     while start < total:
@@ -92,6 +98,7 @@ def replay(log: AuctionLog, strategy: BidStrategy, budget: float, episode_len: i
         horizon = stop - start if tail_horizon_known else episode_len
         left = float(budget)
         episodes += 1
+        clicks_before = clicks
         for i in range(start, stop):
             n_left = horizon - (i - start)
             state = AuctionState(n_left, left, horizon, float(budget))
@@ -102,11 +109,41 @@ def replay(log: AuctionLog, strategy: BidStrategy, budget: float, episode_len: i
                 b = max_bid
             price = price_col[i]
             if b >= price:
+                if wins is not None:
+                    wins[i] = True
                 imps += 1
                 clicks += clicks_col[i]
                 left -= price
                 spend += price
         if left < -1e-9:
             overspent += 1
+        per_episode.append(clicks - clicks_before)
         start = stop
-    return ReplayResult(strategy.name, total, imps, clicks, spend, episodes, float(budget), overspent)
+    return ReplayResult(strategy.name, total, imps, clicks, spend, episodes, float(budget), overspent,
+                        tuple(per_episode), wins)
+
+
+def merge(results: list[ReplayResult], name: str) -> ReplayResult:
+    """Totals of consecutive replays of one log's parts (e.g. a warm-up then the rest)."""
+    if not results:
+        raise ValueError("nothing to merge")
+    budgets = {r.budget_per_episode for r in results}
+    if len(budgets) != 1:
+        raise ValueError(f"parts were replayed with different budgets: {sorted(budgets)}")
+    return ReplayResult(
+        name, sum(r.auctions for r in results), sum(r.impressions for r in results),
+        sum(r.clicks for r in results), sum(r.spend for r in results), sum(r.episodes for r in results),
+        results[0].budget_per_episode, sum(r.overspent_episodes for r in results),
+        tuple(c for r in results for c in r.episode_clicks))
+
+
+def paired_bootstrap(a: tuple[int, ...], b: tuple[int, ...], resamples: int = 2000, seed: int = 0
+                     ) -> tuple[float, float]:
+    """95 % percentile interval of sum(a) - sum(b), resampling episodes (paired)."""
+    if len(a) != len(b) or not a:
+        raise ValueError("per-episode series must be non-empty and of equal length")
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, diff.size, size=(resamples, diff.size))
+    sums = diff[idx].sum(axis=1)
+    return float(np.percentile(sums, 2.5)), float(np.percentile(sums, 97.5))

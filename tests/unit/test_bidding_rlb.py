@@ -84,3 +84,23 @@ def test_rlb_strategy_reads_the_state() -> None:
     s = RlbBid(t)
     assert s.bid(0.6, AuctionState(n_left=2, budget_left=3.0, n_total=3, budget_total=4.0)) == 2
     assert s.bid(0.4, AuctionState(n_left=2, budget_left=3.7, n_total=3, budget_total=4.0)) == 1
+
+
+def test_fast_h_matches_the_exact_expectation() -> None:
+    rng = np.random.default_rng(0)
+    sample = rng.lognormal(-6, 0.8, 3000).clip(0, 1)
+    model = CtrModel.from_sample(sample)
+    x = np.r_[0.0, rng.uniform(0, sample.max() * 1.2, 500)]
+    exact = np.array([np.maximum(model.values - xi, 0).mean() for xi in x])
+    np.testing.assert_allclose(model.h(x), exact, atol=1e-7)
+
+
+def test_value_table_round_trips_through_a_memory_mapped_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    t = ValueTable(solve_value_function(M, CtrModel.point(1.0), n_max=3, b_max=4), M.max_price)
+    loaded = ValueTable.load(t.save(tmp_path / "rlb"))
+    assert isinstance(loaded.table, np.memmap)
+    np.testing.assert_array_equal(loaded.table, t.table)
+    assert loaded.bid(0.6, n_left=2, budget_left=3) == 2
+    (tmp_path / "rlb" / "value_table.json").write_text('{"n_max": 9, "b_max": 4, "max_price": 2}')
+    with pytest.raises(ValueError, match="does not match"):
+        ValueTable.load(tmp_path / "rlb")

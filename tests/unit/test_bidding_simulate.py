@@ -23,11 +23,14 @@ def test_budget_is_train_cpm_times_c0_times_n_truncated() -> None:
 
 def test_second_price_ties_win_and_episodes_restart_the_budget() -> None:
     log = _log([3, 4, 6, 5, 5], [1, 0, 1, 1, 0])
-    r = replay(log, ConstantBid(ConstantConfig(price=5)), budget=10, episode_len=2)
+    r = replay(log, ConstantBid(ConstantConfig(price=5)), budget=10, episode_len=2, keep_wins=True)
+    assert r.wins is not None and r.wins.tolist() == [True, True, False, True, True]
     # ep1: win 3, win 4; ep2: lose 6, win 5 (tie); ep3 (tail of one auction): win 5
     assert (r.impressions, r.clicks, r.spend, r.episodes) == (4, 2, 17.0, 3)
     assert r.ecpc == pytest.approx(17 / 1000 / 2)
     assert r.overspent_episodes == 0
+    assert r.episode_clicks == (1, 1, 0)
+    assert "episode_clicks" not in r.as_dict()
 
 
 def test_bid_is_capped_at_remaining_budget_and_max_bid() -> None:
@@ -63,3 +66,22 @@ def test_strategy_sees_remaining_auctions_and_the_tail_horizon() -> None:
 def test_log_columns_must_match() -> None:
     with pytest.raises(ValueError, match="length"):
         AuctionLog(np.zeros(2), np.zeros(3), np.zeros(2))
+
+
+def test_merge_and_paired_bootstrap() -> None:
+    from models.bidding.simulate import merge, paired_bootstrap
+
+    log = _log([3, 4, 6, 5, 5], [1, 0, 1, 1, 0])
+    s = ConstantBid(ConstantConfig(price=5))
+    whole = replay(log, s, budget=10, episode_len=2)
+    first = replay(AuctionLog(log.click[:2], log.price[:2], log.pctr[:2]), s, budget=10, episode_len=2)
+    rest = replay(AuctionLog(log.click[2:], log.price[2:], log.pctr[2:]), s, budget=10, episode_len=2)
+    m = merge([first, rest], "constant")
+    assert (m.impressions, m.clicks, m.spend, m.episodes, m.episode_clicks) == \
+        (whole.impressions, whole.clicks, whole.spend, whole.episodes, whole.episode_clicks)
+    with pytest.raises(ValueError, match="different budgets"):
+        merge([first, replay(log, s, budget=9, episode_len=2)], "x")
+    lo, hi = paired_bootstrap((1, 1, 1, 1), (0, 0, 0, 0))
+    assert lo == hi == 4.0  # every resample sums four differences of 1
+    lo, hi = paired_bootstrap((1, 0) * 50, (0, 1) * 50)
+    assert lo < 0 < hi

@@ -128,3 +128,22 @@ def test_pid_resets_at_a_new_episode() -> None:
     p.bid(0.1, _state(0, 0))
     assert p.bid(0.1, _state(1, 0)) == pytest.approx(10.0 * math.e)
     assert p.bid(0.1, _state(0, 0)) == pytest.approx(10.0)  # elapsed back to 0: fresh controller
+
+
+def test_strategy_configs_bid_b0_at_the_train_ctr() -> None:
+    from models.bidding.calibrate import build, strategy_configs
+
+    counts = np.r_[np.zeros(5), np.full(96, 100.0)]  # prices 5..100 uniform
+    m = MarketPrice.from_counts(counts, laplace=0)
+    cfgs = strategy_configs(m, ctr_train=0.004, budget=10_000, episode_len=1000)  # 10 per auction
+    b0 = m.bid_for_spend(10.0)
+    assert 0 < b0 < 100 and m.expected_spend(b0) <= 10.0 < m.expected_spend(b0 + 1)
+    strategies = {name: build(cfg) for name, cfg in cfgs.items()}
+    assert set(strategies) == {"constant", "linear", "ortb1", "ortb2"}
+    for name, s in strategies.items():
+        assert s.name == name
+        assert s.bid(0.004, S) == pytest.approx(b0), name
+    # ORTB is concave in pCTR: twice the CTR gets less than twice the bid, linear gets exactly twice
+    assert strategies["linear"].bid(0.008, S) == pytest.approx(2 * b0)
+    assert b0 < strategies["ortb1"].bid(0.008, S) < 2 * b0
+    assert b0 < strategies["ortb2"].bid(0.008, S) < 2 * b0
