@@ -24,6 +24,8 @@ What each strategy uses, and how its parameters were set. Nothing is tuned on th
 * rlb (tandem's default): the RLB value function of rlb-dp (point CTR = CTR_train, TRAIN
   market-price histogram, N = 1,000), solved once for the largest budget (V(n, b) does not
   depend on the starting budget) and read per bid. It sees the remaining budget and auctions.
+* ss_mdp: the same table, every impression priced at CTR_train (rlb-dp's SS-MDP baseline,
+  which ignores pCTR); a reproduction check and a measure of what pCTR adds.
 * rlb_dist: the paper's full form, h(x) = E[(theta - x)^+] over a pCTR distribution: the
   pCTRs of the bid requests of the first episode (no clicks, no prices), which is bid by
   ``rlb`` meanwhile. It also sees those unlabeled requests.
@@ -86,6 +88,7 @@ def _run_all(log: AuctionLog, info: CampaignInfo, c0: float, rlb: ValueTable,
     strategies["paced(linear)"] = PacedBid(build(strategy_configs(market, info.ctr_train, budget, N)["linear"]),
                                            PidConfig())
     strategies["rlb"] = RlbBid(rlb)
+    strategies["ss_mdp"] = RlbBid(rlb, "ss_mdp", fixed_ctr=info.ctr_train)
     out = {name: replay(log, s, budget, N, MAX_BID) for name, s in strategies.items()}
     if rlb_dist is not None:
         warm = replay(_slice(log, 0, N), RlbBid(rlb), budget, N, MAX_BID)

@@ -175,11 +175,17 @@ class PacedBid:
 
 
 class RlbBid:
-    """RLB: the bid that solves the value-function inequality, read from a solved table."""
+    """RLB: the bid that solves the value-function inequality, read from a solved table.
 
-    def __init__(self, table: ValueTable, name: str = "rlb"):
+    With ``fixed_ctr`` set, every impression is priced at that CTR instead of its pCTR: the
+    SS-MDP baseline of rlb-dp (Yuan et al.), which plans the budget but ignores pCTR.
+    """
+
+    def __init__(self, table: ValueTable, name: str = "rlb", fixed_ctr: float | None = None):
         self.table = table
         self.name = name
+        self.fixed_ctr = fixed_ctr
 
     def bid(self, pctr: float, state: AuctionState) -> float:
-        return float(self.table.bid(pctr, state.n_left, state.budget_left))
+        theta = pctr if self.fixed_ctr is None else self.fixed_ctr
+        return float(self.table.bid(theta, state.n_left, state.budget_left))

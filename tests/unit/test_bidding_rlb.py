@@ -84,6 +84,8 @@ def test_rlb_strategy_reads_the_state() -> None:
     s = RlbBid(t)
     assert s.bid(0.6, AuctionState(n_left=2, budget_left=3.0, n_total=3, budget_total=4.0)) == 2
     assert s.bid(0.4, AuctionState(n_left=2, budget_left=3.7, n_total=3, budget_total=4.0)) == 1
+    blind = RlbBid(t, "ss_mdp", fixed_ctr=0.6)  # prices every impression at 0.6
+    assert blind.bid(0.0, AuctionState(n_left=2, budget_left=3.0, n_total=3, budget_total=4.0)) == 2
 
 
 def test_fast_h_matches_the_exact_expectation() -> None:
