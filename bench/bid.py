@@ -26,6 +26,10 @@ What each strategy uses, and how its parameters were set. Nothing is tuned on th
   depend on the starting budget) and read per bid. It sees the remaining budget and auctions.
 * ss_mdp: the same table, every impression priced at CTR_train (rlb-dp's SS-MDP baseline,
   which ignores pCTR); a reproduction check and a measure of what pCTR adds.
+* rlb_recal (experimental, added after the other rows had been run on this log; not the
+  default): ``rlb`` pricing each impression at p' = sigmoid(a + b logit pCTR), refitted every
+  1,000 auctions by MAP on the (pCTR, click) pairs of the impressions it has WON so far (prior
+  a ~ N(0, 1), b ~ N(1, 0.5^2), fixed before its first run). It sees its own clicks.
 * rlb_dist: the paper's full form, h(x) = E[(theta - x)^+] over a pCTR distribution: the
   pCTRs of the bid requests of the first episode (no clicks, no prices), which is bid by
   ``rlb`` meanwhile. It also sees those unlabeled requests.
@@ -48,6 +52,7 @@ from pathlib import Path
 
 from models.bidding.calibrate import build, linear_base, strategy_configs
 from models.bidding.ipinyou import CampaignInfo, load_info, read_theta
+from models.bidding.recalibrate import RecalConfig, RecalibratedBid
 from models.bidding.rlb import CtrModel, ValueTable, solve_value_function
 from models.bidding.simulate import AuctionLog, ReplayResult, episode_budget, merge, paired_bootstrap, replay
 from models.bidding.strategies import (
@@ -89,6 +94,7 @@ def _run_all(log: AuctionLog, info: CampaignInfo, c0: float, rlb: ValueTable,
                                            PidConfig())
     strategies["rlb"] = RlbBid(rlb)
     strategies["ss_mdp"] = RlbBid(rlb, "ss_mdp", fixed_ctr=info.ctr_train)
+    strategies["rlb_recal"] = RecalibratedBid(RlbBid(rlb), RecalConfig(), name="rlb_recal")
     out = {name: replay(log, s, budget, N, MAX_BID) for name, s in strategies.items()}
     if rlb_dist is not None:
         warm = replay(_slice(log, 0, N), RlbBid(rlb), budget, N, MAX_BID)

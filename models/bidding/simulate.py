@@ -6,6 +6,9 @@
   log ends early) unless ``tail_horizon_known`` is set.
 * B = int(c0 * N * CPM_train), CPM_train = cost_train / imp_train from info.json: rlb-dp's
   ``B = int(self.cpm * c0 * N)``; the *train* average market price, not the test one.
+* A strategy with a ``feedback(pctr, won, clicked)`` method is told each auction's outcome
+  after it (the click only when won: what a live bidder learns from win notices and click
+  tracking).
 * Second price: the bid is capped at the remaining budget and at ``max_bid`` (rlb-dp: 300);
   it wins when ``bid >= market price`` (rlb-dp's ``if a >= price``: ties win) and pays the
   market price.
@@ -91,6 +94,7 @@ def replay(log: AuctionLog, strategy: BidStrategy, budget: float, episode_len: i
     imps = clicks = episodes = overspent = 0
     per_episode: list[int] = []
     wins = np.zeros(total, dtype=bool) if keep_wins else None
+    feedback = getattr(strategy, "feedback", None)  # strategies that learn from outcomes
     spend = 0.0
     start = 0
     while start < total:
@@ -108,13 +112,16 @@ def replay(log: AuctionLog, strategy: BidStrategy, budget: float, episode_len: i
             if b > max_bid:
                 b = max_bid
             price = price_col[i]
-            if b >= price:
+            won = b >= price
+            if won:
                 if wins is not None:
                     wins[i] = True
                 imps += 1
                 clicks += clicks_col[i]
                 left -= price
                 spend += price
+            if feedback is not None:
+                feedback(pctr_col[i], won, won and clicks_col[i] == 1)
         if left < -1e-9:
             overspent += 1
         per_episode.append(clicks - clicks_before)
