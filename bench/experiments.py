@@ -15,8 +15,8 @@ sequence, ``guardrails.breach_ticks``). Steps:
    the same fixed-horizon test peeked at every tick (the naive practice). Ratio peer/ours.
 3. Runs with a true +5 % conversion lift: power at the report's sample sizes, and CI coverage
    of the true lift.
-4. SRM: the chi-square check on a split that loses 1 % of the treatment's sessions from the
-   log, and its false-alarm rate on the balanced A/A runs.
+4. SRM: the chi-square check on a split that loses 2 % of the treatment's sessions from the
+   log (a redirect or bot filter eating one arm), and its false-alarm rate on the balanced A/A runs.
 5. Guardrail: a variant with a true -10 % conversion, evaluated at every tick with the
    "conversion must not drop more than 2 % at 95 %" guardrail; the tick it is rolled back
    against the tick at which the harm is detectable (80 % power of the guardrail's own
@@ -48,6 +48,7 @@ from models.experiments.stats import Moments, log_lift_var_per_unit, units_for_d
 
 MDE = 0.05
 HARM = -0.10
+LOG_LOSS = 0.02  # share of the treatment's sessions missing from the log in the SRM runs
 TICK_SECONDS = 300.0
 
 
@@ -181,7 +182,7 @@ def main() -> None:
     aa = run_batch(model, cfg, 0.0, args.aa, n_units, n_ticks, fixed_tick, rng)
     t_aa = time.time() - t0
     pw = run_batch(model, cfg, MDE, args.power, n_units, n_ticks, fixed_tick, rng)
-    skew = run_batch(model, cfg, 0.0, args.srm, n_units, n_ticks, fixed_tick, rng, log_loss={1: 0.01})
+    skew = run_batch(model, cfg, 0.0, args.srm, n_units, n_ticks, fixed_tick, rng, log_loss={1: LOG_LOSS})
     harm = run_batch(model, cfg, HARM, args.guardrail, n_units, n_ticks, fixed_tick, rng)
 
     fpr_fixed, fpr_fixed_se = _rate(aa.fixed_sig)
@@ -225,7 +226,7 @@ def main() -> None:
     line("always-valid coverage at every tick at once", cov_seq, cov_seq_se, ">= 95 %")
     print(f"CUPED on conversion (pre-period conversions): variance reduction {vr_model:.1%} (reported), "
           f"{vr_empirical:.1%} (empirical, A/A lift variance)")
-    print(f"SRM, {args.srm} experiments losing 1 % of the treatment's sessions:")
+    print(f"SRM, {args.srm} experiments losing {LOG_LOSS:.0%} of the treatment's sessions from the log:")
     line("SRM alarms (p < 0.001)", srm_det, srm_det_se, "high")
     line("SRM false alarms on the balanced A/A runs", srm_fa, srm_fa_se, "~0.1 %")
     print(f"guardrail (conversion, max drop 2 %, 95 %), {args.guardrail} experiments with a true {HARM:+.0%}:")
