@@ -89,9 +89,10 @@ def _guardrail_figure(report: KpiReport, config: ExperimentConfig):  # noqa: ANN
             breached, end = breach_ticks(s.lift.log_lift, s.lift.log_var, s.valid, g, config.sequential.tau)
             c = COLORS[(i * len(config.treatments) + j) % len(COLORS)]
             ok = s.valid & np.isfinite(end)
-            ax.plot(t[ok], 100 * np.expm1(end[ok]), color=c, label=f"{g.metric} / {v}: interval end")
+            side = "lower" if g.metric in LOWER_IS_BETTER else "upper"
+            ax.plot(t[ok], 100 * np.expm1(end[ok]), color=c, label=f"{g.metric} / {v}: {side} end of the interval")
             shown.append(np.r_[100 * np.expm1(end[ok])[len(end[ok]) // 5:], 100 * thr])
-            ax.axhline(100 * thr, color=c, ls=":", lw=1)
+            ax.axhline(100 * thr, color=c, ls=":", lw=1.5, label=f"{g.metric} bound {thr:+.0%}" if j == 0 else None)
             if breached.any():
                 k = int(np.argmax(breached))
                 ax.axvline(t[k], color="#c62828", lw=1.5, label=f"{g.metric} / {v}: breached")
@@ -101,7 +102,7 @@ def _guardrail_figure(report: KpiReport, config: ExperimentConfig):  # noqa: ANN
         pad = max(2.0, 0.15 * (hi - lo))
         ax.set_ylim(lo - pad, hi + pad)
     ax.set_ylabel("relative lift (%)")
-    ax.set_title("Guardrails: the always-valid interval's worse end against each bound")
+    ax.set_title("Guardrails: breached once the whole always-valid interval is past the bound")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return fig
