@@ -158,7 +158,7 @@ def main() -> None:
                   f"{100 * r.win_rate:>5.1f}%  {ci:>24}")
             row[name] = {"clicks": r.clicks, "impressions": r.impressions, "spend": r.spend,
                          "ecpc": round(r.ecpc, 3), "overspent_episodes": r.overspent_episodes,
-                         "diff_ci95": None if name == DEFAULT else [lo, hi]}
+                         "diff_ci95": None if name == DEFAULT else [round(lo, 1), round(hi, 1)]}
         if c0 == 1 / 32:
             for name, (clk, imp, cost, ecpc) in PUBLISHED.items():
                 print(f"{c0:>7.5f} {'rlb-dp README ' + name:<22} {clk:>6} {imp:>7} {cost:>9} {ecpc:>6.2f} "
