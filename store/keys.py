@@ -65,3 +65,14 @@ def model_version_of(ns_version: str) -> str:
     """The model version a namespace was published from (inverse of ``run_version``)."""
     head, sep, _ = ns_version.rpartition(".r")
     return head if sep else ns_version
+
+
+LOG_KINDS = ("exposures", "outcomes")
+
+
+def log_stream(kind: str, tenant: str = DEFAULT_TENANT) -> str:
+    """``tandem:{tenant}:log:{kind}``: the Redis Stream of a tenant's experiment log (``exposures`` or
+    ``outcomes``), written by the serving replicas and drained to Parquet (``pipelines.exposures``)."""
+    if kind not in LOG_KINDS:
+        raise ValueError(f"unknown log {kind!r}; expected one of {LOG_KINDS}")
+    return f"{PREFIX}:{_check('tenant', tenant)}:log:{kind}"

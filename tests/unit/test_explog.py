@@ -1,0 +1,42 @@
+"""Experiment log records: stream entries to Arrow rows; every bad entry is counted by reason."""
+
+from __future__ import annotations
+
+import json
+
+from store import explog, keys
+
+
+def _exp(seq: int, **kw: object) -> bytes:
+    rec = explog.exposure("acme", "e1", "control", f"s{seq}", None, ["a", "b"], "v1", "model", "recommend",
+                          1_796_000_000_000 + seq, "w1", seq)
+    rec.update(kw)
+    return explog.encode(rec)
+
+
+def test_entries_to_table_and_quarantine() -> None:
+    entries = [
+        (b"1-0", {explog.FIELD: _exp(0)}),
+        (b"1-1", {explog.FIELD: b"{oops"}),
+        (b"1-2", {explog.FIELD: _exp(2, variant=None)}),
+        (b"1-3", {explog.FIELD: json.dumps([1, 2]).encode()}),
+        (b"1-4", None),
+        (b"1-5", {explog.FIELD: _exp(5, items=7)}),  # not a list: caught row by row
+        ("1-6", {"d": _exp(6).decode()}),  # a client that decodes responses
+    ]
+    table, bad = explog.to_table("exposures", entries)
+    assert table.column("stream_id").to_pylist() == ["1-0", "1-6"]
+    assert bad == {"not JSON": 1, "missing variant": 1, "not a JSON object": 1, "deleted entry": 1,
+                   "bad value for items": 1}
+    row = table.to_pylist()[0]
+    assert row["items"] == ["a", "b"] and row["positions"] == [0, 1] and row["seq"] == 0
+    assert row["time"].year == 2026 and str(row["time"].tzinfo) == "UTC"
+
+
+def test_outcome_rows_and_stream_keys() -> None:
+    rec = explog.outcome("acme", "s1", "u1", "purchase", "i9", 30.5, 1_796_000_000_000, 1_796_000_000_500, "w", 3)
+    table, bad = explog.to_table("outcomes", [(b"5-0", {explog.FIELD: explog.encode(rec)})])
+    assert not bad and table.to_pylist()[0]["revenue"] == 30.5
+    assert keys.log_stream("outcomes", "acme") == "tandem:acme:log:outcomes"
+    assert explog.OUTCOME_OF_EVENT == {"view": "click", "cart": "cart", "purchase": "purchase"}
+    assert explog.stream_id_ms("1796000000000-3") == 1_796_000_000_000
