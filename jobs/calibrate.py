@@ -7,31 +7,58 @@
 from __future__ import annotations
 
 import argparse
-import json
-import logging
-import sys
 import time
 from pathlib import Path
+from typing import Any, TypedDict
 
+from pydantic import BaseModel, Field
+
+from pipelines import entrypoint
 from pipelines.synthetic_stats import DEFAULT_DATA, ZIPF_HEAD, calibrate, render
 
-logger = logging.getLogger(__name__)
+
+class Config(BaseModel, extra="forbid"):
+    events: int = Field(100_000, gt=0, description="synthetic non-purchase events")
+    seed: int = 0
+    zipf_head: int = Field(ZIPF_HEAD, ge=3, description="ranks used in the Zipf fit")
+    data: Path = Field(DEFAULT_DATA, description="the real samples (../shared/data)")
+    smoke_test: bool = False
+
+
+class Result(TypedDict):
+    stats: dict[str, dict[str, Any]]
+    events: int
+    seed: int
+    zipf_head: int
+    seconds: float
+
+
+def run(cfg: Config) -> Result:
+    t0 = time.perf_counter()
+    stats = calibrate(cfg.events, cfg.seed, cfg.data, cfg.zipf_head)
+    return {"stats": stats, "events": cfg.events, "seed": cfg.seed, "zipf_head": cfg.zipf_head,
+            "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--events", type=int, help="synthetic non-purchase events (default 100,000)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--zipf-head", type=int, help=f"ranks used in the Zipf fit (default {ZIPF_HEAD})")
+    p.add_argument("--data", help="the real samples (default ../shared/data)")
+
+
+def fill_smoke(values: dict[str, Any], tmp: Path) -> None:
+    """A small synthetic sample; the real samples only when ``--data`` names them."""
+    values.setdefault("events", 2_000)
+    values.setdefault("data", str(tmp))
+
+
+JOB = entrypoint.Job(prog="python -m jobs.calibrate", description=__doc__.splitlines()[0], config=Config, run=run,
+                     flags=flags, json="always", text=lambda r: render(r["stats"], r["zipf_head"]), smoke=fill_smoke)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.calibrate", description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=100_000, help="synthetic non-purchase events")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--zipf-head", type=int, default=ZIPF_HEAD, help="ranks used in the Zipf fit")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the real samples (../shared/data)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    t0 = time.perf_counter()
-    stats = calibrate(args.events, args.seed, args.data, args.zipf_head)
-    summary = {"stats": stats, "events": args.events, "seed": args.seed, "zipf_head": args.zipf_head,
-               "seconds": round(time.perf_counter() - t0, 2)}
-    sys.stdout.write(render(stats, args.zipf_head) + "\n" + json.dumps(summary) + "\n")
-    return 0
+    return entrypoint.main(JOB, argv)
 
 
 if __name__ == "__main__":

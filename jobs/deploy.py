@@ -20,9 +20,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import yaml
+from pydantic import BaseModel, Field
+
+from pipelines import entrypoint
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +37,7 @@ def parse_keys(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, tenant = pair.partition("=")
         if not sep or not key or not tenant:
-            raise SystemExit(f"--api-key must look like KEY=TENANT, got {pair!r}")
+            raise entrypoint.BadInput(f"--api-key must look like KEY=TENANT, got {pair!r}")
         out[key] = tenant
     return out
 
@@ -87,48 +90,92 @@ def wait_running(address: str, app: str, timeout_s: float = 300.0) -> None:
             logger.info("application %s is RUNNING", app)
             return
         if state == "DEPLOY_FAILED":
-            raise SystemExit(f"application {app} failed to deploy:\n{last}")
+            raise RuntimeError(f"application {app} failed to deploy:\n{last}")
         time.sleep(2)
-    raise SystemExit(f"application {app} not RUNNING after {timeout_s:.0f}s:\n{last}")
+    raise RuntimeError(f"application {app} not RUNNING after {timeout_s:.0f}s:\n{last}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.deploy", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(ROOT / "serve" / "config.yaml"))
-    parser.add_argument("--registry", required=True)
-    parser.add_argument("--redis", required=True)
-    parser.add_argument("--api-key", action="append", default=[], help="KEY=TENANT (repeatable)")
-    parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS", "http://127.0.0.1:8265"))
-    parser.add_argument("--out", default=str(ROOT / ".run" / "serve.resolved.yaml"))
-    parser.add_argument("--http-port", type=int, default=None)
-    parser.add_argument("--reload", action="store_true", help="hot-swap to the current champions")
-    parser.add_argument("--propensity-version", default=None)
-    parser.add_argument("--recommender-version", default=None)
-    parser.add_argument("--wait", action="store_true", help="wait until the app is RUNNING")
-    parser.add_argument("--dry-run", action="store_true", help="write the resolved config only")
-    ns = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+class Config(BaseModel, extra="forbid"):
+    config: str = Field(str(ROOT / "serve" / "config.yaml"), description="the Serve config YAML")
+    registry: str
+    redis: str
+    api_key: list[str] = Field(default_factory=list, description="KEY=TENANT pairs")
+    address: str | None = Field(None, description="Ray dashboard address (default: RAY_ADDRESS, else "
+                                                  "http://127.0.0.1:8265)")
+    out: str = str(ROOT / ".run" / "serve.resolved.yaml")
+    http_port: int | None = Field(None, ge=1, le=65535)
+    reload: bool = False
+    propensity_version: str | None = None
+    recommender_version: str | None = None
+    wait: bool = False
+    dry_run: bool = False
+    smoke_test: bool = False
 
-    config = yaml.safe_load(Path(ns.config).read_text())
-    generation = int(time.time()) if ns.reload else None
-    resolved = render(config, ns.registry, ns.redis, parse_keys(ns.api_key), generation,
-                      ns.propensity_version, ns.recommender_version, ns.http_port)
-    out = Path(ns.out)
+
+class Result(TypedDict):
+    config: str
+    app: str
+    deployed: bool
+    generation: int | None
+
+
+def run(cfg: Config) -> Result:
+    address = cfg.address or os.environ.get("RAY_ADDRESS", "http://127.0.0.1:8265")
+    config = yaml.safe_load(Path(cfg.config).read_text())
+    generation = int(time.time()) if cfg.reload else None
+    resolved = render(config, cfg.registry, cfg.redis, parse_keys(cfg.api_key), generation,
+                      cfg.propensity_version, cfg.recommender_version, cfg.http_port)
+    out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.touch(mode=0o600, exist_ok=True)
     out.write_text(yaml.safe_dump(resolved, sort_keys=False))
     os.chmod(out, 0o600)  # it holds API keys
-    shown = {**resolved["applications"][0]["args"], "api_keys": f"<{len(resolved['applications'][0]['args']['api_keys'])} keys>"}
+    app = resolved["applications"][0]
+    shown = {**app["args"], "api_keys": f"<{len(app['args']['api_keys'])} keys>"}
     logger.info("resolved config %s: args %s", out, json.dumps(shown))
-    if ns.dry_run:
-        return 0
-    proc = subprocess.run([serve_cli(), "deploy", str(out), "-a", ns.address], capture_output=True, text=True)
+    result = Result(config=str(out), app=app["name"], deployed=False, generation=generation)
+    if cfg.dry_run:
+        return result
+    proc = subprocess.run([serve_cli(), "deploy", str(out), "-a", address], capture_output=True, text=True)
     sys.stderr.write(proc.stdout + proc.stderr)
     if proc.returncode != 0:
-        raise SystemExit(f"serve deploy failed with exit code {proc.returncode}")
-    if ns.wait:
-        wait_running(ns.address, resolved["applications"][0]["name"])
-    return 0
+        raise RuntimeError(f"serve deploy failed with exit code {proc.returncode}")
+    if cfg.wait:
+        wait_running(address, app["name"])
+    result["deployed"] = True
+    return result
+
+
+def flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="the Serve config YAML (default serve/config.yaml)")
+    p.add_argument("--registry")
+    p.add_argument("--redis")
+    p.add_argument("--api-key", action="append", help="KEY=TENANT (repeatable)")
+    p.add_argument("--address", help="Ray dashboard address (default: RAY_ADDRESS, else http://127.0.0.1:8265)")
+    p.add_argument("--out", help="the resolved config (default .run/serve.resolved.yaml, mode 0600)")
+    p.add_argument("--http-port", type=int)
+    p.add_argument("--reload", action="store_true", help="hot-swap to the current champions")
+    p.add_argument("--propensity-version")
+    p.add_argument("--recommender-version")
+    p.add_argument("--wait", action="store_true", help="wait until the app is RUNNING")
+    p.add_argument("--dry-run", action="store_true", help="write the resolved config only")
+
+
+def fill_smoke(values: dict[str, Any], tmp: Path) -> None:
+    """Render and validate into a temp file; never deploys."""
+    values.setdefault("registry", str(tmp / "registry"))
+    values.setdefault("redis", "redis://127.0.0.1:6379/0")
+    values.setdefault("api_key", ["smoke-key=default"])
+    values.setdefault("out", str(tmp / "serve.resolved.yaml"))
+    values["dry_run"] = True
+
+
+JOB = entrypoint.Job(prog="python -m jobs.deploy", description=__doc__.splitlines()[0], config=Config, run=run,
+                     flags=flags, smoke=fill_smoke)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return entrypoint.main(JOB, argv)
 
 
 if __name__ == "__main__":

@@ -6,53 +6,90 @@
 from __future__ import annotations
 
 import argparse
-import json
-import logging
-import sys
 from pathlib import Path
+from typing import Any, TypedDict
 
 import pandas as pd
+from pydantic import BaseModel, Field, field_validator
 
-from pipelines.features import run
+from pipelines import entrypoint, smoke
+from pipelines.features import run as build_features
 
-logger = logging.getLogger(__name__)
+
+class Config(BaseModel, extra="forbid"):
+    events: str = Field(description="canonical events: local dir or s3:// (date= partitions)")
+    out: str = Field(description="output path (a symlink to the current version)")
+    as_of: str | None = Field(None, description="use only events before this UTC time")
+    since: str | None = Field(None, description="reprocess partitions from this UTC time")
+    incremental: bool = False
+    lateness_hours: float = Field(24.0, ge=0)
+    gap_minutes: float | None = Field(None, gt=0)
+    buckets: int = Field(16, ge=1)
+    smoke_test: bool = False
+
+    @field_validator("as_of", "since")
+    @classmethod
+    def _utc_time(cls, value: str | None) -> str | None:
+        if value is not None:
+            pd.Timestamp(value, tz="UTC")  # raises ValueError naming the bad time
+        return value
 
 
-def _ray_init() -> None:
-    import ray
+class Result(TypedDict):
+    rows_in: int
+    sessions: int
+    sequences: int
+    items: int
+    quarantined: int
+    quarantine_reasons: dict[str, int]
+    seconds: float
+    events_per_s: float | None
+    watermark: str | None
 
-    if not ray.is_initialized():
-        ray.init(log_to_driver=False)
+
+def run(cfg: Config) -> Result:
+    manifest = build_features(cfg.events, Path(cfg.out).absolute(),
+                              as_of=pd.Timestamp(cfg.as_of, tz="UTC") if cfg.as_of else None,
+                              since=pd.Timestamp(cfg.since, tz="UTC") if cfg.since else None,
+                              incremental=cfg.incremental, lateness_hours=cfg.lateness_hours,
+                              gap_minutes=cfg.gap_minutes, buckets=cfg.buckets)
+    m = manifest
+    return Result(rows_in=m["rows_in"], sessions=m["sessions"], sequences=m["sequences"], items=m["items"],
+                  quarantined=m["quarantined"], quarantine_reasons=m["quarantine_reasons"], seconds=m["seconds"],
+                  events_per_s=m["events_per_s"], watermark=m["watermark"])
+
+
+def flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--events", help="canonical events: local dir or s3:// (date= partitions)")
+    p.add_argument("--out", help="output path (a symlink to the current version)")
+    p.add_argument("--as-of", help="use only events before this UTC time (point-in-time snapshot)")
+    p.add_argument("--since", help="reprocess partitions from this UTC time (default: watermark - lateness)")
+    p.add_argument("--incremental", action="store_true", help="process only partitions newer than the watermark")
+    p.add_argument("--lateness-hours", type=float, help="late events reprocessed (incremental; default 24)")
+    p.add_argument("--gap-minutes", type=float,
+                   help="re-sessionize by user with this inactivity gap (default: use the source session id)")
+    p.add_argument("--buckets", type=int, help="session and user hash buckets (tasks of stages 2 and 3; default 16)")
+
+
+def fill_smoke(values: dict[str, Any], tmp: Path) -> None:
+    """Tiny synthetic events (unless ``--events`` names some) and two buckets."""
+    if "events" not in values:
+        values["events"] = smoke.events_dir(tmp)
+    values.setdefault("out", str(tmp / "features"))
+    values.setdefault("buckets", 2)
+
+
+def summary(r: Result) -> str:
+    return (f"features: {r['rows_in']} events -> {r['sessions']} sessions, {r['quarantined']} quarantined "
+            f"{r['quarantine_reasons']} in {r['seconds']:.1f}s")
+
+
+JOB = entrypoint.Job(prog="python -m jobs.features", description=__doc__.splitlines()[0], config=Config, run=run,
+                     flags=flags, ray={"log_to_driver": False}, json="always", smoke=fill_smoke, summary=summary)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.features", description=__doc__.splitlines()[0])
-    parser.add_argument("--events", required=True, help="canonical events: local dir or s3:// (date= partitions)")
-    parser.add_argument("--out", required=True, help="output path (a symlink to the current version)")
-    parser.add_argument("--as-of", help="use only events before this UTC time (point-in-time snapshot)")
-    parser.add_argument("--since", help="reprocess partitions from this UTC time (default: watermark - lateness)")
-    parser.add_argument("--incremental", action="store_true", help="process only partitions newer than the watermark")
-    parser.add_argument("--lateness-hours", type=float, default=24.0, help="late events reprocessed (incremental)")
-    parser.add_argument("--gap-minutes", type=float, default=None,
-                        help="re-sessionize by user with this inactivity gap (default: use the source session id)")
-    parser.add_argument("--buckets", type=int, default=16, help="session and user hash buckets (tasks of stages 2 and 3)")
-    parser.add_argument("--json", action="store_true", help="end with one JSON line of counts")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        as_of = pd.Timestamp(args.as_of, tz="UTC") if args.as_of else None
-        since = pd.Timestamp(args.since, tz="UTC") if args.since else None
-    except ValueError as exc:
-        parser.error(f"--as-of/--since: {exc}")
-    _ray_init()
-    manifest = run(args.events, Path(args.out).absolute(), as_of=as_of, since=since, incremental=args.incremental,
-                   lateness_hours=args.lateness_hours, gap_minutes=args.gap_minutes, buckets=args.buckets)
-    logger.info("features: %d events -> %d sessions, %d quarantined %s in %.1fs", manifest["rows_in"],
-                manifest["sessions"], manifest["quarantined"], manifest["quarantine_reasons"], manifest["seconds"])
-    summary = {k: manifest[k] for k in ("rows_in", "sessions", "sequences", "items", "quarantined",
-                                        "quarantine_reasons", "seconds", "events_per_s", "watermark")}
-    sys.stdout.write(json.dumps(summary) + "\n")
-    return 0
+    return entrypoint.main(JOB, argv)
 
 
 if __name__ == "__main__":

@@ -7,38 +7,69 @@
 from __future__ import annotations
 
 import argparse
-import json
-import logging
-import sys
 from pathlib import Path
+from typing import Any
 
+from pydantic import BaseModel, Field, field_validator
+
+from pipelines import entrypoint, smoke
 from pipelines.adapters import FORMATS
-from pipelines.ingest import run
+from pipelines.ingest import run as ingest_files
 
-logger = logging.getLogger(__name__)
+Result = dict[str, Any]  # format, files, rows_in, rows_out, quarantined (per reason), quarantined_total,
+# lookup_rows, lookup_rejected, out, quarantine, partitions, seconds
+
+
+class Config(BaseModel, extra="forbid"):
+    format: str
+    input: list[str] = Field(min_length=1, description="files, directories or URIs")
+    out: str
+    quarantine: str | None = None
+    tenant: str | None = None
+    gap_minutes: float = Field(30.0, gt=0)
+    smoke_test: bool = False
+
+    @field_validator("format")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in FORMATS:
+            raise ValueError(f"unknown format {value!r}; choose one of {list(FORMATS)}")
+        return value
+
+
+def run(cfg: Config) -> Result:
+    return ingest_files(cfg.format, cfg.input, Path(cfg.out), Path(cfg.quarantine) if cfg.quarantine else None,
+                        tenant=cfg.tenant, gap_minutes=cfg.gap_minutes)
+
+
+def text(summary: Result) -> str:
+    lines = [f"rows in {summary['rows_in']}, out {summary['rows_out']}, quarantined {summary['quarantined_total']}"]
+    lines += [f"  quarantined {reason}: {n}" for reason, n in summary["quarantined"].items()]
+    return "\n".join(lines)
+
+
+def flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=FORMATS)
+    p.add_argument("--input", action="append", help="file, directory or URI; repeatable")
+    p.add_argument("--out", help="output directory (replaced if it is an earlier ingest output)")
+    p.add_argument("--quarantine", help="quarantine directory (default: OUT_quarantine)")
+    p.add_argument("--tenant", help="tenant for rows that carry none")
+    p.add_argument("--gap-minutes", type=float, help="retailrocket session inactivity gap (default 30)")
+
+
+def fill_smoke(values: dict[str, Any], tmp: Path) -> None:
+    """Tiny synthetic canonical events as the input, unless inputs were given."""
+    if "input" not in values:
+        values.update(format="canonical", input=[smoke.events_dir(tmp / "raw")])
+    values.setdefault("out", str(tmp / "events"))
+
+
+JOB = entrypoint.Job(prog="python -m jobs.ingest", description=__doc__.splitlines()[0], config=Config, run=run,
+                     flags=flags, text=text, smoke=fill_smoke, summary=text)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.ingest", description=__doc__.splitlines()[0])
-    parser.add_argument("--format", required=True, choices=FORMATS)
-    parser.add_argument("--input", action="append", required=True, help="file, directory or URI; repeatable")
-    parser.add_argument("--out", required=True, help="output directory (replaced if it is an earlier ingest output)")
-    parser.add_argument("--quarantine", default=None, help="quarantine directory (default: OUT_quarantine)")
-    parser.add_argument("--tenant", default=None, help="tenant for rows that carry none")
-    parser.add_argument("--gap-minutes", type=float, default=30.0, help="retailrocket session inactivity gap")
-    parser.add_argument("--json", action="store_true", help="end with one JSON summary line on stdout")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    summary = run(args.format, args.input, Path(args.out), Path(args.quarantine) if args.quarantine else None,
-                  tenant=args.tenant, gap_minutes=args.gap_minutes)
-    reasons = summary["quarantined"]
-    assert isinstance(reasons, dict)
-    lines = [f"rows in {summary['rows_in']}, out {summary['rows_out']}, quarantined {summary['quarantined_total']}"]
-    lines += [f"  quarantined {reason}: {n}" for reason, n in reasons.items()]
-    for line in lines:
-        logger.info(line)
-    sys.stdout.write(json.dumps(summary) + "\n" if args.json else "\n".join(lines) + "\n")
-    return 0
+    return entrypoint.main(JOB, argv)
 
 
 if __name__ == "__main__":

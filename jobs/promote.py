@@ -4,70 +4,92 @@
 ``python -m jobs.promote --registry URI --candidate VERSION|latest [--holdout PATH --label COL
 [--time-column COL]] [--tolerance 0.01] [--psi-max 0.25] [--json]``
 ``python -m jobs.promote --registry URI --rollback [--json]``
+
+Exit codes: 0 promoted (or already champion) or rolled back, 1 refused by a gate (each failed
+gate is named with its numbers; the registry is unchanged), 2 bad input.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import sys
+from pathlib import Path
+from typing import Any
 
-from models.propensity.data import DataError
-from models.propensity.predictor import REGISTRY_NAME
-from pipelines.promotion import promote
-from store.registry import Registry, RegistryError
+from pydantic import model_validator
+
+from pipelines import entrypoint, smoke
+from pipelines.promotion import PromoteConfig, promote, rollback
 
 logger = logging.getLogger(__name__)
 
+Result = dict[str, Any]  # action, candidate, champion, promoted, gates (+ reason, previous_champion) or
+# action, from, champion (rollback)
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.promote", description=__doc__.splitlines()[0])
-    parser.add_argument("--registry", required=True, help="registry URI (local dir or s3://)")
-    what = parser.add_mutually_exclusive_group(required=True)
+
+class Config(PromoteConfig, extra="forbid"):
+    rollback: bool = False
+    smoke_test: bool = False
+
+    @model_validator(mode="after")
+    def _one_action(self) -> Config:
+        if bool(self.candidate) == self.rollback:
+            raise ValueError("give exactly one of candidate (--candidate) and rollback (--rollback)")
+        return self
+
+
+def run(cfg: Config) -> Result:
+    return rollback(cfg.registry) if cfg.rollback else promote(cfg)
+
+
+def refused(result: Result) -> bool:
+    return result["action"] == "promote" and not result["promoted"] and \
+        not result.get("reason", "").endswith("already the champion")
+
+
+def summary(result: Result) -> str:
+    if result["action"] != "promote":
+        return f"rolled back {result['from']} -> {result['champion']}"
+    for g in result["gates"]:
+        logger.info("gate %s: %s - %s", g["name"], "PASS" if g["passed"] else "FAIL", g["detail"])
+    if result["promoted"]:
+        return f"promoted {result['candidate']} to champion (was {result.get('previous_champion')})"
+    if refused(result):
+        return f"refused: {result['candidate']} not promoted; {result['reason']}"
+    return str(result["reason"])
+
+
+def flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--registry", help="registry URI (local dir or s3://)")
+    what = p.add_mutually_exclusive_group()
     what.add_argument("--candidate", help="version to promote, or 'latest'")
     what.add_argument("--rollback", action="store_true", help="restore the previous champion")
-    parser.add_argument("--holdout", default=None, help="table (Parquet/CSV) to score both models on")
-    parser.add_argument("--label", default=None, help="label column of --holdout")
-    parser.add_argument("--time-column", default=None, help="keep holdout rows after both validation windows")
-    parser.add_argument("--tolerance", type=float, default=0.01, help="allowed PR-AUC drop vs the champion")
-    parser.add_argument("--psi-max", type=float, default=0.25, help="bound on the score PSI")
-    parser.add_argument("--base-rate-ratio", type=float, default=3.0,
-                        help="mean holdout score must be within base rate / r .. base rate * r")
-    parser.add_argument("--json", action="store_true", help="end with one JSON line")
-    args = parser.parse_args(argv)
-    if args.holdout and not args.label:
-        parser.error("--holdout needs --label")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        if args.rollback:
-            reg = Registry(args.registry)
-            current = reg.champion(REGISTRY_NAME)
-            result = {"action": "rollback", "from": current, "champion": reg.rollback(REGISTRY_NAME)}
-            logger.info("rolled back %s -> %s", current, result["champion"])
-        else:
-            result = promote(args)
-    except (RegistryError, DataError, FileNotFoundError) as exc:
-        logger.error("%s", exc)
-        sys.stderr.write(f"error: {exc}\n")
-        if args.json:
-            sys.stdout.write(json.dumps({"action": "rollback" if args.rollback else "promote",
-                                         "error": str(exc)}) + "\n")
-        return 2
-    rc = 0
-    if result["action"] == "promote":
-        for g in result["gates"]:
-            logger.info("gate %s: %s - %s", g["name"], "PASS" if g["passed"] else "FAIL", g["detail"])
-        if result["promoted"]:
-            logger.info("promoted %s to champion (was %s)", result["candidate"], result.get("previous_champion"))
-        elif result.get("reason", "").endswith("already the champion"):
-            logger.info("%s", result["reason"])
-        else:
-            sys.stderr.write(f"refused: {result['candidate']} not promoted; {result['reason']}\n")
-            rc = 1
-    if args.json:
-        sys.stdout.write(json.dumps(result, default=str) + "\n")
-    return rc
+    p.add_argument("--holdout", help="table (Parquet/CSV) to score both models on")
+    p.add_argument("--label", help="label column of --holdout")
+    p.add_argument("--time-column", help="keep holdout rows after both validation windows")
+    p.add_argument("--tolerance", type=float, help="allowed PR-AUC drop vs the champion (default 0.01)")
+    p.add_argument("--psi-max", type=float, help="bound on the score PSI (default 0.25)")
+    p.add_argument("--base-rate-ratio", type=float,
+                   help="mean holdout score must be within base rate / r .. base rate * r (default 3)")
+
+
+def fill_smoke(values: dict[str, Any], tmp: Path) -> None:
+    """Two tiny models in a fresh registry (the first champion); the latest is the candidate,
+    gated on a holdout of other synthetic sessions."""
+    if "registry" not in values:
+        values["registry"] = smoke.propensity_registry(tmp, versions=2)
+        values.update(holdout=smoke.session_table(tmp / "holdout", seed=1), label="purchased")
+    if not values.get("rollback"):
+        values.setdefault("candidate", "latest")
+
+
+JOB = entrypoint.Job(prog="python -m jobs.promote", description=__doc__.splitlines()[0], config=Config, run=run,
+                     flags=flags, exit_code=lambda r: 1 if refused(r) else 0, smoke=fill_smoke, summary=summary,
+                     error_fields=lambda v: {"action": "rollback" if v.get("rollback") else "promote"})
+
+
+def main(argv: list[str] | None = None) -> int:
+    return entrypoint.main(JOB, argv)
 
 
 if __name__ == "__main__":

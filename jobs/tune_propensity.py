@@ -7,58 +7,64 @@
 from __future__ import annotations
 
 import argparse
-import json
-import logging
-import sys
+from pathlib import Path
+from typing import Any
 
-from models.propensity.data import DataError
-from pipelines.tune_propensity import METRIC, run
+from pipelines import entrypoint, smoke
+from pipelines.tune_propensity import METRIC, SweepConfig, tune_and_register
 
-logger = logging.getLogger(__name__)
+Result = dict[str, Any]  # split, trials, trainer, selection, best, threshold, test, baselines, trials_csv,
+# artifact, sweep_seconds, seconds (+ version, champion with --registry)
+
+
+class Config(SweepConfig, extra="forbid"):
+    smoke_test: bool = False
+
+
+def run(cfg: Config) -> Result:
+    return tune_and_register(cfg)
+
+
+def flags(p: argparse.ArgumentParser) -> None:
+    entrypoint.feature_table_flags(p)
+    p.add_argument("--trials", type=int, help="default 20")
+    p.add_argument("--rounds", type=int, help="max boosting rounds per trial (ASHA max_t; default 300)")
+    p.add_argument("--report-every", type=int, help="rounds between validation reports (default 10)")
+    p.add_argument("--grace-rounds", type=int, help="ASHA grace period in rounds (default 30)")
+    p.add_argument("--trainer", choices=["ray-train", "booster"],
+                   help="ray-train (default): each trial fits through a Train V2 trainer; booster: in the trial process")
+    p.add_argument("--cv-folds", type=int,
+                   help="select on k-fold CV over train+validation (0: on the validation split; "
+                        "default: 5 on a stratified split, 0 on a time split)")
+    p.add_argument("--calibration-folds", type=int,
+                   help="out-of-fold folds for the refit's calibration (default: the CV folds, else 3)")
+    p.add_argument("--min-precision", type=float, help="default 0.3")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--warm-start", help="JSON file: a list of configurations to try first")
+    p.add_argument("--storage", help="Tune storage path (default: a temp dir)")
+    p.add_argument("--registry", help="registry URI: register the refit best model")
+    p.add_argument("--out", help="output dir for trials.csv and the model")
+
+
+def fill_smoke(values: dict[str, Any], tmp: Path) -> None:
+    smoke.feature_table_inputs(values, tmp)
+    for key, value in (("trials", 2), ("rounds", 20), ("report_every", 10), ("grace_rounds", 10),
+                       ("calibration_folds", 2)):
+        values.setdefault(key, value)
+
+
+def summary(r: Result) -> str:
+    best, test = r["best"], r["test"]
+    return (f"best {best['kind']}/{best['imbalance']} validation PR-AUC {best[METRIC]:.4f} -> test PR-AUC "
+            f"{test['pr_auc']:.4f}, recall at the precision floor {test['recall_at_precision']:.3f}, ECE {test['ece']:.4f}")
+
+
+JOB = entrypoint.Job(prog="python -m jobs.tune_propensity", description=__doc__.splitlines()[0], config=Config,
+                     run=run, flags=flags, ray={"log_to_driver": False}, smoke=fill_smoke, summary=summary)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.tune_propensity", description=__doc__.splitlines()[0])
-    parser.add_argument("--features", required=True, help="feature table: Parquet file/dir or CSV")
-    parser.add_argument("--label", required=True, help="binary label column")
-    parser.add_argument("--time-column", default=None, help="split by this column's time order")
-    parser.add_argument("--trials", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=300, help="max boosting rounds per trial (ASHA max_t)")
-    parser.add_argument("--report-every", type=int, default=10, help="rounds between validation reports")
-    parser.add_argument("--grace-rounds", type=int, default=30, help="ASHA grace period in rounds")
-    parser.add_argument("--trainer", choices=["ray-train", "booster"], default="ray-train",
-                        help="ray-train: each trial fits through a Train V2 trainer; booster: in the trial process")
-    parser.add_argument("--cv-folds", type=int, default=-1,
-                        help="select on k-fold CV over train+validation (0: on the validation split; "
-                             "default: 5 on a stratified split, 0 on a time split)")
-    parser.add_argument("--calibration-folds", type=int, default=0,
-                        help="out-of-fold folds for the refit's calibration (default: the CV folds, else 3)")
-    parser.add_argument("--min-precision", type=float, default=0.3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--warm-start", default=None, help="JSON file: a list of configurations to try first")
-    parser.add_argument("--storage", default=None, help="Tune storage path (default: a temp dir)")
-    parser.add_argument("--registry", default=None, help="registry URI: register the refit best model")
-    parser.add_argument("--out", default=None, help="output dir for trials.csv and the model")
-    parser.add_argument("--json", action="store_true", help="end with one JSON line")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(log_to_driver=False)
-    try:
-        result = run(args)
-    except DataError as exc:
-        logger.error("%s", exc)
-        sys.stderr.write(f"error: {exc}\n")
-        return 2
-    logger.info("best %s/%s validation PR-AUC %.4f -> test PR-AUC %.4f, recall@P>=%.2f %.3f, ECE %.4f",
-                result["best"]["kind"], result["best"]["imbalance"], result["best"][METRIC],
-                result["test"]["pr_auc"], args.min_precision, result["test"]["recall_at_precision"],
-                result["test"]["ece"])
-    if args.json:
-        sys.stdout.write(json.dumps(result, default=str) + "\n")
-    return 0
+    return entrypoint.main(JOB, argv)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ With no champion yet, the candidate becomes champion (the distribution gate stil
 
 from __future__ import annotations
 
-import argparse
 import logging
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -33,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.evaluation.classification import pr_auc
 from models.propensity.data import DataError, binary_label, load_table
@@ -44,6 +44,36 @@ logger = logging.getLogger(__name__)
 STD_EPS = 1e-6
 WINDOW_KEYS_IGNORED = {"rows"}
 
+
+
+class PromoteConfig(BaseModel):
+    """What ``promote`` needs (``python -m jobs.promote`` flags, same names)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    registry: str = Field(description="registry URI (local dir or s3://)")
+    candidate: str | None = Field(None, description="version to promote, or 'latest'")
+    holdout: str | None = Field(None, description="table (Parquet/CSV) to score both models on")
+    label: str | None = Field(None, description="label column of holdout")
+    time_column: str | None = None
+    tolerance: float = Field(0.01, ge=0, description="allowed PR-AUC drop vs the champion")
+    psi_max: float = Field(0.25, gt=0, description="bound on the score PSI")
+    base_rate_ratio: float = Field(3.0, gt=1)
+
+    @model_validator(mode="after")
+    def _holdout_needs_label(self) -> PromoteConfig:
+        if self.holdout and not self.label:
+            raise ValueError("holdout needs label (--holdout needs --label)")
+        return self
+
+
+def rollback(registry_uri: str) -> dict[str, Any]:
+    """Restore the previous champion."""
+    reg = Registry(registry_uri)
+    current = reg.champion(REGISTRY_NAME)
+    result = {"action": "rollback", "from": current, "champion": reg.rollback(REGISTRY_NAME)}
+    logger.info("rolled back %s -> %s", current, result["champion"])
+    return result
 
 @dataclass
 class Gate:
@@ -203,9 +233,10 @@ def gate_psi(cand_meta: dict[str, Any], champ_meta: dict[str, Any] | None, cand_
                 {k: (round(v, 6) if np.isfinite(v) else str(v)) for k, v in numbers.items()})
 
 
-def promote(args: argparse.Namespace) -> dict[str, Any]:
-    reg = Registry(args.registry)
-    version = resolve_candidate(reg, args.candidate)
+def promote(opts: PromoteConfig) -> dict[str, Any]:
+    """Run the gates on ``opts.candidate``; set it champion only if every gate passes."""
+    reg = Registry(opts.registry)
+    version = resolve_candidate(reg, opts.candidate)
     champion = reg.champion(REGISTRY_NAME)
     if version == champion:
         return {"action": "promote", "candidate": version, "champion": champion, "promoted": False,
@@ -217,15 +248,15 @@ def promote(args: argparse.Namespace) -> dict[str, Any]:
     champ_pred = (PropensityPredictor(str(reg.fetch(REGISTRY_NAME, champion, cache)), version=champion)
                   if champion else None)
     holdout = None
-    if args.holdout:
-        holdout = load_holdout(args.holdout, args.label, args.time_column, [m for m in (cand, champ) if m])
+    if opts.holdout:
+        holdout = load_holdout(opts.holdout, opts.label, opts.time_column, [m for m in (cand, champ) if m])
     cand_scores = cand_pred.predict_proba(holdout.features) if holdout is not None else None
     cand_metrics = _metrics(cand, cand_pred)
-    gates = [gate_not_collapsed(cand_pred, cand_metrics, holdout, cand_scores, args.base_rate_ratio),
+    gates = [gate_not_collapsed(cand_pred, cand_metrics, holdout, cand_scores, opts.base_rate_ratio),
              gate_psi(cand_metrics, _metrics(champ, champ_pred) if champ and champ_pred else None, cand_scores,
-                      args.psi_max)]
+                      opts.psi_max)]
     if champ is not None and champ_pred is not None:
-        gates.insert(0, gate_pr_auc(cand, cand_pred, champ, champ_pred, holdout, cand_scores, args.tolerance))
+        gates.insert(0, gate_pr_auc(cand, cand_pred, champ, champ_pred, holdout, cand_scores, opts.tolerance))
     ok = all(g.passed for g in gates)
     result = {"action": "promote", "candidate": version, "champion": champion, "promoted": ok,
               "gates": [asdict(g) for g in gates]}

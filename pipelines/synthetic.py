@@ -28,6 +28,7 @@ recommenders do too.
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -196,4 +197,16 @@ def write_partitioned(table: pa.Table, out: Path, basename: str = "part") -> dic
         target.mkdir(parents=True, exist_ok=True)
         pq.write_table(part, target / f"{basename}-00000.parquet", row_group_size=256_000)
         counts[date] = part.num_rows
+    return counts
+
+
+def replace_partitioned(table: pa.Table, out: Path) -> dict[str, int]:
+    """``write_partitioned`` into a staging sibling, then swap it in for ``out``; rows per date."""
+    staging = out.with_name(out.name + ".staging")
+    if staging.exists():
+        shutil.rmtree(staging)
+    counts = write_partitioned(table, staging)
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
     return counts

@@ -27,11 +27,23 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
 
-from models.propensity.artifact import MODEL_FILES
-from models.propensity.data import LABEL
-from models.propensity.model import PropensityConfig, fit_booster, to_matrix
+from models.evaluation.classification import evaluate
+from models.propensity.artifact import MODEL_FILES, save
+from models.propensity.baselines import baselines
+from models.propensity.data import LABEL, prepare
+from models.propensity.finalize import finalize
+from models.propensity.model import (
+    PropensityConfig,
+    downsample_negatives,
+    fit_booster,
+    raw_predict,
+    to_matrix,
+)
+from models.propensity.predictor import REGISTRY_NAME, PropensityPredictor, load_booster
 from pipelines.train_callbacks import callback_types, without_default_callbacks
+from store.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -181,8 +193,6 @@ def train_distributed(cfg: PropensityConfig, train: pd.DataFrame, val: pd.DataFr
     import ray
     from ray.train import DataConfig, RunConfig, ScalingConfig
 
-    from models.propensity.predictor import load_booster
-
     has_val = val is not None and len(val) > 0
     rows = len(train) + (len(val) if has_val else 0)  # type: ignore[arg-type]
     store = ray.cluster_resources().get("object_store_memory")
@@ -212,3 +222,74 @@ def train_distributed(cfg: PropensityConfig, train: pd.DataFrame, val: pd.DataFr
     with result.checkpoint.as_directory() as path:
         booster = load_booster(cfg.kind, Path(path) / MODEL_FILES[cfg.kind])
     return DistributedFit(booster=booster, ingest=mode, metrics=dict(result.metrics or {}), fit_start=fit_start)
+
+
+class TrainConfig(BaseModel):
+    """What ``train_and_register`` needs (``python -m jobs.train_propensity`` flags, same names)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    features: str = Field(description="feature table: Parquet file/dir or CSV")
+    label: str = Field(description="binary label column")
+    time_column: str | None = None
+    model: Literal["lightgbm", "xgboost"] = "lightgbm"
+    imbalance: Literal["weight", "downsample", "focal", "none"] = "weight"
+    keep_rate: float = Field(0.2, gt=0, le=1)
+    focal_alpha: float = Field(0.25, gt=0, lt=1)
+    focal_gamma: float = Field(2.0, ge=0)
+    rounds: int = Field(300, ge=1)
+    min_precision: float = Field(0.3, ge=0, le=1)
+    workers: int = Field(2, ge=1)
+    ingest: Ingest = "auto"
+    seed: int = 0
+    registry: str | None = None
+    out: str | None = None
+
+
+def train_and_register(cfg: TrainConfig) -> dict[str, Any]:
+    """Prepare, fit on Ray Train, calibrate, test once next to the baselines, save and (with a registry) register.
+
+    The booster is calibrated on the validation split, its serving threshold is the highest
+    recall with precision >= ``min_precision``, and it is evaluated once on the test split next
+    to two baselines (class-weighted logistic regression, default LightGBM) on the same split."""
+    t0 = time.perf_counter()
+    raw, parts, features, categories = prepare(cfg.features, cfg.label, cfg.time_column, cfg.seed)
+    model = PropensityConfig(kind=cfg.model, imbalance=cfg.imbalance, num_boost_round=cfg.rounds, seed=cfg.seed,
+                             keep_rate=cfg.keep_rate, focal_alpha=cfg.focal_alpha, focal_gamma=cfg.focal_gamma)
+    fit_train = (downsample_negatives(parts.train, LABEL, model.keep_rate, model.seed)
+                 if model.imbalance == "downsample" else parts.train)
+    storage = tempfile.mkdtemp(prefix="tdm-train-")
+    fitted = train_distributed(model, fit_train, parts.validation, features, cfg.workers, storage, ingest=cfg.ingest)
+    booster = fitted.booster
+    art = finalize(booster, model, parts.validation, features, LABEL, cfg.min_precision,
+                   base_rate=float(parts.train[LABEL].mean()))
+    art.categories = categories
+    art.data_window = {**parts.window(cfg.time_column), "source": cfg.features, "label": cfg.label,
+                       "rows": {"train": len(parts.train), "validation": len(parts.validation), "test": len(parts.test)}}
+    out = Path(cfg.out or tempfile.mkdtemp(prefix="tdm-propensity-"))
+    save(out, booster, art)
+    predictor = PropensityPredictor(str(out))
+    # raw test rows: the predictor encodes categorical columns itself (the encoded frame would map to NaN)
+    test_scores = predictor.predict_proba(raw.loc[parts.test.index])
+    model_metrics = evaluate(parts.test[LABEL].to_numpy(), test_scores, cfg.min_precision).as_dict()
+    raw_val = raw_predict(booster, model.kind, to_matrix(parts.validation, features))
+    art.metrics["test"] = model_metrics
+    art.metrics["validation_scores"] = np.quantile(predictor.calibrator(raw_val), np.linspace(0, 1, 21)).tolist()
+    save(out, booster, art)  # with test metrics and the validation score quantiles for the PSI gate
+    result: dict[str, Any] = {"model": model.kind, "imbalance": model.imbalance, "split": parts.kind,
+                              "threshold": art.threshold, "test": model_metrics,
+                              "baselines": baselines(parts.train, parts.test, features, cfg.min_precision),
+                              "artifact": str(out), "seconds": round(time.perf_counter() - t0, 1)}
+    if cfg.registry:
+        reg = Registry(cfg.registry)
+        mv = reg.register(REGISTRY_NAME, out, {"metrics": art.metrics, "data_window": art.data_window,
+                                               "config": art.config, "kind": model.kind})
+        result["version"] = mv.version
+        if reg.champion(REGISTRY_NAME) is None:
+            reg.set_champion(REGISTRY_NAME, mv.version, "first model of this registry")
+            result["champion"] = True
+        else:
+            result["champion"] = False
+            logger.info("registered candidate %s; promote it with python -m jobs.promote --registry %s "
+                        "--candidate %s", mv.version, cfg.registry, mv.version)
+    return result

@@ -11,26 +11,54 @@ ends the output with one JSON line of metrics.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from models.session_rec.artifact import load_artifact, model_class
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.session_rec.artifact import load_artifact, model_class, save_artifact
 from models.session_rec.base import item_counts
 from models.session_rec.batching import pack
-from models.session_rec.config import RecommenderConfig
-from models.session_rec.data import EncodedData
-from models.session_rec.evaluate import BASELINES, fit_baseline
-from pipelines.raycluster import use_train_local_env
+from models.session_rec.config import RecommenderConfig, load_config
+from models.session_rec.data import EncodedData, load_dataset
+from models.session_rec.evaluate import BASELINES, evaluate_model, fit_baseline
+from models.session_rec.predictor import REGISTRY_NAME
+from pipelines import raycluster
 from pipelines.train_callbacks import callback_types, without_default_callbacks
+from store.registry import Registry
 
 logger = logging.getLogger(__name__)
 
 SMOKE = {"max_train_sessions": 400, "max_test_pairs": 200}
 
+
+
+class TrainConfig(BaseModel):
+    """What ``train_and_register`` needs (``python -m jobs.train_recommender`` flags, same names)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    train: str = Field(description="training data (file or parquet dir)")
+    test: str | None = Field(None, description="test data; optional for format parquet (time split)")
+    format: Literal["session-tsv", "session-lines", "prefix-target", "parquet"]
+    model: Literal["gru4rec", "sasrec", "vsknn", "vstan", "itemknn", "pop", "hybrid"] | None = None
+    config: str | None = Field(None, description="YAML RecommenderConfig")
+    parts_from: list[str] | None = Field(None, description="hybrid: artifacts of parts trained on this train ('-' = fit)")
+    epochs: int | None = Field(None, ge=1, description="override n_epochs")
+    time_budget_min: float | None = Field(None, gt=0)
+    workers: int | None = Field(None, ge=1, description="Ray Train data-parallel workers (torch models)")
+    threads: int | None = Field(None, ge=1, description="torch threads per Train worker")
+    test_fraction: float = Field(0.1, gt=0, lt=1, description="parquet time split")
+    registry: str | None = None
+    promote: bool = False
+    artifact_dir: str | None = None
+    storage: str | None = None
+    num_cpus: int = Field(2, ge=1, description="CPUs of a local Ray cluster (no RAY_ADDRESS)")
+    ray_temp_dir: str | None = None
+    smoke_test: bool = Field(False, description="tiny data, one epoch")
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train worker: train on this rank's share of sessions; rank 0 checkpoints the weights."""
@@ -129,24 +157,8 @@ def train_torch(model_type: str, cfg: RecommenderConfig, params: dict[str, Any],
     return cls(net, params), dict(result.metrics or {})
 
 
-def _ensure_ray(args: argparse.Namespace) -> bool:
-    """Connect to RAY_ADDRESS when set (job submission), else start a local cluster; True if started."""
-    import os
-
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init()
-    else:
-        use_train_local_env()
-        ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, _temp_dir=args.ray_temp_dir)
-    return True
-
-
 def fit_any(model_type: str, cfg: RecommenderConfig, params: dict[str, Any], data: EncodedData, storage: str,
-            args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+            opts: TrainConfig) -> tuple[Any, dict[str, Any]]:
     """Fit one model (or each part of a hybrid); returns (model, training metrics)."""
     if model_type in BASELINES:
         return fit_baseline(model_type, data, params), {}
@@ -155,7 +167,7 @@ def fit_any(model_type: str, cfg: RecommenderConfig, params: dict[str, Any], dat
 
         parts, metrics = [], {}
         for i, part in enumerate(cfg.hybrid.parts):
-            reuse = (args.parts_from or [])[i:i + 1]
+            reuse = (opts.parts_from or [])[i:i + 1]
             if reuse and reuse[0] != "-":  # a part already trained on this same --train data
                 art = load_artifact(reuse[0])
                 if art.meta["model_type"] != part or art.items.ids != data.items.ids:  # type: ignore[attr-defined]
@@ -167,23 +179,70 @@ def fit_any(model_type: str, cfg: RecommenderConfig, params: dict[str, Any], dat
                     metrics["events_per_s"] = art.meta["training"]["events_per_s"]
                 continue
             part_params = getattr(cfg, part).model_dump() if part != "pop" else {}
-            if args.epochs is not None and "n_epochs" in part_params:
-                part_params["n_epochs"] = args.epochs
-            if args.smoke_test and "n_epochs" in part_params:
+            if opts.epochs is not None and "n_epochs" in part_params:
+                part_params["n_epochs"] = opts.epochs
+            if opts.smoke_test and "n_epochs" in part_params:
                 part_params["n_epochs"] = 1
-            model, m = fit_any(part, cfg, part_params, data, storage, args)
+            model, m = fit_any(part, cfg, part_params, data, storage, opts)
             parts.append(model)
             metrics.update({f"{part}_{k}": v for k, v in m.items()})
             if "events_per_s" in m:
                 metrics["events_per_s"] = m["events_per_s"]
         return HybridModel(parts, cfg.hybrid.weights, cfg.hybrid.temperatures), metrics
-    started = _ensure_ray(args)
+    started = raycluster.connect(own_local=True, num_cpus=opts.num_cpus, temp_dir=opts.ray_temp_dir)
     try:
-        budget = args.time_budget_min * 60 if args.time_budget_min else None
+        budget = opts.time_budget_min * 60 if opts.time_budget_min else None
         return train_torch(model_type, cfg, params, data, storage, time_budget_s=budget,
-                           threads=getattr(args, "threads", None), own_cluster=started)
+                           threads=opts.threads, own_cluster=started)
     finally:
         if started:
             import ray
 
             ray.shutdown()
+
+
+def train_and_register(opts: TrainConfig) -> dict[str, Any]:
+    """Fit, evaluate on the test split (full catalogue), save the artifact and, with a registry, register it."""
+    cfg = load_config(opts.config, model=opts.model, workers=opts.workers)
+    params = cfg.model_params()
+    if opts.epochs is not None and "n_epochs" in params:
+        params["n_epochs"] = opts.epochs
+    if opts.smoke_test and "n_epochs" in params:
+        params["n_epochs"] = 1
+    logger.info("resolved config: %s", cfg.model_dump_json())
+    limits = SMOKE if opts.smoke_test else {}
+    data = load_dataset(opts.train, opts.test, opts.format, test_fraction=opts.test_fraction, **limits)
+    storage = opts.storage or tempfile.mkdtemp(prefix="tdm-train-")
+    t0 = time.perf_counter()
+    model, train_metrics = fit_any(cfg.model, cfg, params, data, storage, opts)
+    train_seconds = time.perf_counter() - t0
+    metrics = evaluate_model(model, data, tie=cfg.tie, batch_size=cfg.eval_batch_size)
+    if cfg.model == "hybrid":  # the parts under the same protocol, same run
+        for part, part_model in zip(cfg.hybrid.parts, model.parts, strict=True):
+            pm = evaluate_model(part_model, data, tie=cfg.tie, batch_size=cfg.eval_batch_size)
+            metrics.update({f"{part}_{k}": pm[k] for k in ("recall@20", "mrr@20", "recall@10", "mrr@10")})
+    events_per_s = train_metrics.get("events_per_s") or data.n_train_events / max(train_seconds, 1e-9)
+    report: dict[str, Any] = {"model": cfg.model, "protocol": data.protocol, "tie": cfg.tie,
+                              **{k: round(v, 6) for k, v in metrics.items()},
+                              "train_seconds": round(train_seconds, 3), "train_events_per_s": round(events_per_s, 1),
+                              "workers": cfg.workers, "n_items": len(data.items)}  # type: ignore[arg-type]
+    if "epoch" in train_metrics:  # torch models: epochs actually trained (fewer than n_epochs under a time budget)
+        report["epochs_done"] = int(train_metrics["epoch"])
+        report["epochs_planned"] = int(params.get("n_epochs", 0))
+    training = {"config": {**cfg.model_dump(), cfg.model: params} if cfg.model != "pop" else cfg.model_dump(),
+                "train_seconds": train_seconds, "events_per_s": events_per_s, "smoke_test": opts.smoke_test,
+                **{f"last_{k}": v for k, v in train_metrics.items() if isinstance(v, int | float)}}
+    out_dir = Path(opts.artifact_dir or tempfile.mkdtemp(prefix="tdm-rec-"))
+    save_artifact(out_dir, model, data.items, item_counts(data.train, len(data.items)),  # type: ignore[arg-type]
+                  training=training, metrics=metrics, data_window=data.window)
+    report["artifact_dir"] = str(out_dir)
+    if opts.registry:
+        registry = Registry(opts.registry)
+        mv = registry.register(REGISTRY_NAME, out_dir, {"model_type": cfg.model, "metrics": metrics,
+                                                       "data_window": data.window})
+        if opts.promote or registry.champion(REGISTRY_NAME) is None:
+            registry.set_champion(REGISTRY_NAME, mv.version, f"train_recommender {cfg.model} "
+                                  f"recall@20={metrics.get('recall@20', 0):.4f}")
+            report["promoted"] = True
+        report["version"] = mv.version
+    return report

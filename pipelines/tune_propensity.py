@@ -41,16 +41,16 @@ baselines fitted on the same rows and, with ``--registry``, registered.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
 
 from models.evaluation.classification import evaluate, pr_auc, recall_at_precision
 from models.propensity.artifact import PropensityArtifact, save
@@ -81,6 +81,29 @@ TUNED = ("kind", "imbalance", "keep_rate", "focal_alpha", "focal_gamma", "learni
 TRIAL_CPU = 0.01
 PG_KEY = "train_placement_group"
 
+
+
+class SweepConfig(BaseModel):
+    """What ``tune_and_register`` needs (``python -m jobs.tune_propensity`` flags, same names)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    features: str = Field(description="feature table: Parquet file/dir or CSV")
+    label: str = Field(description="binary label column")
+    time_column: str | None = None
+    trials: int = Field(20, ge=1)
+    rounds: int = Field(300, ge=1, description="max boosting rounds per trial (ASHA max_t)")
+    report_every: int = Field(10, ge=1, description="rounds between validation reports")
+    grace_rounds: int = Field(30, ge=1, description="ASHA grace period in rounds")
+    trainer: Literal["ray-train", "booster"] = "ray-train"
+    cv_folds: int = Field(-1, ge=-1, description="-1: 5 on a stratified split, 0 on a time split")
+    calibration_folds: int = Field(0, ge=0)
+    min_precision: float = Field(0.3, ge=0, le=1)
+    seed: int = 0
+    warm_start: str | None = Field(None, description="JSON file: a list of configurations to try first")
+    storage: str | None = None
+    registry: str | None = None
+    out: str | None = None
 
 def search_space() -> dict[str, Any]:
     from ray import tune
@@ -292,30 +315,30 @@ def refit_with_oof_calibration(cfg: PropensityConfig, data: pd.DataFrame, featur
     return booster, calibrator, float(threshold), scores
 
 
-def cv_folds(args: argparse.Namespace, parts: Split) -> int:
+def cv_folds(opts: SweepConfig, parts: Split) -> int:
     """Folds for selection: ``--cv-folds``, or by default 5 on a stratified split and 0 (the
     validation split) on a time split, where shuffled folds would train on the future."""
-    if args.cv_folds >= 0:
-        return 0 if args.cv_folds == 1 else args.cv_folds
+    if opts.cv_folds >= 0:
+        return 0 if opts.cv_folds == 1 else opts.cv_folds
     return 5 if parts.kind == "stratified" else 0
 
 
-def warm_start(args: argparse.Namespace) -> list[dict[str, Any]] | None:
+def warm_start(opts: SweepConfig) -> list[dict[str, Any]] | None:
     """``--warm-start``: a JSON list of (partial) configurations the sweep tries first, in order
     (e.g. the champion's); keys they leave out take ``PropensityConfig``'s defaults."""
-    if not args.warm_start:
+    if not opts.warm_start:
         return None
-    points = json.loads(Path(args.warm_start).read_text())
+    points = json.loads(Path(opts.warm_start).read_text())
     if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):
-        raise DataError(f"{args.warm_start}: expected a JSON list of configuration objects")
+        raise DataError(f"{opts.warm_start}: expected a JSON list of configuration objects")
     unknown = sorted({k for p in points for k in p} - set(TUNED))
     if unknown:
-        raise DataError(f"{args.warm_start}: unknown keys {unknown}; tuned keys are {list(TUNED)}")
+        raise DataError(f"{opts.warm_start}: unknown keys {unknown}; tuned keys are {list(TUNED)}")
     defaults = PropensityConfig().model_dump()
     return [{k: p.get(k, defaults[k]) for k in TUNED} for p in points]
 
 
-def sweep(args: argparse.Namespace, parts: Split, features: list[str]) -> tuple[pd.DataFrame, dict[str, Any]]:
+def sweep(opts: SweepConfig, parts: Split, features: list[str]) -> tuple[pd.DataFrame, dict[str, Any]]:
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -326,38 +349,38 @@ def sweep(args: argparse.Namespace, parts: Split, features: list[str]) -> tuple[
     # One CPU per trial either way: the booster trainable fits in the trial's process; the
     # ray-train trainable holds TRIAL_CPU and its 1-worker Train run 1 - TRIAL_CPU. CPUs that
     # others hold (Serve replicas on a small cluster) do not count towards concurrency.
-    concurrent = max(1, min(int(free), args.trials))
+    concurrent = max(1, min(int(free), opts.trials))
     cols = features + [LABEL]
-    folds = cv_folds(args, parts)
+    folds = cv_folds(opts, parts)
     if folds:
         frame = pd.concat([parts.train[cols], parts.validation[cols]])
         data: dict[str, Any] = {"features": features, "frame": frame,
-                                "folds": stratified_folds(frame[LABEL].to_numpy(), folds, args.seed)}
+                                "folds": stratified_folds(frame[LABEL].to_numpy(), folds, opts.seed)}
     else:
         data = {"features": features, "train": parts.train[cols], "validation": parts.validation[cols]}
-    fn = booster_trainable if args.trainer == "booster" else ray_train_trainable
-    storage = args.storage or tempfile.mkdtemp(prefix="tdm-tune-")
-    trainable = tune.with_parameters(fn, data=data, rounds=args.rounds, every=args.report_every, seed=args.seed,
+    fn = booster_trainable if opts.trainer == "booster" else ray_train_trainable
+    storage = opts.storage or tempfile.mkdtemp(prefix="tdm-tune-")
+    trainable = tune.with_parameters(fn, data=data, rounds=opts.rounds, every=opts.report_every, seed=opts.seed,
                                      storage=str(Path(storage) / "train"))
-    resources = {"cpu": 1.0 if args.trainer == "booster" else TRIAL_CPU}
-    grace = max(args.report_every, min(args.grace_rounds, args.rounds))
+    resources = {"cpu": 1.0 if opts.trainer == "booster" else TRIAL_CPU}
+    grace = max(opts.report_every, min(opts.grace_rounds, opts.rounds))
     release = _release_callback()
     tuner = tune.Tuner(
         tune.with_resources(trainable, resources),
         param_space=search_space(),
-        tune_config=tune.TuneConfig(metric=METRIC, mode="max", num_samples=args.trials,
-                                    search_alg=OptunaSearch(seed=args.seed, points_to_evaluate=warm_start(args)),
-                                    scheduler=ASHAScheduler(time_attr="rounds", max_t=args.rounds,
+        tune_config=tune.TuneConfig(metric=METRIC, mode="max", num_samples=opts.trials,
+                                    search_alg=OptunaSearch(seed=opts.seed, points_to_evaluate=warm_start(opts)),
+                                    scheduler=ASHAScheduler(time_attr="rounds", max_t=opts.rounds,
                                                             grace_period=grace, reduction_factor=3),
                                     max_concurrent_trials=concurrent),
         run_config=tune.RunConfig(name=f"tune-propensity-{int(time.time())}", verbose=0, storage_path=storage,
-                                  callbacks=[release] if args.trainer == "ray-train" else None),
+                                  callbacks=[release] if opts.trainer == "ray-train" else None),
     )
     logger.info("sweep: %d trials, %d concurrent on %.1f CPUs (%.2f free), trainer=%s, %d rounds, ASHA grace %d "
-                "rounds, selection on %s", args.trials, concurrent, cpus, free, args.trainer, args.rounds, grace,
+                "rounds, selection on %s", opts.trials, concurrent, cpus, free, opts.trainer, opts.rounds, grace,
                 f"{folds}-fold CV over train+validation" if folds else "the validation split")
     results = tuner.fit()
-    if args.trainer == "ray-train":
+    if opts.trainer == "ray-train":
         logger.info("released the Train placement groups of %d stopped trials", release.released)
     rows = []
     for r in results:
@@ -366,7 +389,7 @@ def sweep(args: argparse.Namespace, parts: Split, features: list[str]) -> tuple[
             continue
         rows.append({"trial_id": r.metrics["trial_id"], **{k: r.config[k] for k in TUNED},
                      METRIC: round(float(r.metrics[METRIC]), 6), "best_rounds": int(r.metrics["best_rounds"]),
-                     "rounds_run": int(r.metrics["rounds"]), "stopped_early": int(r.metrics["rounds"]) < args.rounds,
+                     "rounds_run": int(r.metrics["rounds"]), "stopped_early": int(r.metrics["rounds"]) < opts.rounds,
                      "seconds": round(float(r.metrics.get("time_total_s", 0.0)), 2)})
     table = pd.DataFrame(rows)
     if METRIC not in table.columns or table[METRIC].isna().all():
@@ -377,49 +400,50 @@ def sweep(args: argparse.Namespace, parts: Split, features: list[str]) -> tuple[
     return table, best
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def tune_and_register(opts: SweepConfig) -> dict[str, Any]:
+    """Sweep, refit the best on train + validation, test once next to the baselines, save and register."""
     t0 = time.perf_counter()
-    raw, parts, features, categories = prepare(args.features, args.label, args.time_column, args.seed)
-    table, best = sweep(args, parts, features)
+    raw, parts, features, categories = prepare(opts.features, opts.label, opts.time_column, opts.seed)
+    table, best = sweep(opts, parts, features)
     sweep_s = time.perf_counter() - t0
-    out = Path(args.out or tempfile.mkdtemp(prefix="tdm-tune-propensity-"))
+    out = Path(opts.out or tempfile.mkdtemp(prefix="tdm-tune-propensity-"))
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "trials.csv", index=False)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         logger.info("trials (validation PR-AUC, best first):\n%s", table.to_string(max_rows=40))
-    cfg = _config(best, max(1, int(best["best_rounds"])), args.seed)
+    cfg = _config(best, max(1, int(best["best_rounds"])), opts.seed)
     both = pd.concat([parts.train, parts.validation])
     # the CV folds of the sweep (same rows, order and seed), or --calibration-folds new ones
-    k = args.calibration_folds or cv_folds(args, parts) or 3
-    folds = stratified_folds(both[LABEL].to_numpy(), k, args.seed)
-    booster, calibrator, threshold, oof = refit_with_oof_calibration(cfg, both, features, folds, args.min_precision)
+    k = opts.calibration_folds or cv_folds(opts, parts) or 3
+    folds = stratified_folds(both[LABEL].to_numpy(), k, opts.seed)
+    booster, calibrator, threshold, oof = refit_with_oof_calibration(cfg, both, features, folds, opts.min_precision)
     art = PropensityArtifact(
         kind=cfg.kind, feature_names=features, threshold=threshold, calibration=calibrator.to_dict(),
         base_rate=float(both[LABEL].mean()), categories=categories, code_version=code_version(),
-        config={**cfg.model_dump(), "min_precision": args.min_precision, "tuned": True,
+        config={**cfg.model_dump(), "min_precision": opts.min_precision, "tuned": True,
                 "calibration": f"{k}-fold out-of-fold on train+validation", "selection": best["selection"]},
         metrics={"validation": {METRIC: best[METRIC], "trials": len(table), "selection": best["selection"]},
-                 "validation_oof": evaluate(both[LABEL].to_numpy(), oof, args.min_precision).as_dict(),
+                 "validation_oof": evaluate(both[LABEL].to_numpy(), oof, opts.min_precision).as_dict(),
                  "validation_scores": np.quantile(oof, np.linspace(0, 1, 21)).tolist()},
-        data_window={**parts.window(args.time_column), "source": args.features, "label": args.label,
+        data_window={**parts.window(opts.time_column), "source": opts.features, "label": opts.label,
                      "rows": {"train": len(parts.train), "validation": len(parts.validation),
                               "test": len(parts.test)}})
     model_dir = out / "model"
     save(model_dir, booster, art)
     # the one and only test evaluation: raw test rows through the serving predictor
     test_scores = PropensityPredictor(str(model_dir)).predict_proba(raw.loc[parts.test.index])
-    art.metrics["test"] = evaluate(parts.test[LABEL].to_numpy(), test_scores, args.min_precision).as_dict()
+    art.metrics["test"] = evaluate(parts.test[LABEL].to_numpy(), test_scores, opts.min_precision).as_dict()
     save(model_dir, booster, art)
-    result: dict[str, Any] = {"split": parts.kind, "trials": len(table), "trainer": args.trainer,
+    result: dict[str, Any] = {"split": parts.kind, "trials": len(table), "trainer": opts.trainer,
                               "selection": best["selection"],
                               "best": {key: best[key] for key in (*TUNED, METRIC, "best_rounds")},
                               "threshold": threshold, "test": art.metrics["test"],
                               # fitted on the rows the tuned model was refit on (train + validation)
-                              "baselines": baselines(both, parts.test, features, args.min_precision),
+                              "baselines": baselines(both, parts.test, features, opts.min_precision),
                               "trials_csv": str(out / "trials.csv"), "artifact": str(model_dir),
                               "sweep_seconds": round(sweep_s, 1), "seconds": round(time.perf_counter() - t0, 1)}
-    if args.registry:
-        reg = Registry(args.registry)
+    if opts.registry:
+        reg = Registry(opts.registry)
         mv = reg.register(REGISTRY_NAME, model_dir, {"metrics": art.metrics, "data_window": art.data_window,
                                                      "config": art.config, "kind": cfg.kind})
         result["version"] = mv.version
@@ -428,5 +452,5 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             reg.set_champion(REGISTRY_NAME, mv.version, "first model of this registry (tuned)")
         else:
             logger.info("registered candidate %s; promote with python -m jobs.promote --registry %s --candidate %s",
-                        mv.version, args.registry, mv.version)
+                        mv.version, opts.registry, mv.version)
     return result

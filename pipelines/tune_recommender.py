@@ -18,20 +18,48 @@ validation (``--valid-sample`` scores a fixed random subset of the validation pa
 
 from __future__ import annotations
 
-import argparse
 import logging
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from models.session_rec.base import item_counts
 from models.session_rec.config import load_config
 from models.session_rec.data import EncodedData, load_dataset, read_session_lines, read_session_tsv
+from pipelines import raycluster
 
 logger = logging.getLogger(__name__)
 
+
+
+class TuneConfig(BaseModel):
+    """What ``tune`` needs (``python -m jobs.tune_recommender`` flags, same names)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    train: str
+    valid: str | None = Field(None, description="validation file in the train format (default: carve from train)")
+    valid_fraction: float = Field(0.1, gt=0, lt=1)
+    format: Literal["session-tsv", "session-lines"]
+    model: Literal["gru4rec", "sasrec", "hybrid", "vsknn", "vstan"]
+    grid: list[str] | None = Field(None, description="kNN models: key=v1,v2 specs")
+    valid_sample: int | None = Field(None, ge=1)
+    parts_from: list[str] | None = None
+    config: str | None = Field(None, description="YAML RecommenderConfig with the fixed parameters")
+    metric: Literal["mrr@20", "recall@20", "recall@20+mrr@20"] = "mrr@20"
+    temperature_grid: str | None = None
+    num_samples: int = Field(12, ge=1)
+    epochs: int = Field(6, ge=1)
+    grace_period: int = Field(2, ge=1)
+    concurrency: int = Field(2, ge=1)
+    num_cpus: int = Field(2, ge=1)
+    ray_temp_dir: str | None = None
+    storage: str | None = None
+    out_config: str | None = None
+    smoke_test: bool = Field(False, description="tiny data (300 train sessions, 100 validation pairs), one epoch")
 
 def search_space(model: str) -> dict[str, Any]:
     from ray import tune
@@ -47,12 +75,12 @@ def search_space(model: str) -> dict[str, Any]:
     raise ValueError(f"tuning supports gru4rec and sasrec, not {model!r}")
 
 
-def carve_validation(args: argparse.Namespace) -> EncodedData:
+def carve_validation(opts: TuneConfig) -> EncodedData:
     """train/valid from --valid, or the last --valid-fraction of train sessions; never the test file."""
-    if args.valid:
-        return load_dataset(args.train, args.valid, args.format)
-    sessions = read_session_tsv(args.train) if args.format == "session-tsv" else read_session_lines(args.train)
-    cut = int(len(sessions) * (1 - args.valid_fraction))
+    if opts.valid:
+        return load_dataset(opts.train, opts.valid, opts.format)
+    sessions = read_session_tsv(opts.train) if opts.format == "session-tsv" else read_session_lines(opts.train)
+    cut = int(len(sessions) * (1 - opts.valid_fraction))
     with tempfile.TemporaryDirectory() as tmp:
         tr, va = Path(tmp) / "train.txt", Path(tmp) / "valid.txt"
         tr.write_text("\n".join(" ".join(s) for s in sessions[:cut]) + "\n", encoding="utf-8")
@@ -124,7 +152,7 @@ def mix_ranks(d0: np.ndarray, d1: np.ndarray, w0: float, w1: float, targets: np.
     return ranks
 
 
-def tune_hybrid(args: argparse.Namespace) -> dict[str, Any]:
+def tune_hybrid(opts: TuneConfig) -> dict[str, Any]:
     """Fit each hybrid part on the train split (or load ``--parts-from``), grid-search weights on valid."""
     from models.evaluation.ranking import RankMetrics
     from models.session_rec.artifact import load_artifact
@@ -135,24 +163,24 @@ def tune_hybrid(args: argparse.Namespace) -> dict[str, Any]:
     from models.session_rec.sasrec import SASRecScorer
     from models.session_rec.training import GRU4RecTrainer, SASRecTrainer
 
-    cfg = load_config(args.config, model="hybrid")
-    data = carve_validation(args)
-    if args.smoke_test:
+    cfg = load_config(opts.config, model="hybrid")
+    data = carve_validation(opts)
+    if opts.smoke_test:
         data.train, data.test_prefixes = data.train[-300:], data.test_prefixes[:100]
         data.test_targets = data.test_targets[:100]
     n = len(data.items)  # type: ignore[arg-type]
     parts = []
     for i, part in enumerate(cfg.hybrid.parts):
-        if args.parts_from and i < len(args.parts_from) and args.parts_from[i] != "-":
-            art = load_artifact(args.parts_from[i])
+        if opts.parts_from and i < len(opts.parts_from) and opts.parts_from[i] != "-":
+            art = load_artifact(opts.parts_from[i])
             if art.items.ids != data.items.ids:  # type: ignore[attr-defined]
-                raise ValueError(f"{args.parts_from[i]}: item map differs from the carved train split")
+                raise ValueError(f"{opts.parts_from[i]}: item map differs from the carved train split")
             parts.append(art.model)
         elif part in BASELINES:
             parts.append(fit_baseline(part, data, getattr(cfg, part).model_dump() if part != "pop" else {}))
         else:
             params = getattr(cfg, part).model_dump()
-            if args.smoke_test:
+            if opts.smoke_test:
                 params["n_epochs"] = 1
             trainer = (GRU4RecTrainer if part == "gru4rec" else SASRecTrainer)(n, item_counts(data.train, n), params,
                                                                                seed=cfg.seed)
@@ -166,9 +194,9 @@ def tune_hybrid(args: argparse.Namespace) -> dict[str, Any]:
     # --temperature-grid: the softmax temperature of the neural part(s) (kNN parts keep 1); default: the config's
     neural = [p.model_type in NEURAL for p in parts]
     base_t = list(cfg.hybrid.temperatures or [1.0, 1.0])
-    if args.temperature_grid and not any(neural):
+    if opts.temperature_grid and not any(neural):
         raise ValueError("--temperature-grid needs a neural part (gru4rec or sasrec)")
-    temps = [float(t) for t in args.temperature_grid.split(",")] if args.temperature_grid else [None]
+    temps = [float(t) for t in opts.temperature_grid.split(",")] if opts.temperature_grid else [None]
     metrics = {(t, w): RankMetrics() for t in temps for w in grid}
     keep = [i for i, p in enumerate(data.test_prefixes) if len(p)]
     for start in range(0, len(keep), 512):
@@ -188,13 +216,13 @@ def tune_hybrid(args: argparse.Namespace) -> dict[str, Any]:
 
     def objective(key: tuple[float | None, float]) -> tuple[float, float]:
         r = table[key]
-        value = r["recall@20"] + r["mrr@20"] if args.metric == "recall@20+mrr@20" else r[args.metric]
+        value = r["recall@20"] + r["mrr@20"] if opts.metric == "recall@20+mrr@20" else r[opts.metric]
         return (round(value, 6), r["mrr@20"])  # ties: higher MRR@20, then grid order (T as given, w ascending)
 
     best_t, best_w = max(table, key=objective)
     weights = [float(best_w), round(1.0 - float(best_w), 2)]
     temperatures = None if best_t is None else [best_t if neural[i] else 1.0 for i in range(2)]
-    if args.out_config:
+    if opts.out_config:
         import yaml
 
         hyb: dict[str, Any] = {"parts": list(cfg.hybrid.parts), "weights": weights}
@@ -204,11 +232,11 @@ def tune_hybrid(args: argparse.Namespace) -> dict[str, Any]:
         for part in cfg.hybrid.parts:
             if part != "pop":
                 out[part] = getattr(cfg, part).model_dump()
-        Path(args.out_config).write_text(yaml.safe_dump(out), encoding="utf-8")
+        Path(opts.out_config).write_text(yaml.safe_dump(out), encoding="utf-8")
     valid = {(str(w) if t is None else f"T={t} w={w}"): {k: round(r[k], 4) for k in ("recall@20", "mrr@20",
                                                                                    "recall@10", "mrr@10")}
              for (t, w), r in table.items()}
-    report = {"model": "hybrid", "metric": args.metric, "parts": list(cfg.hybrid.parts), "best_weights": weights,
+    report = {"model": "hybrid", "metric": opts.metric, "parts": list(cfg.hybrid.parts), "best_weights": weights,
               "valid": valid, "valid_pairs": len(data.test_prefixes)}
     if best_t is not None:
         report["best_temperatures"] = temperatures
@@ -230,95 +258,89 @@ def parse_grid(specs: list[str]) -> dict[str, list[Any]]:
     return grid
 
 
-def tune_knn(args: argparse.Namespace) -> dict[str, Any]:
+def tune_knn(opts: TuneConfig) -> dict[str, Any]:
     """Grid search of a kNN model's parameters on the validation split (no Ray)."""
     import itertools
 
     from models.session_rec.evaluate import evaluate_model, fit_baseline
 
-    cfg = load_config(args.config, model=args.model)
+    cfg = load_config(opts.config, model=opts.model)
     base = cfg.model_params()
-    grid = parse_grid(args.grid or [])
+    grid = parse_grid(opts.grid or [])
     unknown = set(grid) - set(base)
     if unknown:
-        raise ValueError(f"--grid: {sorted(unknown)} are not {args.model} parameters; expected {sorted(base)}")
-    data = carve_validation(args)
-    if args.valid_sample and args.valid_sample < len(data.test_prefixes):
-        keep = np.sort(np.random.default_rng(cfg.seed).choice(len(data.test_prefixes), args.valid_sample,
+        raise ValueError(f"--grid: {sorted(unknown)} are not {opts.model} parameters; expected {sorted(base)}")
+    data = carve_validation(opts)
+    if opts.valid_sample and opts.valid_sample < len(data.test_prefixes):
+        keep = np.sort(np.random.default_rng(cfg.seed).choice(len(data.test_prefixes), opts.valid_sample,
                                                                 replace=False))
         data.test_prefixes = [data.test_prefixes[i] for i in keep]
         data.test_targets = data.test_targets[keep]
     rows = []
     for values in itertools.product(*grid.values()):
         params = {**base, **dict(zip(grid, values, strict=True))}
-        load_config(None, model=args.model, **{args.model: params})  # validate through the typed config
-        m = evaluate_model(fit_baseline(args.model, data, params), data)
+        load_config(None, model=opts.model, **{opts.model: params})  # validate through the typed config
+        m = evaluate_model(fit_baseline(opts.model, data, params), data)
         rows.append({"params": params, **{k: round(m[k], 4) for k in ("recall@20", "mrr@20", "recall@10",
                                                                         "mrr@10")},
                      "eval_seconds": round(m["eval_seconds"], 1)})
-        logger.info("%s %s -> recall@20 %.4f mrr@20 %.4f", args.model, dict(zip(grid, values, strict=True)),
+        logger.info("%s %s -> recall@20 %.4f mrr@20 %.4f", opts.model, dict(zip(grid, values, strict=True)),
                     m["recall@20"], m["mrr@20"])
-    best = max(rows, key=lambda r: r[args.metric])
-    if args.out_config:
+    best = max(rows, key=lambda r: r[opts.metric])
+    if opts.out_config:
         import yaml
 
-        Path(args.out_config).write_text(yaml.safe_dump({"model": args.model, args.model: best["params"]}),
+        Path(opts.out_config).write_text(yaml.safe_dump({"model": opts.model, opts.model: best["params"]}),
                                          encoding="utf-8")
-    return {"model": args.model, "metric": args.metric, "best": best, "grid": rows,
+    return {"model": opts.model, "metric": opts.metric, "best": best, "grid": rows,
             "valid_pairs": len(data.test_prefixes)}
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    import os
-
+def tune(opts: TuneConfig) -> dict[str, Any]:
+    """Search ``opts.model``'s parameters on the validation split; never reads the test split."""
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    if args.model == "hybrid":
-        return tune_hybrid(args)
-    if args.metric == "recall@20+mrr@20" or args.temperature_grid:
+    if opts.model == "hybrid":
+        return tune_hybrid(opts)
+    if opts.metric == "recall@20+mrr@20" or opts.temperature_grid:
         raise ValueError("--metric recall@20+mrr@20 and --temperature-grid are for --model hybrid")
-    if args.model in ("vsknn", "vstan"):
-        return tune_knn(args)
-    cfg = load_config(args.config, model=args.model)
+    if opts.model in ("vsknn", "vstan"):
+        return tune_knn(opts)
+    cfg = load_config(opts.config, model=opts.model)
     base = cfg.model_params()
-    base["n_epochs"] = args.epochs
-    data = carve_validation(args)
-    if args.smoke_test:
+    base["n_epochs"] = opts.epochs
+    data = carve_validation(opts)
+    if opts.smoke_test:
         data.train, data.test_prefixes = data.train[-300:], data.test_prefixes[:100]
         data.test_targets = data.test_targets[:100]
-    started = not ray.is_initialized()
-    if started:
-        if os.environ.get("RAY_ADDRESS"):
-            ray.init()
-        else:
-            ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, _temp_dir=args.ray_temp_dir)
+    started = raycluster.connect(own_local=True, num_cpus=opts.num_cpus, temp_dir=opts.ray_temp_dir, train_env=False)
     try:
         tuner = tune.Tuner(
             tune.with_resources(tune.with_parameters(trainable, data=data, model=cfg.model, base=base, seed=cfg.seed),
                                 {"cpu": 1}),
             param_space=search_space(cfg.model),
-            tune_config=tune.TuneConfig(metric=args.metric, mode="max", num_samples=args.num_samples,
+            tune_config=tune.TuneConfig(metric=opts.metric, mode="max", num_samples=opts.num_samples,
                                         search_alg=OptunaSearch(seed=cfg.seed),
-                                        scheduler=ASHAScheduler(max_t=args.epochs, grace_period=args.grace_period,
+                                        scheduler=ASHAScheduler(max_t=opts.epochs, grace_period=opts.grace_period,
                                                                 reduction_factor=2),
-                                        max_concurrent_trials=args.concurrency),
-            run_config=tune.RunConfig(name=f"tune-{cfg.model}", storage_path=args.storage
+                                        max_concurrent_trials=opts.concurrency),
+            run_config=tune.RunConfig(name=f"tune-{cfg.model}", storage_path=opts.storage
                                       or tempfile.mkdtemp(prefix="tdm-tune-")),
         )
         results = tuner.fit()
-        best = results.get_best_result(metric=args.metric, mode="max", scope="all")
+        best = results.get_best_result(metric=opts.metric, mode="max", scope="all")
     finally:
         if started:
             ray.shutdown()
     best_params = {**base, **best.config}
-    if args.out_config:
+    if opts.out_config:
         import yaml
 
-        Path(args.out_config).write_text(yaml.safe_dump({"model": cfg.model, cfg.model: best_params}),
+        Path(opts.out_config).write_text(yaml.safe_dump({"model": cfg.model, cfg.model: best_params}),
                                          encoding="utf-8")
-    return {"model": cfg.model, "metric": args.metric, "trials": len(results),
+    return {"model": cfg.model, "metric": opts.metric, "trials": len(results),
             "best_valid": {k: float(best.metrics[k]) for k in ("recall@20", "mrr@20", "epoch")},
             "best_config": best_params, "valid_pairs": len(data.test_prefixes)}

@@ -202,3 +202,46 @@ def load_predictor(cls: type[P], registry_uri: str, version: str | None = None, 
     cache = cache_dir or tempfile.mkdtemp(prefix=f"tdm-{cls.registry_name}-")
     local = Registry(registry_uri).fetch(cls.registry_name, version, cache)
     return cls(str(local), version=local.name)
+
+
+MODEL_NAMES = ("propensity", "recommender")
+
+
+def artifact_meta(name: str, artifact_dir: Path) -> dict[str, Any]:
+    """Load the artifact (proving it is servable) and return the metadata the registry keeps."""
+    if not artifact_dir.is_dir():
+        raise FileNotFoundError(f"artifact directory {artifact_dir} does not exist")
+    if name == "propensity":
+        from models.propensity.artifact import load_meta
+        from models.propensity.predictor import PropensityPredictor
+
+        art = load_meta(artifact_dir)
+        try:
+            PropensityPredictor(str(artifact_dir))
+        except Exception as exc:  # a corrupt model file, whatever the library raises
+            raise RegistryError(f"{artifact_dir}: the {art.kind} model does not load: {exc}") from exc
+        return {"metrics": art.metrics, "data_window": art.data_window, "config": art.config,
+                "kind": art.kind, "code_version": art.code_version}
+    from models.session_rec.artifact import load_artifact
+
+    try:
+        rec = load_artifact(artifact_dir)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # bad meta, item map or weights
+        raise RegistryError(f"{artifact_dir}: not a loadable recommender artifact: {exc}") from exc
+    return {"metrics": rec.meta.get("metrics", {}), "data_window": rec.meta.get("data_window", {}),
+            "kind": rec.meta["model_type"]}
+
+
+def register_artifact(registry_uri: str, name: str, artifact_dir: str) -> dict[str, Any]:
+    """Register ``artifact_dir`` under ``name`` after loading it (a broken or foreign directory is
+    refused with its path and the registry is left unchanged); champion when there is none yet."""
+    meta = artifact_meta(name, Path(artifact_dir))
+    reg = Registry(registry_uri)
+    mv = reg.register(name, artifact_dir, meta)
+    first = reg.champion(name) is None
+    if first:
+        reg.set_champion(name, mv.version, "first model of this registry")
+    return {"name": name, "version": mv.version, "uri": mv.uri, "champion": first,
+            "current_champion": reg.champion(name)}

@@ -13,6 +13,7 @@ import pytest
 
 from jobs import train_recommender
 from models.session_rec.predictor import REGISTRY_NAME, SessionRecPredictor
+from pipelines import entrypoint
 from store.registry import Registry, load_predictor
 
 pytestmark = pytest.mark.shared_data
@@ -47,11 +48,11 @@ def test_gru4rec_torchtrainer_registry_and_ray_data_parity(ray_cluster: object, 
 
     train, test = _yoochoose(shared_data)
     registry = tmp_path / "registry"
-    args = train_recommender.parse_args(["--train", train, "--test", test, "--format", "session-tsv",
+    cfg = entrypoint.parse_config(train_recommender.JOB, ["--train", train, "--test", test, "--format", "session-tsv",
                                          "--model", "gru4rec", "--smoke-test", "--workers", "2",
                                          "--registry", str(registry), "--storage", str(tmp_path / "ray"),
                                          "--artifact-dir", str(tmp_path / "art")])
-    report = train_recommender.run(args)
+    report = train_recommender.run(cfg)
     assert report["model"] == "gru4rec" and report["workers"] == 2
     assert report["train_events_per_s"] > 0 and report.get("promoted") is True
     assert Registry(str(registry)).champion(REGISTRY_NAME) == report["version"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -101,31 +102,31 @@ def test_failed_write_leaves_previous_output(tmp_path: Path, capsys: pytest.Capt
         raise OSError("disk full")
 
     monkeypatch.setattr(ingest_mod.pq, "write_table", _boom)  # every Parquet write inside the staging fails
-    with pytest.raises(OSError, match="disk full"):
-        main(["--format", "session-tsv", "--input", str(src), "--out", str(out)])
+    assert main(["--format", "session-tsv", "--input", str(src), "--out", str(out)]) == 1
+    assert "disk full" in capsys.readouterr().err
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # no staging left behind
     assert _read(out)["session_id"].to_pylist() == ["1", "1"]
 
 
-def test_refuses_to_replace_a_foreign_directory(tmp_path: Path) -> None:
+def test_refuses_to_replace_a_foreign_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     src = tmp_path / "s.tsv"
     src.write_text("SessionId\tItemId\tTime\n1\t10\t1396437466\n")
     out = tmp_path / "precious"
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
-    with pytest.raises(FileExistsError, match=MANIFEST):
-        main(["--format", "session-tsv", "--input", str(src), "--out", str(out)])
+    assert main(["--format", "session-tsv", "--input", str(src), "--out", str(out)]) == 2
+    assert MANIFEST in capsys.readouterr().err
     assert (out / "notes.txt").read_text() == "keep me"
 
 
-def test_wrong_schema_fails_naming_file_and_column(tmp_path: Path) -> None:
+def test_wrong_schema_fails_naming_file_and_column(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     src = tmp_path / "clicks.tsv"
     src.write_text("SessionId\tTime\n1\t1396437466\n")
-    with pytest.raises(ValueError, match=r"clicks\.tsv.*ItemId"):
-        main(["--format", "session-tsv", "--input", str(src), "--out", str(tmp_path / "o")])
+    assert main(["--format", "session-tsv", "--input", str(src), "--out", str(tmp_path / "o")]) == 2
+    assert re.search(r"error: .*clicks\.tsv.*ItemId", capsys.readouterr().err)
     assert not (tmp_path / "o").exists()
 
 
-def test_missing_input_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="nope"):
-        main(["--format", "otto", "--input", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "o")])
+def test_missing_input_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--format", "otto", "--input", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "o")]) == 2
+    assert "nope.jsonl" in capsys.readouterr().err

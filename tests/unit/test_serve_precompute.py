@@ -48,5 +48,5 @@ def test_deploy_rejects_bad_args_naming_the_field() -> None:
     config["applications"][0]["args"]["deadline_ms"] = -5
     with pytest.raises(ValidationError, match="deadline_ms"):
         deploy.render(config, "reg", "redis://x", {})
-    with pytest.raises(SystemExit):
+    with pytest.raises(ValueError, match="KEY=TENANT"):
         deploy.parse_keys(["no-tenant"])

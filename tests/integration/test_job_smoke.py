@@ -1,0 +1,74 @@
+"""The jobs that need Ray run their own ``--smoke-test`` in process on the shared cluster (the
+shell joins the running Ray instead of starting one): tiny inputs they make themselves, their
+normal code path, one final JSON line with the job's keys, exit code 0.
+
+Where another test already runs a job's expensive default path at small scale, the smoke run
+here takes the cheaper option and says so (tune_propensity's Train-per-trial trainer is
+covered by test_tune_propensity.py). ``refresh`` runs its two steps as subprocesses, which
+join this cluster through ``RAY_ADDRESS``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from jobs import (
+    features,
+    precompute,
+    refresh,
+    train_propensity,
+    train_recommender,
+    tune_propensity,
+    tune_recommender,
+)
+
+
+def _smoke(capsys: pytest.CaptureFixture[str], main: object, *argv: str) -> dict:
+    rc = main([*argv, "--smoke-test", "--json"])  # type: ignore[operator]
+    out = capsys.readouterr()
+    assert rc == 0, out.err[-3000:]
+    return json.loads(out.out.strip().splitlines()[-1])
+
+
+def test_features(ray_cluster: object, capsys: pytest.CaptureFixture[str]) -> None:
+    out = _smoke(capsys, features.main)
+    assert out["rows_in"] > 4_000 and out["sessions"] > 0 and out["items"] > 0 and out["quarantined"] == 0
+
+
+def test_train_propensity(ray_cluster: object, capsys: pytest.CaptureFixture[str]) -> None:
+    out = _smoke(capsys, train_propensity.main)
+    assert out["model"] == "lightgbm" and out["split"] == "time" and 0 < out["test"]["pr_auc"] <= 1
+    assert {"logreg_balanced", "lightgbm_default"} <= set(out["baselines"])
+
+
+def test_tune_propensity(ray_cluster: object, capsys: pytest.CaptureFixture[str]) -> None:
+    out = _smoke(capsys, tune_propensity.main, "--trainer", "booster")
+    assert out["trials"] == 2 and out["trainer"] == "booster" and 0 < out["test"]["pr_auc"] <= 1
+
+
+def test_train_recommender(ray_cluster: object, capsys: pytest.CaptureFixture[str]) -> None:
+    out = _smoke(capsys, train_recommender.main)  # the default model: GRU4Rec through TorchTrainer
+    assert out["model"] == "gru4rec" and out["epochs_done"] == 1 and 0 <= out["recall@20"] <= 1
+
+
+def test_tune_recommender(ray_cluster: object, capsys: pytest.CaptureFixture[str]) -> None:
+    out = _smoke(capsys, tune_recommender.main)  # GRU4Rec through Tune (Optuna + ASHA), 2 trials of 1 epoch
+    assert out["model"] == "gru4rec" and out["trials"] == 2 and 0 <= out["best_valid"]["recall@20"] <= 1
+
+
+@pytest.mark.slow
+def test_precompute(ray_cluster: object, redis_server: str, redis_client: object,
+                    capsys: pytest.CaptureFixture[str]) -> None:
+    out = _smoke(capsys, precompute.main, "--redis", redis_server)
+    assert out["score"]["rows"]["default"] > 0 and out["recs"]["rows"]["default"] > 0
+    assert out["popular"] == {"tenants": 1}
+
+
+@pytest.mark.slow
+def test_refresh(ray_cluster: object, redis_server: str, redis_client: object,
+                 capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAY_ADDRESS", ray_cluster.address_info["gcs_address"])  # type: ignore[attr-defined]
+    out = _smoke(capsys, refresh.main, "--redis", redis_server)
+    assert out["ticks"] == 1 and out["ok"] is True, out
+    assert out["last"]["jobs.features_s"] > 0 and out["last"]["jobs.precompute_s"] > 0
