@@ -60,7 +60,7 @@ test-integration: venv redis-server chromium ## Run the integration tests only
 lint: venv ## ruff, the layer contract (tests/unit/test_layers.py) and mypy
 	$(PY) -m ruff check models serve jobs cluster bench tests pipelines store
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit/test_layers.py
-	$(PY) -m mypy models serve store
+	$(PY) -m mypy --strict models serve store
 
 clean: down ## Remove generated data, artifacts and the runtime dir (keeps .venv)
 	rm -rf data artifacts .run

@@ -17,18 +17,18 @@ from typing import Annotated
 
 from fastapi import FastAPI, Header
 
-from serve.cache import RedisCache
 from serve.deployments import tenant_for
 from serve.engine import Engine, ModelBundle
 from serve.loader import load_bundle
 from serve.schemas import AppArgs, RecommendRequest, RecommendResponse, ScoreRequest, ScoreResponse
+from store.online import OnlineStore
 
 logger = logging.getLogger(__name__)
 
 
 def create_app(args: AppArgs) -> FastAPI:
     app = FastAPI(title="tandem-bare")
-    cache = RedisCache(args.redis_url, args.cache)
+    cache = OnlineStore(args.redis_url, args.cache)
     engine = Engine(args, cache)
     bundles: dict[str, ModelBundle] = {}
 

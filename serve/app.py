@@ -22,4 +22,5 @@ def build_app(args: dict[str, Any]) -> Application:
     parsed = AppArgs.model_validate(args)
     logger.info("building tandem app: registry=%s tenants=%s keys=%d", parsed.registry_uri,
                 sorted(set(parsed.api_keys.values())), len(parsed.api_keys))
-    return TandemService.bind(parsed.model_dump(mode="json"))  # type: ignore[attr-defined]
+    result: Application = TandemService.bind(parsed.model_dump(mode="json"))  # type: ignore[attr-defined]
+    return result

@@ -17,7 +17,6 @@ from fastapi import FastAPI, Header, HTTPException
 from ray import serve
 
 from serve import hotpath
-from serve.cache import RedisCache
 from serve.engine import Engine, ModelBundle
 from serve.loader import load_bundle, preload_modules
 from serve.metrics import ServeMetrics
@@ -33,6 +32,7 @@ from serve.schemas import (
     ScoreResponse,
     TenantConfig,
 )
+from store.online import OnlineStore
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ api = FastAPI(title="tandem", version="1", description="Real-time purchase prope
 
 # The bid-time endpoints skip FastAPI's router on their happy path (serve/hotpath.py); every
 # other request, and every error answer, still goes through FastAPI.
-api.add_middleware(hotpath.HotPathMiddleware,  # type: ignore[arg-type]
+api.add_middleware(hotpath.HotPathMiddleware,
                    routes={"/v1/score": hotpath.Route("score", ScoreRequest),
                            "/v1/recommend": hotpath.Route("recommend", RecommendRequest)})
 
@@ -97,9 +97,9 @@ class TandemService:
         route_app_logs()
         self.args = AppArgs.model_validate(args)
         preload_modules()
-        self.cache = RedisCache(self.args.redis_url, self.args.cache)
+        self.store = OnlineStore(self.args.redis_url, self.args.cache)
         self.metrics = ServeMetrics()
-        self.engine = Engine(self.args, self.cache, self.metrics)
+        self.engine = Engine(self.args, self.store, self.metrics)
         self.model_cfg = ModelConfig()
         self.generation = 0
         self._active: set[str] = {self.args.default_tenant}
@@ -107,7 +107,7 @@ class TandemService:
         hotpath.bind(self)
 
     # -- models ---------------------------------------------------------------
-    @serve.multiplexed(max_num_models_per_replica=MAX_MULTIPLEXED)
+    @serve.multiplexed(max_num_models_per_replica=MAX_MULTIPLEXED)  # type: ignore[untyped-decorator]  # Ray's is untyped
     async def tenant_models(self, model_id: str) -> ModelBundle:
         tenant = model_id.rpartition("@")[0]
         cfg = effective_tenant_config(tenant, self.args, self.model_cfg)
@@ -117,10 +117,11 @@ class TandemService:
     async def models_for(self, tenant: str) -> ModelBundle:
         if not self._warmed:
             self._warmed = True
-            await self.cache.warm()
+            await self.store.warm()
         self._active.add(tenant)
         try:
-            return await self.tenant_models(f"{tenant}@{self.generation}")
+            result: ModelBundle = await self.tenant_models(f"{tenant}@{self.generation}")
+            return result
         except Exception:  # noqa: BLE001 - no models means cold start (fallbacks), never a 5xx
             logger.exception("loading models for tenant %s failed; serving fallbacks", tenant)
             self.metrics.fallback("models", "load_error")
@@ -136,7 +137,7 @@ class TandemService:
         generation = self.generation + 1
         if not self._warmed:
             self._warmed = True
-            await self.cache.warm()
+            await self.store.warm()
         try:
             for tenant in sorted(self._active)[: MAX_MULTIPLEXED // 2]:
                 await self.tenant_models(f"{tenant}@{generation}")
@@ -156,7 +157,7 @@ class TandemService:
     # -- endpoints --------------------------------------------------------------
     def _observe(self, endpoint: str, start: float) -> None:
         self.metrics.latency(endpoint, (time.perf_counter() - start) * 1000.0, 200)
-        self.metrics.breaker(self.cache.breaker_code)
+        self.metrics.breaker(self.store.breaker_code)
 
     def tenant_of_key(self, api_key: str) -> str | None:
         """The tenant of a known API key, else None (the fast path's auth check)."""
@@ -176,12 +177,14 @@ class TandemService:
 
     @api.post("/v1/score", response_model=ScoreResponse)
     async def score(self, req: ScoreRequest, x_api_key: Annotated[str | None, Header()] = None) -> ScoreResponse:
-        return await self.handle("score", req, tenant_for(x_api_key, self.args))
+        result: ScoreResponse = await self.handle("score", req, tenant_for(x_api_key, self.args))
+        return result
 
     @api.post("/v1/recommend", response_model=RecommendResponse)
     async def recommend(self, req: RecommendRequest,
                         x_api_key: Annotated[str | None, Header()] = None) -> RecommendResponse:
-        return await self.handle("recommend", req, tenant_for(x_api_key, self.args))
+        result: RecommendResponse = await self.handle("recommend", req, tenant_for(x_api_key, self.args))
+        return result
 
     @api.post("/v1/events", response_model=EventsResponse)
     async def events(self, req: EventsRequest,
@@ -198,4 +201,4 @@ class TandemService:
         bundle = await self.models_for(self.args.default_tenant)
         models = {**bundle.versions, "generation": str(self.generation)}
         return HealthResponse(status="ok" if redis_state == "up" else "degraded", redis=redis_state,
-                              breaker=self.cache.breaker_state, models=models)
+                              breaker=self.store.breaker_state, models=models)

@@ -1,4 +1,4 @@
-"""The request logic behind the deployment: cache reads, the fallback chain, live events.
+"""The request logic behind the deployment: store reads, the fallback chain, live events.
 
 ``Engine`` is plain async Python (no Serve imports), so it is exercised directly
 in tests; the deployment only parses requests, resolves the tenant and its
@@ -16,8 +16,8 @@ from typing import Any
 
 import pandas as pd
 
+from models.contracts import PropensityScorer, Recommender
 from serve import fallback as fb
-from serve.cache import CacheUnavailable, RedisCache
 from serve.metrics import NullMetrics
 from serve.schemas import (
     AppArgs,
@@ -31,10 +31,9 @@ from serve.schemas import (
     ScoreResponse,
 )
 from store import codec, keys
+from store.online import OnlineStore, Row, StoreUnavailable
 
 logger = logging.getLogger(__name__)
-
-_MISS = b"\x00miss"  # LRU marker for "this immutable versioned key does not exist"
 
 
 @dataclass
@@ -42,15 +41,15 @@ class ModelBundle:
     """The models one tenant is served with; either may be None (cold start)."""
 
     tenant: str
-    propensity: Any = None  # PropensityPredictor or None (cold start)
-    recommender: Any = None  # SessionRecPredictor or None (cold start)
+    propensity: PropensityScorer | None = None  # None: cold start
+    recommender: Recommender | None = None  # None: cold start (popularity)
     popular: list[tuple[str, float]] = field(default_factory=list)
     prior: float = 0.0
 
     @property
     def versions(self) -> dict[str, str | None]:
-        return {"propensity": getattr(self.propensity, "version", None),
-                "recommender": getattr(self.recommender, "version", None)}
+        return {"propensity": self.propensity.version if self.propensity is not None else None,
+                "recommender": self.recommender.version if self.recommender is not None else None}
 
 
 def events_frame(events: list[dict[str, Any]], session_id: str, tenant: str) -> pd.DataFrame:
@@ -72,52 +71,22 @@ def event_json(event: Event) -> str:
 class Engine:
     """Score, recommend and record events for a tenant under a deadline."""
 
-    def __init__(self, args: AppArgs, cache: RedisCache, metrics: Any | None = None):
+    def __init__(self, args: AppArgs, store: OnlineStore, metrics: Any | None = None):
         self.args = args
-        self.cache = cache
+        self.store = store
         self.metrics = metrics or NullMetrics()
         self._popular_seen: dict[str, list[tuple[str, float]]] = {}
         self._latency: dict[str, fb.LatencyEstimate] = {}
 
-    # -- cache reads --------------------------------------------------------
-    async def _read(self, table: str, entity: str, tenant: str, dl: fb.Deadline,
-                    session_id: str | None) -> tuple[Any | None, str | None, list[dict[str, Any]], str | None]:
-        """(decoded value, namespace version, live session events, failure reason)."""
-        ptr_key = keys.pointer_key(table, tenant)
-        sess_key = keys.session_key(session_id, tenant) if session_id is not None else None
-        value: Any | None = None
-        live_raw: list[bytes] = []
-        try:
-            ns = self.cache.pointer_cached(ptr_key)
-            cached = self.cache.lru_get(keys.entity_key(table, ns, entity, tenant)) if ns else None
-            if ns is not None and cached is not None:
-                if sess_key is not None:
-                    _, live_raw = await self.cache.get_and_list([], sess_key, dl.remaining_s())
-                value = cached
-            else:
-                lookup = [keys.entity_key(table, ns, entity, tenant)] if ns else [ptr_key]
-                vals, live_raw = await self.cache.get_and_list(lookup, sess_key, dl.remaining_s())
-                if ns is None:
-                    ns = vals[0].decode() if vals[0] else None
-                    self.cache.remember_pointer(ptr_key, ns)
-                    vals = (await self.cache.get_many([keys.entity_key(table, ns, entity, tenant)],
-                                                      dl.remaining_s())) if ns else [None]
-                if ns is not None:
-                    value = vals[0] if vals[0] is not None else _MISS
-                    self.cache.lru_put(keys.entity_key(table, ns, entity, tenant), value)
-        except CacheUnavailable as exc:
-            self.metrics.cache_lookup(table, "error")
-            return None, None, [], f"redis_{exc.reason}"
-        live = [e for e in (codec.decode(r) for r in live_raw) if isinstance(e, dict)]
-        if value is None or value == _MISS:
-            self.metrics.cache_lookup(table, "miss")
-            return None, ns, live, None
-        self.metrics.cache_lookup(table, "hit")
-        return codec.decode(value), ns, live, None
+    # -- store reads --------------------------------------------------------
+    async def _read(self, table: str, entity: str, tenant: str, dl: fb.Deadline, session_id: str | None) -> Row:
+        row = await self.store.get_row(table, tenant, entity, session_id, dl.remaining_s())
+        self.metrics.cache_lookup(table, row.lookup)
+        return row
 
     async def _popular(self, tenant: str, bundle: ModelBundle, dl: fb.Deadline) -> list[tuple[str, float]]:
-        value, _, _, _ = await self._read("popular", keys.POPULAR_ENTITY, tenant, dl, None)
-        pairs = codec.as_top_k(value)
+        row = await self._read("popular", keys.POPULAR_ENTITY, tenant, dl, None)
+        pairs = codec.as_top_k(row.value)
         if pairs:
             self._popular_seen[tenant] = pairs
             return pairs
@@ -137,15 +106,16 @@ class Engine:
     # -- endpoints ----------------------------------------------------------
     async def score(self, req: ScoreRequest, tenant: str, bundle: ModelBundle) -> ScoreResponse:
         dl = fb.Deadline(req.deadline_ms or self.args.deadline_ms)
-        value, ns, live, redis_reason = await self._read("score", req.session_id, tenant, dl, req.session_id)
-        events = live + [json.loads(event_json(e)) for e in req.events]
-        has_model = bundle.propensity is not None
+        row = await self._read("score", req.session_id, tenant, dl, req.session_id)
+        events = row.events + [json.loads(event_json(e)) for e in req.events]
+        scorer = bundle.propensity
+        has_model = scorer is not None
         reasons: list[str] = []
         for step in fb.score_steps(bool(events), has_model):
-            if step == fb.MODEL:
+            if step == fb.MODEL and scorer is not None:  # the chain offers MODEL only with a model
                 try:
                     frame = events_frame(events, req.session_id, tenant)
-                    scores = self._timed(f"{tenant}/propensity", dl, bundle.propensity.score_events, frame)
+                    scores = self._timed(f"{tenant}/propensity", dl, scorer.score_events, frame)
                     score = scores.get(req.session_id)
                     if score is None:
                         reasons.append("no_features")
@@ -158,11 +128,11 @@ class Engine:
                     logger.exception("propensity model failed for tenant %s", tenant)
                     reasons.append("model_error")
             elif step == fb.PRECOMPUTED:
-                precomputed = codec.as_score(value)
-                if precomputed is not None and ns is not None:
+                precomputed = codec.as_score(row.value)
+                if precomputed is not None and row.version is not None:
                     return self._score_resp(req, tenant, precomputed, fb.PRECOMPUTED,
-                                            keys.model_version_of(ns), reasons)
-                reasons.append(redis_reason or "no_precomputed")
+                                            keys.model_version_of(row.version), reasons)
+                reasons.append(row.error or "no_precomputed")
             else:
                 if not has_model and events:
                     reasons.insert(0, "no_model")
@@ -174,19 +144,20 @@ class Engine:
         reason = reasons[0] if reasons else None
         if reason:
             self.metrics.fallback("score", reason)
-        return ScoreResponse(session_id=req.session_id, score=score, source=source,  # type: ignore[arg-type]
+        return ScoreResponse(session_id=req.session_id, score=score, source=source,
                              model_version=version, fallback_reason=reason, tenant=tenant)
 
     async def recommend(self, req: RecommendRequest, tenant: str, bundle: ModelBundle) -> RecommendResponse:
         dl = fb.Deadline(req.deadline_ms or self.args.deadline_ms)
-        value, ns, live, redis_reason = await self._read("recs", req.session_id, tenant, dl, req.session_id)
-        prefix = [str(e["item_id"]) for e in live if e.get("item_id")] + list(req.items)
-        has_model = bundle.recommender is not None
+        row = await self._read("recs", req.session_id, tenant, dl, req.session_id)
+        prefix = [str(e["item_id"]) for e in row.events if e.get("item_id")] + list(req.items)
+        recommender = bundle.recommender
+        has_model = recommender is not None
         reasons: list[str] = []
         for step in fb.recommend_steps(bool(prefix), has_model):
-            if step == fb.MODEL:
+            if step == fb.MODEL and recommender is not None:  # the chain offers MODEL only with a model
                 try:
-                    recs = self._timed(f"{tenant}/recommender", dl, bundle.recommender.recommend, prefix, req.k,
+                    recs = self._timed(f"{tenant}/recommender", dl, recommender.recommend, prefix, req.k,
                                        req.exclude_seen)
                     return self._rec_resp(req, tenant, recs, fb.MODEL, bundle.versions["recommender"], reasons)
                 except TimeoutError:
@@ -195,13 +166,13 @@ class Engine:
                     logger.exception("recommender failed for tenant %s", tenant)
                     reasons.append("model_error")
             elif step == fb.PRECOMPUTED:
-                pairs = codec.as_top_k(value)
-                if pairs is not None and ns is not None:
+                pairs = codec.as_top_k(row.value)
+                if pairs is not None and row.version is not None:
                     recs = fb.filter_recs(pairs, prefix, req.k, req.exclude_seen)
                     if recs:
-                        return self._rec_resp(req, tenant, recs, fb.PRECOMPUTED, keys.model_version_of(ns),
-                                              reasons)
-                reasons.append(redis_reason or "no_precomputed")
+                        return self._rec_resp(req, tenant, recs, fb.PRECOMPUTED,
+                                              keys.model_version_of(row.version), reasons)
+                reasons.append(row.error or "no_precomputed")
             else:
                 if not has_model and prefix:
                     reasons.insert(0, "no_model")
@@ -216,15 +187,14 @@ class Engine:
         if reason:
             self.metrics.fallback("recommend", reason)
         return RecommendResponse(session_id=req.session_id, items=[RecItem(item_id=i, score=s) for i, s in recs],
-                                 source=source, model_version=version,  # type: ignore[arg-type]
+                                 source=source, model_version=version,
                                  fallback_reason=reason, tenant=tenant)
 
     async def add_events(self, req: EventsRequest, tenant: str) -> EventsResponse:
-        key = keys.session_key(req.session_id, tenant)
         try:
-            length = await self.cache.append_list(key, [event_json(e) for e in req.events],
-                                                  self.args.session_ttl_s, self.args.session_max_events)
-        except CacheUnavailable as exc:
+            length = await self.store.append_session(tenant, req.session_id, [event_json(e) for e in req.events],
+                                                     self.args.session_ttl_s, self.args.session_max_events)
+        except StoreUnavailable as exc:
             self.metrics.fallback("events", f"redis_{exc.reason}")
             return EventsResponse(session_id=req.session_id, accepted=len(req.events), session_length=None,
                                   stored=False, tenant=tenant)
@@ -234,7 +204,7 @@ class Engine:
     async def redis_state(self) -> str:
         """``up``, ``down`` or ``skipped`` (breaker open); never raises."""
         try:
-            await self.cache.ping(timeout_s=0.25)
+            await self.store.ping(timeout_s=0.25)
             return "up"
-        except CacheUnavailable as exc:
+        except StoreUnavailable as exc:
             return "skipped" if exc.reason == "breaker_open" else "down"

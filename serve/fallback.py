@@ -109,7 +109,8 @@ class LatencyEstimate:
         # A skipped model is never observed, so the estimate decays with time since the last
         # observation: one slow call (a cold start, a GC pause) cannot shut the model out for good.
         decay = 0.5 ** ((self._clock() - self._seen) / self.half_life_s)
-        return max(self.mean_ms, 0.5 * self.peak_ms) * decay
+        result: float = max(self.mean_ms, 0.5 * self.peak_ms) * decay
+        return result
 
     def fits(self, remaining_s: float) -> bool:
         return remaining_s * 1000.0 > self.estimate_ms

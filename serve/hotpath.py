@@ -92,7 +92,8 @@ class HotPathMiddleware:
 def _app_path(scope: Scope) -> str:
     """The path below the app's route prefix (ASGI puts the prefix in ``root_path`` and the path)."""
     path, root = scope.get("path", ""), scope.get("root_path", "")
-    return path[len(root):] if root and path.startswith(root) else path
+    result: str = path[len(root):] if root and path.startswith(root) else path
+    return result
 
 
 def _headers(scope: Scope) -> tuple[str | None, bytes | None]:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from typing import Any
 
-import numpy as np
-
+from models.contracts import PropensityScorer, Recommender
 from serve.engine import ModelBundle
 from serve.schemas import TenantConfig
 from store.registry import Registry, RegistryError, load_predictor
@@ -15,7 +13,7 @@ from store.registry import Registry, RegistryError, load_predictor
 logger = logging.getLogger(__name__)
 
 
-def _propensity(registry_uri: str, version: str | None, cache_dir: str) -> Any | None:
+def _propensity(registry_uri: str, version: str | None, cache_dir: str) -> PropensityScorer | None:
     try:
         from models.propensity.predictor import PropensityPredictor
     except ImportError:
@@ -27,7 +25,7 @@ def _propensity(registry_uri: str, version: str | None, cache_dir: str) -> Any |
     return load_predictor(PropensityPredictor, registry_uri, version=version, cache_dir=cache_dir)
 
 
-def _recommender(registry_uri: str, version: str | None, cache_dir: str) -> Any | None:
+def _recommender(registry_uri: str, version: str | None, cache_dir: str) -> Recommender | None:
     from models.session_rec.predictor import SessionRecPredictor
 
     if version is None and Registry(registry_uri).champion("recommender") is None:
@@ -47,14 +45,9 @@ def preload_modules() -> None:
             logger.warning("cannot import %s: %s", module, exc)
 
 
-def popular_from(recommender: Any | None, k: int) -> list[tuple[str, float]]:
+def popular_from(recommender: Recommender | None, k: int) -> list[tuple[str, float]]:
     """Top-k items by the recommender's training popularity (the in-process fallback)."""
-    scores = getattr(recommender, "_pop_scores", None)
-    items = getattr(getattr(recommender, "items", None), "ids", None)
-    if scores is None or items is None:
-        return []
-    order = np.argsort(-np.asarray(scores), kind="stable")[:k]
-    return [(str(items[i]), float(scores[i])) for i in order]
+    return recommender.popular(k) if recommender is not None else []
 
 
 def load_bundle(tenant: str, registry_uri: str, cfg: TenantConfig | None = None,
@@ -64,14 +57,16 @@ def load_bundle(tenant: str, registry_uri: str, cfg: TenantConfig | None = None,
     uri = cfg.registry_uri or registry_uri
     cache_dir = cache_dir or tempfile.mkdtemp(prefix="tdm-serve-")
     bundle = ModelBundle(tenant=tenant)
-    for name, loader, version in (("propensity", _propensity, cfg.propensity_version),
-                                  ("recommender", _recommender, cfg.recommender_version)):
-        try:
-            setattr(bundle, name, loader(uri, version, cache_dir))
-        except (RegistryError, OSError, ValueError, KeyError) as exc:
-            logger.error("could not load %s for tenant %s from %s: %s", name, tenant, uri, exc)
+    try:
+        bundle.propensity = _propensity(uri, cfg.propensity_version, cache_dir)
+    except (RegistryError, OSError, ValueError, KeyError) as exc:
+        logger.error("could not load %s for tenant %s from %s: %s", "propensity", tenant, uri, exc)
+    try:
+        bundle.recommender = _recommender(uri, cfg.recommender_version, cache_dir)
+    except (RegistryError, OSError, ValueError, KeyError) as exc:
+        logger.error("could not load %s for tenant %s from %s: %s", "recommender", tenant, uri, exc)
     bundle.popular = popular_from(bundle.recommender, popular_k)
-    bundle.prior = float(getattr(bundle.propensity, "base_rate", 0.0) or 0.0)
+    bundle.prior = float(bundle.propensity.base_rate or 0.0) if bundle.propensity is not None else 0.0
     warm_up(bundle)
     logger.info("tenant %s models: %s", tenant, bundle.versions)
     return bundle

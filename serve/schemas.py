@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from models.schema import EVENT_TYPES
-from serve.cache import CacheConfig
+from store.online import OnlineStoreConfig
 
 SessionId = Field(..., min_length=1, max_length=128, pattern=r"^[^\s:]+$")
 Source = Literal["model", "precomputed", "popular"]
@@ -131,7 +131,7 @@ class AppArgs(BaseModel):
     session_ttl_s: int = Field(1800, ge=1)
     session_max_events: int = Field(200, ge=1, le=10_000)
     popular_k: int = Field(100, ge=1, le=10_000)
-    cache: CacheConfig = Field(default_factory=lambda: CacheConfig.model_validate({}))
+    cache: OnlineStoreConfig = Field(default_factory=lambda: OnlineStoreConfig.model_validate({}))
     model_cache_dir: str | None = None
     max_tenant_models: int = Field(4, ge=1, le=64)
 

@@ -1,4 +1,4 @@
-"""Publish a table to Redis: write a new versioned namespace, then flip its pointer.
+"""Publish a table to Redis: write a new versioned namespace, then flip its pointer; abort; gc.
 
 Readers follow ``keys.pointer_key(table, tenant)`` to the live namespace, so a
 table becomes visible in one atomic ``SET`` only after every row and the
@@ -64,21 +64,51 @@ def commit(client: Any, table: str, version: str, tenant: str, meta: dict[str, A
     return prev
 
 
+def _delete_namespace(client: Any, table: str, version: str, tenant: str) -> int:
+    """Delete every key of one namespace (SCAN + batched DEL); returns how many."""
+    deleted = 0
+    batch: list[bytes] = []
+    for key in client.scan_iter(match=keys.namespace(table, version, tenant) + ":*", count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            deleted += client.delete(*batch)
+            batch = []
+    if batch:
+        deleted += client.delete(*batch)
+    return deleted
+
+
 def abort(client: Any, table: str, version: str, tenants: Iterable[str]) -> int:
     """Delete a partially written namespace (the pointer never moved to it)."""
-    deleted = 0
-    for tenant in tenants:
-        pattern = keys.namespace(table, version, tenant) + ":*"
-        batch: list[bytes] = []
-        for key in client.scan_iter(match=pattern, count=1000):
-            batch.append(key)
-            if len(batch) >= 1000:
-                deleted += client.delete(*batch)
-                batch = []
-        if batch:
-            deleted += client.delete(*batch)
+    deleted = sum(_delete_namespace(client, table, version, tenant) for tenant in tenants)
     logger.warning("aborted %s version %s: deleted %d keys", table, version, deleted)
     return deleted
+
+
+def gc(client: Any, table: str, tenant: str = keys.DEFAULT_TENANT, keep: int = 1) -> list[str]:
+    """Delete the committed namespaces of ``table`` older than the live one and the ``keep`` newest
+    before it (by ``published_at`` in their manifests); returns the versions deleted.
+
+    Rows expire by TTL anyway; this frees them at once. A namespace without a manifest may still
+    be being written, so it is left alone (``abort`` is its writer's job)."""
+    live = client.get(keys.pointer_key(table, tenant))
+    live_version = live.decode() if isinstance(live, bytes) else live
+    prefix = keys.namespace(table, "v", tenant)[:-1]  # "tandem:{tenant}:{table}:"
+    committed: list[tuple[float, str]] = []
+    for key in client.scan_iter(match=f"{prefix}*:{keys.META_ENTITY}", count=1000):
+        name = key.decode() if isinstance(key, bytes) else key
+        version = name[len(prefix):-len(keys.META_ENTITY) - 1]
+        raw = client.get(name)
+        published = json.loads(raw).get("published_at", 0.0) if raw else 0.0
+        committed.append((float(published), version))
+    older = sorted((c for c in committed if c[1] != live_version), reverse=True)
+    doomed = [version for _, version in older[keep:]]
+    for version in doomed:
+        _delete_namespace(client, table, version, tenant)
+    if doomed:
+        logger.info("gc %s for tenant %s: deleted %d old namespaces (live %s)", table, tenant, len(doomed),
+                    live_version)
+    return doomed
 
 
 def tenant_of(value: Any, default: str = keys.DEFAULT_TENANT) -> str:

@@ -104,7 +104,8 @@ class Registry:
                                                     "reason": f"rollback from {state.get('version')}",
                                                     "history": history, "rolled_back": state.get("version")})
         logger.info("rolled %s back from %s to %s", name, state.get("version"), previous)
-        return previous
+        result: str = previous
+        return result
 
     # -- reads -------------------------------------------------------------
     def versions(self, name: str) -> list[str]:
@@ -163,7 +164,8 @@ class Registry:
         if self.fs.get_file_info(path).type != pafs.FileType.File:
             raise FileNotFoundError(path)
         with self.fs.open_input_stream(path) as f:
-            return json.loads(f.read().decode())
+            result: dict[str, Any] = json.loads(f.read().decode())
+            return result
 
     def _write_json(self, path: str, payload: dict[str, Any]) -> None:
         data = json.dumps(payload, indent=2, sort_keys=True, default=str).encode()

@@ -212,7 +212,8 @@ def _one_session(events: pd.DataFrame, cut_at_first_purchase: bool) -> pd.DataFr
 
     def col(name: str) -> np.ndarray:
         if name in events.columns:
-            return events[name].to_numpy()[order][keep]
+            result: np.ndarray = events[name].to_numpy()[order][keep]
+            return result
         return np.full(n, np.nan if name == "price" else None, dtype=float if name == "price" else object)
 
     items, cats, users, tenants = col("item_id"), col("category"), col("user_id"), col("tenant")

@@ -110,10 +110,12 @@ class Sorted:
 
     def floats(self, name: str) -> np.ndarray:
         col = pc.cast(_array(self.table[name]), pa.float64()).to_numpy(zero_copy_only=False)
-        return np.asarray(col, dtype=float)[self.order]
+        result: np.ndarray = np.asarray(col, dtype=float)[self.order]
+        return result
 
     def valid(self, name: str) -> np.ndarray:
-        return _array(self.table[name]).is_valid().to_numpy(zero_copy_only=False)[self.order]
+        result: np.ndarray = _array(self.table[name]).is_valid().to_numpy(zero_copy_only=False)[self.order]
+        return result
 
     def take(self, name: str, rows: np.ndarray) -> pa.Array:
         """Column ``name`` at sorted positions ``rows`` (-1 gives null)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from models.evaluation.classification import evaluate
@@ -32,4 +33,5 @@ def baselines(train: pd.DataFrame, test: pd.DataFrame, features: list[str], min_
     params: dict[str, Any] = {"objective": "binary", "verbose": -1, **({"num_threads": threads} if threads else {})}
     default = lgb.train(params, lgb.Dataset(x_tr, label=y_tr))
     return {"logreg_balanced": evaluate(y_te, logreg.predict_proba(x_te)[:, 1], min_precision).as_dict(),
-            "lightgbm_default": evaluate(y_te, default.predict(x_te), min_precision).as_dict()}
+            "lightgbm_default": evaluate(y_te, np.asarray(default.predict(x_te), dtype=np.float64),
+                                         min_precision).as_dict()}

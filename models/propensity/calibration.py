@@ -54,7 +54,8 @@ class Calibrator:
         corrected = correct_downsampling(raw, self.keep_rate)
         if len(self.x) < 2:
             return corrected
-        return (1.0 - self.tie_break) * np.interp(corrected, self.x, self.y) + self.tie_break * corrected
+        result: np.ndarray = (1.0 - self.tie_break) * np.interp(corrected, self.x, self.y) + self.tie_break * corrected
+        return result
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": "isotonic", "keep_rate": self.keep_rate, "x": self.x, "y": self.y,

@@ -42,7 +42,8 @@ def downsample_mask(y: np.ndarray, keep_rate: float, seed: int) -> np.ndarray:
     """All positives and a ``keep_rate`` share of negatives (same rule as ``downsample_negatives``)."""
     if keep_rate >= 1.0:
         return np.ones(len(y), dtype=bool)
-    return (np.asarray(y) == 1) | (np.random.default_rng(seed).random(len(y)) < keep_rate)
+    result: np.ndarray = (np.asarray(y) == 1) | (np.random.default_rng(seed).random(len(y)) < keep_rate)
+    return result
 
 
 class FoldBooster:

@@ -52,20 +52,23 @@ def binary_label(df: pd.DataFrame, label: str, source: str) -> np.ndarray:
         raise DataError(f"{source}: label column {label!r} not found; columns are {list(df.columns)}")
     col = df[label]
     if col.dtype == bool:
-        return col.to_numpy(np.int8)
+        result: np.ndarray = col.to_numpy(np.int8)
+        return result
     if col.dtype == object or str(col.dtype).startswith("string"):
         low = col.astype(str).str.strip().str.lower()
         bad = ~low.isin(TRUE | FALSE)
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
             raise DataError(f"{source}: label {label!r} row {row} has non-binary value {col.iloc[row]!r}")
-        return low.isin(TRUE).to_numpy(np.int8)
+        result = low.isin(TRUE).to_numpy(np.int8)
+        return result
     values = pd.to_numeric(col, errors="coerce")
     bad = ~values.isin([0, 1])
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise DataError(f"{source}: label {label!r} row {row} has non-binary value {col.iloc[row]!r}")
-    return values.to_numpy(np.int8)
+    result = values.to_numpy(np.int8)
+    return result
 
 
 def encode_features(df: pd.DataFrame, label: str, time_column: str | None,
@@ -121,7 +124,8 @@ def split(df: pd.DataFrame, label: str, time_column: str | None, fractions: tupl
         a, b = int(len(idx) * fractions[0]), int(len(idx) * fractions[1])
         for i, chunk in enumerate((idx[:a], idx[a:b], idx[b:])):
             parts[i].extend(chunk.tolist())
-    return Split(*(df.iloc[sorted(p)] for p in parts), "stratified")
+    train, validation, test = (df.iloc[sorted(p)] for p in parts)
+    return Split(train, validation, test, "stratified")
 
 
 def prepare(path: str, label: str, time_column: str | None, seed: int) -> tuple[pd.DataFrame, Split, list[str],

@@ -37,7 +37,8 @@ def loss(z: np.ndarray, y: np.ndarray, alpha: float, gamma: float) -> np.ndarray
     z, y = np.asarray(z, dtype=np.float64), np.asarray(y, dtype=np.float64)
     log_p, log_q = -np.logaddexp(0.0, -z), -np.logaddexp(0.0, z)  # log sigmoid(z), log sigmoid(-z)
     p, q = np.exp(log_p), np.exp(log_q)
-    return -alpha * y * q**gamma * log_p - (1.0 - alpha) * (1.0 - y) * p**gamma * log_q
+    result: np.ndarray = -alpha * y * q**gamma * log_p - (1.0 - alpha) * (1.0 - y) * p**gamma * log_q
+    return result
 
 
 def grad_hess(z: np.ndarray, y: np.ndarray, alpha: float, gamma: float) -> tuple[np.ndarray, np.ndarray]:

@@ -157,7 +157,8 @@ def raw_predict(booster: Any, kind: str, x: np.ndarray) -> np.ndarray:
 def to_matrix(df: pd.DataFrame, feature_names: list[str]) -> np.ndarray:
     """Feature matrix in the stored order; absent columns become NaN (missing)."""
     try:
-        return df.reindex(columns=feature_names).to_numpy(dtype=np.float64, na_value=np.nan)
+        result: np.ndarray = df.reindex(columns=feature_names).to_numpy(dtype=np.float64, na_value=np.nan)
+        return result
     except (TypeError, ValueError):  # non-numeric values: coerce column by column
         pass
     cols = [pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float64) if c in df.columns

@@ -107,17 +107,18 @@ class RecommenderConfig(_Strict):
     use_gpu: bool | None = Field(None, description="None = use a GPU when the cluster has one")
     tie: Literal["conservative", "standard", "median"] = "conservative"
     eval_batch_size: int = Field(512, ge=1)
-    itemknn: ItemKNNConfig = Field(default_factory=ItemKNNConfig)  # type: ignore[arg-type]
-    vsknn: VSKNNConfig = Field(default_factory=VSKNNConfig)  # type: ignore[arg-type]
-    vstan: VSTANConfig = Field(default_factory=VSTANConfig)  # type: ignore[arg-type]
-    gru4rec: GRU4RecConfig = Field(default_factory=GRU4RecConfig)  # type: ignore[arg-type]
-    sasrec: SASRecConfig = Field(default_factory=SASRecConfig)  # type: ignore[arg-type]
-    hybrid: HybridConfig = Field(default_factory=HybridConfig)  # type: ignore[arg-type]
+    itemknn: ItemKNNConfig = Field(default_factory=ItemKNNConfig)
+    vsknn: VSKNNConfig = Field(default_factory=VSKNNConfig)
+    vstan: VSTANConfig = Field(default_factory=VSTANConfig)
+    gru4rec: GRU4RecConfig = Field(default_factory=GRU4RecConfig)
+    sasrec: SASRecConfig = Field(default_factory=SASRecConfig)
+    hybrid: HybridConfig = Field(default_factory=HybridConfig)
 
     def model_params(self) -> dict[str, object]:
         if self.model == "pop":
             return {}
-        return getattr(self, self.model).model_dump()
+        result: dict[str, object] = getattr(self, self.model).model_dump()
+        return result
 
 
 def load_config(path: str | Path | None, **overrides: object) -> RecommenderConfig:

@@ -36,11 +36,13 @@ def as_distribution(model_type: str, scores: np.ndarray, temperature: float = 1.
         if temperature != 1.0:
             scores = scores / temperature
         e = np.exp(scores - scores.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
+        result: np.ndarray = e / e.sum(axis=1, keepdims=True)
+        return result
     if temperature != 1.0:
         raise ValueError(f"a temperature applies to neural parts {NEURAL} only, not {model_type!r}")
     s = np.maximum(scores, 0.0)
-    return s / np.maximum(s.sum(axis=1, keepdims=True), 1e-30)
+    result = s / np.maximum(s.sum(axis=1, keepdims=True), 1e-30)
+    return result
 
 
 class HybridModel:

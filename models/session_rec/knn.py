@@ -42,7 +42,8 @@ def score_rows(score_one: Any, prefixes: Sequence[np.ndarray], n_items: int, bac
     for row, prefix in enumerate(prefixes):
         if len(prefix):
             score_one(np.asarray(prefix, dtype=np.int64), out[row])
-    return out + back
+    result: np.ndarray = out + back
+    return result
 
 
 class ItemKNN:
@@ -74,7 +75,8 @@ class ItemKNN:
 
     def score(self, prefixes: Sequence[np.ndarray]) -> np.ndarray:
         last = np.fromiter((p[-1] for p in prefixes), dtype=np.int64, count=len(prefixes))
-        return self.sim[last].toarray() + self._back
+        result: np.ndarray = self.sim[last].toarray() + self._back
+        return result
 
     def config_dict(self) -> dict[str, Any]:
         return {"alpha": self.alpha, "lmbd": self.lmbd, "n_neighbors": self.n_neighbors}

@@ -60,13 +60,15 @@ class GRU4RecNet(nn.Module):
         for i, cell in enumerate(self.gru):
             e = self.drop_hidden(cell(e, hidden[i]))
             hidden[i] = e
-        return e
+        result: torch.Tensor = e
+        return result
 
     def forward(self, x: torch.Tensor, hidden: list[torch.Tensor], y: torch.Tensor | None = None) -> torch.Tensor:
         h = self.step(x, hidden)
         if y is None:
             return h @ self.Wy.weight.T + self.By.weight.T
-        return h @ self.Wy(y).T + self.By(y).T
+        result: torch.Tensor = h @ self.Wy(y).T + self.By(y).T
+        return result
 
 
 def xe_loss(scores: torch.Tensor, n_targets: int, logq: torch.Tensor | None = None) -> torch.Tensor:

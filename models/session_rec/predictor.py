@@ -137,6 +137,11 @@ class SessionRecPredictor:
         return [[(ids[i], float(v)) for i, v in zip(r, s, strict=True) if np.isfinite(v)]
                 for r, s in zip(idx, vals, strict=True)]
 
+    def popular(self, k: int) -> list[tuple[str, float]]:
+        """The top ``k`` items by training popularity (scores scaled to the top item's): the fallback."""
+        order = np.argsort(-self._pop_scores, kind="stable")[:k]
+        return [(str(self.items.ids[i]), float(self._pop_scores[i])) for i in order]
+
     def recommend(self, items: list[str], k: int = 20, exclude_seen: bool = True) -> list[tuple[str, float]]:
         """The top ``k`` (item id, score) pairs after the prefix ``items``.
 

@@ -48,7 +48,8 @@ class SASRecNet(nn.Module):
         x = self.item_emb(tokens) * (self.item_emb.embedding_dim ** 0.5) + self.pos_emb(pos)
         x = self.drop(x)
         x = self.encoder(x, mask=self._mask(length, tokens.device), is_causal=True)
-        return self.norm(x)
+        result: torch.Tensor = self.norm(x)
+        return result
 
     def item_weights(self) -> torch.Tensor:
         return self.item_emb.weight[1:]

@@ -157,7 +157,7 @@ class SASRecTrainer:
                 loss = nn.functional.cross_entropy(logits, torch.arange(len(tv), device=dev), reduction="sum")
             n = int(valid.sum())
             self.opt.zero_grad(set_to_none=True)
-            (loss / n).backward()
+            (loss / n).backward()  # type: ignore[no-untyped-call]  # torch's Tensor.backward has no annotations
             if sync is not None:
                 sync(net)
             self.opt.step()

@@ -68,10 +68,12 @@ def test_score_endpoint_serves_precomputed_then_model(pipeline: dict[str, object
     sid = ds.dataset(Path(str(pipeline["features"])) / "sessions").head(1, columns=["session_id"])["session_id"][0].as_py()
     headers = {"X-API-Key": API_KEY}
     with httpx.Client(base_url=served, timeout=10) as client:
-        pre = client.post("/v1/score", json={"session_id": sid}, headers=headers)
+        # a generous deadline here too: on a loaded box the first Redis read of a fresh replica can take
+        # longer than the default 10 ms, and then the prior answers ("popular"), by design
+        pre = client.post("/v1/score", json={"session_id": sid, "deadline_ms": 2000}, headers=headers)
         assert pre.status_code == 200, pre.text
         body = pre.json()
-        assert 0.0 <= body["score"] <= 1.0 and body["source"] == "precomputed"
+        assert 0.0 <= body["score"] <= 1.0 and body["source"] == "precomputed", body
 
         events = [{"item_id": "i1", "event_type": "view", "event_time": "2026-11-03T10:00:00Z", "price": 20.0},
                   {"item_id": "i1", "event_type": "cart", "event_time": "2026-11-03T10:01:00Z", "price": 20.0}]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from serve.breaker import CLOSED, HALF_OPEN, LRU, OPEN, CircuitBreaker
+from store.breaker import CLOSED, HALF_OPEN, LRU, OPEN, CircuitBreaker
 
 
 class Clock:

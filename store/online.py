@@ -1,27 +1,36 @@
-"""The online store: async Redis behind a small interface, a breaker and an LRU tier.
+"""The online store for serving: async Redis behind a small interface, a breaker and an LRU tier.
 
-``RedisCache`` is safe on a request path: a bounded blocking pool, per-call
+``OnlineStore`` is safe on a request path: a bounded blocking pool, per-call
 timeouts (redis-py's defaults block for seconds on a dead or hung server), no
 retries, and a circuit breaker that skips Redis while it fails and probes it
 again by itself. Versioned entity keys are immutable, so their values are held
-in an in-process LRU; pointer keys are held only briefly. Every failure raises
-``CacheUnavailable`` with a short reason, which the fallback chain records.
+in an in-process LRU; pointer keys are held only briefly.
+
+The interface: ``get_many`` / ``set_many`` (TTL) / ``delete`` / ``close``, ``get_row`` (one
+published table's row for an entity, plus the live session's events, in one call: the
+pointer, LRU and get-and-list protocol), ``append_session`` (live events), and ``ping`` /
+``warm`` for health and start-up. The low-level calls raise ``StoreUnavailable`` with a
+short reason; ``get_row`` reports it in ``Row.error`` instead, which the fallback chain records.
+Key and value formats come from ``store.keys`` and ``store.codec``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from serve.breaker import LRU, STATE_CODE, CircuitBreaker
+from store import codec, keys
+from store.breaker import LRU, STATE_CODE, CircuitBreaker
 
 logger = logging.getLogger(__name__)
 
 
-class CacheConfig(BaseModel):
+class OnlineStoreConfig(BaseModel):
     """Client settings; every timeout is in seconds."""
 
     model_config = ConfigDict(extra="forbid")
@@ -38,7 +47,7 @@ class CacheConfig(BaseModel):
     pointer_ttl_s: float = Field(1.0, ge=0)
 
 
-class CacheUnavailable(RuntimeError):
+class StoreUnavailable(RuntimeError):
     """Redis was skipped or failed; ``reason`` is one of breaker_open, timeout, error."""
 
     def __init__(self, reason: str, detail: str = ""):
@@ -46,12 +55,28 @@ class CacheUnavailable(RuntimeError):
         self.reason = reason
 
 
-class RedisCache:
-    """``get_many`` / ``set_many`` / ``delete`` / ``close`` plus session lists, all async."""
+_MISS = b"\x00miss"  # LRU marker for "this immutable versioned key does not exist"
 
-    def __init__(self, url: str, config: CacheConfig | None = None):
+
+@dataclass
+class Row:
+    """What ``get_row`` found: the decoded ``value`` (None: missing), the namespace ``version`` it
+    came from (None: the table is not published), the live session's ``events``, and ``lookup``
+    (hit, miss or error) with the ``error`` reason (``redis_<reason>``) when the store failed."""
+
+    value: Any | None = None
+    version: str | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+    lookup: str = "miss"
+    error: str | None = None
+
+
+class OnlineStore:
+    """The async store one serving replica reads published tables and live sessions through."""
+
+    def __init__(self, url: str, config: OnlineStoreConfig | None = None):
         self.url = url
-        self.config = config or CacheConfig.model_validate({})
+        self.config = config or OnlineStoreConfig.model_validate({})
         self.breaker = CircuitBreaker(self.config.breaker_failures, self.config.breaker_reset_s)
         self.lru = LRU(self.config.lru_size, self.config.lru_ttl_s)
         self._client: Any = None
@@ -74,21 +99,21 @@ class RedisCache:
 
     async def _run(self, coro_factory: Any, timeout_s: float | None, cap: bool = True) -> Any:
         if not self.breaker.allow():
-            raise CacheUnavailable("breaker_open")
+            raise StoreUnavailable("breaker_open")
         budget = self.config.call_timeout_s if timeout_s is None else \
             (min(timeout_s, self.config.call_timeout_s) if cap else timeout_s)
         if budget <= 0:
-            raise CacheUnavailable("deadline")
+            raise StoreUnavailable("deadline")
         try:
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for wraps the call in a new Task
             async with asyncio.timeout(budget):
                 result = await coro_factory(self._redis())
         except TimeoutError as exc:
             self.breaker.record_failure()
-            raise CacheUnavailable("timeout") from exc
+            raise StoreUnavailable("timeout") from exc
         except Exception as exc:  # noqa: BLE001 - any client error means "no cache", never a 5xx
             self.breaker.record_failure()
-            raise CacheUnavailable("error", type(exc).__name__) from exc
+            raise StoreUnavailable("error", type(exc).__name__) from exc
         self.breaker.record_success()
         return result
 
@@ -146,31 +171,54 @@ class RedisCache:
             except Exception:  # noqa: BLE001 - closing a broken client must not raise
                 logger.debug("error while closing the redis client", exc_info=True)
 
-    # -- compound reads and session state -------------------------------------
-    async def get_and_list(self, keys: list[str], list_key: str | None,
-                           timeout_s: float | None = None) -> tuple[list[bytes | None], list[bytes]]:
-        """``GET`` each key and ``LRANGE`` one list in a single round trip."""
-        async def op(r: Any) -> list[Any]:
-            pipe = r.pipeline(transaction=False)
-            for key in keys:
-                pipe.get(key)
-            if list_key is not None:
-                pipe.lrange(list_key, 0, -1)
-            return list(await pipe.execute())
+    # -- rows of published tables and live sessions ---------------------------
+    async def get_row(self, table: str, tenant: str, entity: str, session_id: str | None = None,
+                      timeout_s: float | None = None) -> Row:
+        """``table``'s row for ``entity`` in the namespace the tenant's pointer names, plus the live
+        events of ``session_id``: one round trip when the pointer is cached, two on a cold pointer.
+        A versioned value (or its absence) is immutable, so it is served from the LRU once read."""
+        end = None if timeout_s is None else time.monotonic() + timeout_s
 
-        if not keys and list_key is None:
-            return [], []
-        out = await self._run(op, timeout_s)
-        if list_key is None:
-            return out, []
-        return out[:-1], list(out[-1] or [])
+        def left() -> float | None:  # each call gets what is left of the caller's budget
+            return None if end is None else end - time.monotonic()
 
-    async def append_list(self, key: str, values: list[str], ttl_s: int, max_len: int,
-                          timeout_s: float | None = None) -> int:
-        """Append to a list, keep its last ``max_len`` entries, refresh its TTL; returns its length."""
+        ptr_key = keys.pointer_key(table, tenant)
+        sess_key = keys.session_key(session_id, tenant) if session_id is not None else None
+        value: Any | None = None
+        live_raw: list[bytes] = []
+        try:
+            ns = self._pointer_cached(ptr_key)
+            cached = self.lru.get(keys.entity_key(table, ns, entity, tenant)) if ns else None
+            if ns is not None and cached is not None:
+                if sess_key is not None:
+                    _, live_raw = await self._get_and_list([], sess_key, left())
+                value = cached
+            else:
+                lookup = [keys.entity_key(table, ns, entity, tenant)] if ns else [ptr_key]
+                vals, live_raw = await self._get_and_list(lookup, sess_key, left())
+                if ns is None:
+                    ns = vals[0].decode() if vals[0] else None
+                    self._remember_pointer(ptr_key, ns)
+                    vals = (await self.get_many([keys.entity_key(table, ns, entity, tenant)], left())) \
+                        if ns else [None]
+                if ns is not None:
+                    value = vals[0] if vals[0] is not None else _MISS
+                    self.lru.put(keys.entity_key(table, ns, entity, tenant), value)
+        except StoreUnavailable as exc:
+            return Row(lookup="error", error=f"redis_{exc.reason}")
+        live = [e for e in (codec.decode(r) for r in live_raw) if isinstance(e, dict)]
+        if value is None or value == _MISS:
+            return Row(version=ns, events=live, lookup="miss")
+        return Row(value=codec.decode(value), version=ns, events=live, lookup="hit")
+
+    async def append_session(self, tenant: str, session_id: str, events: list[str], ttl_s: int, max_len: int,
+                             timeout_s: float | None = None) -> int:
+        """Append encoded events to a live session, keep its last ``max_len``, refresh its TTL; its length."""
+        key = keys.session_key(session_id, tenant)
+
         async def op(r: Any) -> int:
             pipe = r.pipeline(transaction=True)
-            pipe.rpush(key, *values)
+            pipe.rpush(key, *events)
             pipe.ltrim(key, -max_len, -1)
             pipe.expire(key, ttl_s)
             pipe.llen(key)
@@ -179,16 +227,28 @@ class RedisCache:
 
         return int(await self._run(op, timeout_s))
 
-    # -- LRU-backed versioned reads -------------------------------------------
-    def lru_get(self, key: str) -> Any | None:
-        return self.lru.get(key)
+    async def _get_and_list(self, keys_: list[str], list_key: str | None,
+                            timeout_s: float | None = None) -> tuple[list[bytes | None], list[bytes]]:
+        """``GET`` each key and ``LRANGE`` one list in a single round trip."""
+        async def op(r: Any) -> list[Any]:
+            pipe = r.pipeline(transaction=False)
+            for key in keys_:
+                pipe.get(key)
+            if list_key is not None:
+                pipe.lrange(list_key, 0, -1)
+            return list(await pipe.execute())
 
-    def lru_put(self, key: str, value: Any, ttl_s: float | None = None) -> None:
-        self.lru.put(key, value, ttl_s)
+        if not keys_ and list_key is None:
+            return [], []
+        out = await self._run(op, timeout_s)
+        if list_key is None:
+            return out, []
+        return out[:-1], list(out[-1] or [])
 
-    def pointer_cached(self, key: str) -> str | None:
-        return self.lru.get(("ptr", key))  # type: ignore[return-value]
+    def _pointer_cached(self, key: str) -> str | None:
+        value = self.lru.get(("ptr", key))
+        return value if isinstance(value, str) else None
 
-    def remember_pointer(self, key: str, version: str | None) -> None:
+    def _remember_pointer(self, key: str, version: str | None) -> None:
         if version is not None and self.config.pointer_ttl_s > 0:
             self.lru.put(("ptr", key), version, self.config.pointer_ttl_s)
