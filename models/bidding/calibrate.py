@@ -92,9 +92,9 @@ def strategy_configs(market: MarketPrice, ctr_train: float, budget: float, episo
     }
     if b0 > 0:
         for variant in (1, 2):
-            c = fit_ortb_c(market, variant)  # type: ignore[arg-type]
+            c = fit_ortb_c(market, variant)
             configs[f"ortb{variant}"] = OrtbConfig(
-                variant=variant, c=c, lam=ortb_lambda(variant, c, ctr_train, b0))  # type: ignore[arg-type]
+                variant=variant, c=c, lam=ortb_lambda(variant, c, ctr_train, b0))
     return configs
 
 

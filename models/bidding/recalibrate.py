@@ -35,7 +35,8 @@ class RecalConfig(BaseModel):
 
 def _logit(p: float | np.ndarray) -> float | np.ndarray:
     p = np.clip(p, _EPS, 1 - _EPS)
-    return np.log(p / (1 - p))
+    result: float | np.ndarray = np.log(p / (1 - p))
+    return result
 
 
 def fit_platt_map(x: np.ndarray, y: np.ndarray, prior_sd_a: float, prior_sd_b: float,

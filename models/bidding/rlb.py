@@ -94,7 +94,8 @@ class CtrModel:
         t -= i
         t *= self._dh[i]  # type: ignore[attr-defined]
         t += self._h[i]  # type: ignore[attr-defined]
-        return t
+        result: np.ndarray = t
+        return result
 
 
 def solve_value_function(market: MarketPrice, ctr: CtrModel, n_max: int, b_max: int) -> np.ndarray:

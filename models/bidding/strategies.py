@@ -122,7 +122,8 @@ class OrtbBid:
             return math.sqrt(c * pctr / lam + c * c) - c
         root = pctr + math.sqrt(c * c * lam * lam + pctr * pctr)  # w(b) = b^2 / (c^2 + b^2)
         ratio = root / (c * lam)
-        return c * (ratio ** (1 / 3) - ratio ** (-1 / 3))
+        result: float = c * (ratio ** (1 / 3) - ratio ** (-1 / 3))
+        return result
 
 
 class PacedBid:

@@ -94,7 +94,8 @@ class SyntheticCtr:
         return z
 
     def true_ctr(self, frame: pd.DataFrame) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-self.logit(frame)))
+        result: np.ndarray = 1.0 / (1.0 + np.exp(-self.logit(frame)))
+        return result
 
 
 def _key(v: object) -> str:

@@ -202,8 +202,8 @@ def report_from_units(units: pd.DataFrame, config: ExperimentConfig, *, tick: ti
             kw = dict(alpha=config.alpha, power=config.power, share_control=config.variant(control).share,
                       share_treatment=config.variant(v).share)
             var = base_var * max(factor, 1e-3)
-            sizes[v] = {"fixed": required_sample_size(base_mean, var, config.mde, **kw),  # type: ignore[arg-type]
-                        "sequential": required_sample_size(base_mean, var, config.mde, tau=seq.tau, **kw)}  # type: ignore[arg-type]
+            sizes[v] = {"fixed": required_sample_size(base_mean, var, config.mde, **kw),
+                        "sequential": required_sample_size(base_mean, var, config.mde, tau=seq.tau, **kw)}
     return KpiReport(
         experiment_id=config.experiment_id, tenant=config.tenant, unit=config.unit, control=control,
         variants=names, tick_times=tick_times, n_units={v: int(c) for v, c in zip(names, counts[:, -1], strict=True)},

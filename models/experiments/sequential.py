@@ -48,7 +48,8 @@ def halfwidth(var: Array | float, tau: float, alpha: float) -> Array:
     v = np.asarray(var, dtype=np.float64)
     t2 = tau * tau
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.sqrt(v * (v + t2) / t2 * (2 * np.log(1 / alpha) + np.log((v + t2) / v)))
+        result: np.ndarray = np.sqrt(v * (v + t2) / t2 * (2 * np.log(1 / alpha) + np.log((v + t2) / v)))
+        return result
 
 
 @dataclass(frozen=True)

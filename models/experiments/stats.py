@@ -99,17 +99,20 @@ class Moments:
     def _cov(self, a: str, b: str, ab: str) -> Array:
         n = self.n
         with np.errstate(invalid="ignore", divide="ignore"):
-            return (getattr(self, ab) - getattr(self, a) * getattr(self, b) / n) / (n - 1)
+            result: np.ndarray = (getattr(self, ab) - getattr(self, a) * getattr(self, b) / n) / (n - 1)
+            return result
 
     @property
     def ratio(self) -> Array:
         with np.errstate(invalid="ignore", divide="ignore"):
-            return self.sy / self.sd
+            result: np.ndarray = self.sy / self.sd
+            return result
 
     @property
     def mean_x(self) -> Array:
         with np.errstate(invalid="ignore", divide="ignore"):
-            return self.sx / self.n
+            result: np.ndarray = self.sx / self.n
+            return result
 
     def linearized_var(self) -> Array:
         """Per-unit variance of ``L = (y - R d) / mean(d)`` (the delta method's influence)."""
@@ -118,13 +121,15 @@ class Moments:
         with np.errstate(invalid="ignore", divide="ignore"):
             v = (self._cov("sy", "sy", "syy") - 2 * r * self._cov("sy", "sd", "syd")
                  + r * r * self._cov("sd", "sd", "sdd")) / (dbar * dbar)
-        return np.maximum(v, 0.0)
+        result: np.ndarray = np.maximum(v, 0.0)
+        return result
 
     def linearized_cov_x(self) -> Array:
         """Per-unit covariance of ``L`` with the covariate ``x``."""
         dbar = self.sd / self.n
         with np.errstate(invalid="ignore", divide="ignore"):
-            return (self._cov("sx", "sy", "sxy") - self.ratio * self._cov("sx", "sd", "sxd")) / dbar
+            result: np.ndarray = (self._cov("sx", "sy", "sxy") - self.ratio * self._cov("sx", "sd", "sxd")) / dbar
+            return result
 
     def var_x(self) -> Array:
         return self._cov("sx", "sx", "sxx")
@@ -164,7 +169,8 @@ def cuped_theta(arms: Sequence[Moments]) -> Array:
 
 def pooled_mean_x(arms: Sequence[Moments]) -> Array:
     with np.errstate(invalid="ignore", divide="ignore"):
-        return _f(sum(m.sx for m in arms)) / _f(sum(m.n for m in arms))
+        result: np.ndarray = _f(sum(m.sx for m in arms)) / _f(sum(m.n for m in arms))
+        return result
 
 
 def variance_reduction(arms: Sequence[Moments]) -> Array:
@@ -173,7 +179,8 @@ def variance_reduction(arms: Sequence[Moments]) -> Array:
     plain = sum(estimate(m).var for m in arms)
     adj = sum(estimate(m, theta, center).var for m in arms)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return 1.0 - _f(adj) / _f(plain)
+        result: np.ndarray = 1.0 - _f(adj) / _f(plain)
+        return result
 
 
 @dataclass(frozen=True)
