@@ -40,11 +40,11 @@ import numpy as np
 import pandas as pd
 
 from models.experiments.assignment import Assigner
-from models.experiments.config import ExperimentConfig, Guardrail
-from models.experiments.guardrails import breach_ticks
+from models.experiments.config import ExperimentConfig
+from models.experiments.guardrails import breach_ticks, detectable_units
 from models.experiments.report import KpiReport, Series, compare_history, kpi_report
 from models.experiments.simulator import Arm, VisitorModel, simulate_experiment, to_logs
-from models.experiments.stats import Moments, log_lift_var_per_unit, units_for_distance
+from models.experiments.stats import Moments
 
 MDE = 0.05
 HARM = -0.10
@@ -125,14 +125,6 @@ def pilot(model: VisitorModel, cfg: ExperimentConfig, n: int, rng: np.random.Gen
     return kpi_report(exp, outc, cfg, pre_period=pre)
 
 
-def detectable_units(p: float, vr: float, harm: float, guard: Guardrail, tau: float, power: float = 0.8) -> float:
-    """Units at which the guardrail's always-valid interval finds a true ``harm`` with ``power``."""
-    pt = p * (1 + harm)
-    c = log_lift_var_per_unit(p, p * (1 - p) * (1 - vr), harm, 0.5, 0.5, pt * (1 - pt) * (1 - vr))
-    distance = math.log1p(-guard.max_relative_drop) - math.log1p(harm)
-    return units_for_distance(c, distance, alpha=1 - guard.confidence, power=power, tau=tau)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--aa", type=int, default=1000, help="A/A experiments")
@@ -201,7 +193,7 @@ def main() -> None:
     ratio = fpr_naive / max(fpr_seq, 1.0 / args.aa)
 
     guard = cfg.guardrails[0]
-    n_detect = detectable_units(model.conversion, vr_model, HARM, guard, cfg.sequential.tau)
+    n_detect = detectable_units(model.conversion, HARM, guard, cfg.sequential.tau, vr=vr_model)
     detect_tick = math.ceil(n_detect / per_tick) - 1
     rb = harm.guard_breach
     rolled = rb >= 0

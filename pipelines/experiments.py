@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from models.experiments.config import ExperimentConfig
+from models.experiments.config import ExperimentConfig, load_config
 from models.experiments.guardrails import Decision, evaluate
 from models.experiments.report import KpiReport, kpi_report
 from pipelines import exposures
@@ -46,6 +46,27 @@ class Analysis:
         return out
 
 
+def read_experiment_file(path: str, tenant: str | None = None) -> ExperimentConfig:
+    """An experiment config from a YAML or JSON file; ``tenant``, when given, must match the file's.
+    Errors (``ValueError``, ``FileNotFoundError``) name the file and the field."""
+    import yaml
+
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"{path}: experiment config file not found")
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not YAML or JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of experiment config fields")
+    if tenant is not None:
+        if data.get("tenant", tenant) != tenant:
+            raise ValueError(f"{path}: the file is for tenant {data['tenant']!r}, not {tenant!r}")
+        data["tenant"] = tenant
+    return load_config(data, path)
+
+
 def frames(logs: exposures.Logs) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The drained logs as the frames ``models.experiments.report.kpi_report`` reads."""
     exp = logs.exposures.to_pandas()
@@ -69,6 +90,8 @@ def analyse(logs_uri: str, config: ExperimentConfig, *, since: datetime | None =
     """Read the tenant's logs from ``since`` on, report on ``config``'s experiment, evaluate its guardrails."""
     logs = exposures.read_logs(logs_uri, config.tenant, since)
     info = logs.to_dict()
+    if logs.exposures.num_rows == 0:
+        return Analysis(config, None, None, info, error=f"no exposures logged for tenant {config.tenant} yet")
     exp, out = frames(logs)
     if since is not None and len(exp):
         exp = exp.loc[exp["time"] >= pd.Timestamp(since)]
@@ -103,3 +126,28 @@ def default_report_path(logs_uri: str, config: ExperimentConfig, now: datetime |
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S")
     base = logs_uri if "://" in logs_uri else os.path.abspath(logs_uri)
     return f"{base.rstrip('/')}/{config.tenant}/reports/{config.experiment_id}-{stamp}.html"
+
+
+def records_from_frames(exposures_df: pd.DataFrame, outcomes_df: pd.DataFrame,
+                        writer: str = "import") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Log records (``store.explog``) from exposure and outcome frames in ``kpi_report``'s columns
+    (e.g. ``models.experiments.simulator.to_logs``): imports of past logs, smoke tests, benchmarks."""
+    from store import explog
+
+    def ms(t: pd.Series) -> list[int]:
+        return (pd.to_datetime(t, utc=True).astype("int64") // 1_000_000).tolist()  # type: ignore[no-any-return]
+
+    e = exposures_df
+    visitors = e["visitor_id"] if "visitor_id" in e.columns else pd.Series([None] * len(e), index=e.index)
+    versions = e["model_version"] if "model_version" in e.columns else pd.Series([None] * len(e), index=e.index)
+    exp = [explog.exposure(str(t), str(x), str(v), str(s), vis, list(items), ver, "import", "recommend", when,
+                           writer, i)
+           for i, (t, x, v, s, vis, items, ver, when) in enumerate(zip(
+               e["tenant"], e["experiment"], e["variant"], e["session_id"], visitors, e["items"], versions,
+               ms(e["time"]), strict=True))]
+    o = outcomes_df
+    revenue = o["revenue"] if "revenue" in o.columns else pd.Series([0.0] * len(o), index=o.index)
+    out = [explog.outcome(str(t), str(s), None, str(k), str(item), float(r), when, when, writer, i)
+           for i, (t, s, k, item, r, when) in enumerate(zip(
+               o["tenant"], o["session_id"], o["event_type"], o["item_id"], revenue, ms(o["time"]), strict=True))]
+    return exp, out

@@ -66,7 +66,8 @@ class StreamDrain:
 # -- filesystem ------------------------------------------------------------------------
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     if "://" in uri:
-        return pafs.FileSystem.from_uri(uri)
+        fs, path = pafs.FileSystem.from_uri(uri)
+        return fs, str(path)
     return pafs.LocalFileSystem(), os.path.abspath(uri)
 
 
@@ -107,7 +108,7 @@ def _day(stream_id: str) -> str:
 
 
 def _safe(stream_id: str) -> str:
-    return stream_id.replace("-", "_")
+    return stream_id.replace("-", "_").replace(":", ".")
 
 
 # -- drain -----------------------------------------------------------------------------
@@ -122,7 +123,7 @@ def _ensure_group(client: Any, key: str, group: str) -> None:
 
 
 def _write_batch(fs: pafs.FileSystem, root: str, tenant: str, kind: str,
-                 entries: list[tuple[Any, Any]], result: StreamDrain) -> None:
+                 entries: list[tuple[Any, Any]], result: StreamDrain, prefix: str = "") -> None:
     table, bad = explog.to_table(kind, entries)
     for reason, n in bad.items():
         result.quarantined[reason] = result.quarantined.get(reason, 0) + n
@@ -134,7 +135,7 @@ def _write_batch(fs: pafs.FileSystem, root: str, tenant: str, kind: str,
         mask = pa.array([d == day for d in days])
         part = table.filter(mask)
         part_ids = part.column("stream_id").to_pylist()
-        path = f"{root}/{tenant}/{kind}/date={day}/{_safe(part_ids[0])}_{_safe(part_ids[-1])}.parquet"
+        path = f"{root}/{tenant}/{kind}/date={day}/{prefix}{_safe(part_ids[0])}_{_safe(part_ids[-1])}.parquet"
         write_durably(fs, path, _parquet_bytes(part))
         result.files.append(path)
         result.written += part.num_rows
@@ -252,3 +253,13 @@ def read_logs(logs_uri: str, tenant: str, since: datetime | None = None) -> Logs
         out[kind] = table
     return Logs(out["exposures"], out["outcomes"], dups, missing)
 
+
+
+def write_records(logs_uri: str, tenant: str, kind: str, records: list[dict[str, Any]], prefix: str = "import") -> int:
+    """Write log records straight to Parquet (imports of past logs, smoke tests, benchmarks), in the
+    drain's layout; each row's ``stream_id`` is ``<time ms>-<index>``, its file ``<prefix>...``."""
+    fs, root = filesystem(logs_uri)
+    entries = [(f"{int(r['time'])}-{i}", {explog.FIELD: explog.encode(r)}) for i, r in enumerate(records)]
+    result = StreamDrain(tenant, kind)
+    _write_batch(fs, root, tenant, kind, entries, result, prefix=prefix)
+    return result.written

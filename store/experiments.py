@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -203,29 +205,31 @@ class ExperimentStore:
         self.registry._write_json(path, json.loads(data))
 
 
-def pinned_models(registry_uri: str, config: ExperimentConfig) -> dict[str, dict[str, str]]:
+def pinned_models(registry_uris: str | Sequence[str], config: ExperimentConfig) -> dict[str, dict[str, str]]:
     """For each ``version`` variant, which model(s) its ``model_version`` pins: ``{variant: {model: version}}``.
 
-    A version names a recommender or a propensity model in the registry (the other model stays
-    the champion). Raises ``ExperimentStoreError`` naming the variant when the version is in neither."""
-    reg = Registry(registry_uri)
+    A version names a recommender or a propensity model in one of the registries (the tenant's own
+    namespace first, then the shared one; the other model stays the champion). Raises
+    ``ExperimentStoreError`` naming the variant when the version is in none."""
+    uris = [registry_uris] if isinstance(registry_uris, str) else list(registry_uris)
     versions: dict[str, set[str]] = {}
+    for model in MODELS:
+        versions[model] = set()
+        for uri in uris:
+            if "://" not in uri and not os.path.isdir(uri):
+                continue
+            try:
+                versions[model].update(Registry(uri).versions(model))
+            except (OSError, RegistryError):
+                logger.warning("cannot list %s versions at %s", model, uri)
     out: dict[str, dict[str, str]] = {}
     for v in config.variants:
         if v.policy != "version":
             continue
         assert v.model_version is not None
-        pins = {}
-        for model in MODELS:
-            if model not in versions:
-                try:
-                    versions[model] = set(reg.versions(model))
-                except (OSError, RegistryError):
-                    versions[model] = set()
-            if v.model_version in versions[model]:
-                pins[model] = v.model_version
+        pins = {model: v.model_version for model in MODELS if v.model_version in versions[model]}
         if not pins:
             raise ExperimentStoreError(f"variant {v.name!r}: model_version {v.model_version!r} is neither a "
-                                       f"recommender nor a propensity version at {registry_uri}")
+                                       f"recommender nor a propensity version at {', '.join(uris)}")
         out[v.name] = pins
     return out

@@ -2,7 +2,9 @@
 writes to Parquet. Defined once here, for the writer (``serve.exposures``) and the reader
 (``pipelines.exposures``).
 
-Each stream entry has one field ``d``: a compact JSON object.
+Each stream entry has one field ``d``: a compact JSON object, or a JSON array of them (the
+serving replicas write each flush's records of a tenant as one entry; a row's ``stream_id`` is
+then ``<entry id>:<index>``).
 
 - exposure (one per response that showed items): ``tenant, experiment, variant, session_id,
   visitor_id, items, positions, model_version, source, endpoint, time`` (epoch ms);
@@ -52,7 +54,7 @@ REQUIRED = {"exposures": ("tenant", "experiment", "variant", "session_id", "time
             "outcomes": ("tenant", "session_id", "event_type", "time")}
 
 
-def encode(record: dict[str, Any]) -> bytes:
+def encode(record: dict[str, Any] | list[dict[str, Any]]) -> bytes:
     return json.dumps(record, separators=(",", ":")).encode()
 
 
@@ -91,20 +93,23 @@ def to_table(kind: str, entries: Iterable[tuple[Any, dict[Any, Any] | None]]) ->
             continue
         raw = fields.get(FIELD) if FIELD in fields else fields.get(FIELD.decode())
         try:
-            rec = json.loads(raw)  # type: ignore[arg-type]  # None is refused like any non-JSON
+            value = json.loads(raw)  # type: ignore[arg-type]  # None is refused like any non-JSON
         except (TypeError, ValueError):
             bad["not JSON"] += 1
             continue
-        if not isinstance(rec, dict):
-            bad["not a JSON object"] += 1
-            continue
-        missing = [f for f in REQUIRED[kind] if rec.get(f) is None]
-        if missing:
-            bad[f"missing {missing[0]}"] += 1
-            continue
-        rec["stream_id"] = _id(raw_id)
-        for n in names:
-            cols[n].append(rec.get(n))
+        entry_id = _id(raw_id)
+        many = isinstance(value, list)
+        for i, rec in enumerate(value if many else [value]):
+            if not isinstance(rec, dict):
+                bad["not a JSON object"] += 1
+                continue
+            missing = [f for f in REQUIRED[kind] if rec.get(f) is None]
+            if missing:
+                bad[f"missing {missing[0]}"] += 1
+                continue
+            rec["stream_id"] = f"{entry_id}:{i}" if many else entry_id
+            for n in names:
+                cols[n].append(rec.get(n))
     try:
         table = pa.table({n: pa.array(cols[n], type=schema.field(n).type) for n in names}, schema=schema)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
@@ -133,7 +138,7 @@ def _row_by_row(kind: str, cols: dict[str, list[Any]]) -> tuple[pa.Table, Counte
 
 
 def stream_id_ms(stream_id: str) -> int:
-    """The server time (epoch ms) at which a stream entry was added."""
+    """The server time (epoch ms) at which a stream entry (or a row of one) was added."""
     return int(stream_id.split("-", 1)[0])
 
 

@@ -59,6 +59,21 @@ def breach_ticks(log_lift: np.ndarray, log_var: np.ndarray, valid: np.ndarray, g
     return cs.hi < math.log1p(-guardrail.max_relative_drop), cs.hi
 
 
+def detectable_units(p: float, harm: float, guardrail: Guardrail, tau: float, *, vr: float = 0.0,
+                     power: float = 0.8, shares: tuple[float, float] = (0.5, 0.5)) -> float:
+    """Units (both arms) at which the guardrail's always-valid interval finds a true relative ``harm``
+    of a Bernoulli metric with baseline ``p`` with ``power`` (``vr``: CUPED variance reduction).
+
+    The yardstick of "rolled back within N ticks of the detectable effect": a rollback cannot be
+    expected before this many units, and is late when it comes long after."""
+    from models.experiments.stats import log_lift_var_per_unit, units_for_distance
+
+    pt = p * (1 + harm)
+    c = log_lift_var_per_unit(p, p * (1 - p) * (1 - vr), harm, shares[0], shares[1], pt * (1 - pt) * (1 - vr))
+    distance = math.log1p(-guardrail.max_relative_drop) - math.log1p(harm)
+    return units_for_distance(c, distance, alpha=1 - guardrail.confidence, power=power, tau=tau)
+
+
 def evaluate(report: KpiReport, config: ExperimentConfig) -> Decision:
     """The guardrails' verdict on the report's latest tick."""
     reasons: list[str] = []

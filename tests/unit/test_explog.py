@@ -23,10 +23,12 @@ def test_entries_to_table_and_quarantine() -> None:
         (b"1-4", None),
         (b"1-5", {explog.FIELD: _exp(5, items=7)}),  # not a list: caught row by row
         ("1-6", {"d": _exp(6).decode()}),  # a client that decodes responses
+        (b"1-7", {explog.FIELD: b"[" + _exp(7) + b"," + _exp(8) + b"]"}),  # a replica's flush: one entry
     ]
     table, bad = explog.to_table("exposures", entries)
-    assert table.column("stream_id").to_pylist() == ["1-0", "1-6"]
-    assert bad == {"not JSON": 1, "missing variant": 1, "not a JSON object": 1, "deleted entry": 1,
+    assert table.column("stream_id").to_pylist() == ["1-0", "1-6", "1-7:0", "1-7:1"]
+    assert table.column("seq").to_pylist() == [0, 6, 7, 8]
+    assert bad == {"not JSON": 1, "missing variant": 1, "not a JSON object": 2, "deleted entry": 1,
                    "bad value for items": 1}
     row = table.to_pylist()[0]
     assert row["items"] == ["a", "b"] and row["positions"] == [0, 1] and row["seq"] == 0
