@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import entrypoint, smoke
-from pipelines.refresh import RefreshConfig, loop
+from pipelines.refresh import RefreshConfig, default_checks, loop
 
 Result = dict[str, Any]  # ticks, failed_ticks, ok, once, last
 
@@ -32,7 +32,7 @@ def _emit(report: dict[str, Any]) -> None:
 
 
 def run(cfg: Config) -> Result:
-    return loop(cfg, _emit)
+    return loop(cfg, _emit, default_checks(cfg))
 
 
 def flags(p: argparse.ArgumentParser) -> None:
@@ -44,6 +44,7 @@ def flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lateness-hours", type=float, help="default 1")
     p.add_argument("--once", action="store_true", help="run one tick and exit with its status")
     p.add_argument("--max-ticks", type=int, help="stop after this many ticks (0 = forever)")
+    p.add_argument("--experiment-logs", help="drained A/B logs (default: experiment_logs next to the events)")
 
 
 def fill_smoke(values: dict[str, Any], tmp: Path) -> Callable[[], None] | None:

@@ -35,6 +35,34 @@ class RefreshConfig(BaseModel):
     lateness_hours: float = Field(1.0, ge=0)
     once: bool = Field(False, description="run one tick and exit with its status")
     max_ticks: int = Field(0, ge=0, description="stop after this many ticks (0 = forever)")
+    experiment_logs: str | None = Field(None, description="drained A/B experiment logs "
+                                        "(default: experiment_logs next to the events)")
+
+
+Check = Callable[[Any], dict[str, Any]]
+"""A per-tick check (issue 14: experiment guardrails, drift): gets the tick's context, returns its JSON."""
+
+
+def default_checks(cfg: RefreshConfig) -> list[Check]:
+    """Experiment guardrails (drain, evaluate, roll back) and PSI drift of the propensity champion."""
+    from pipelines.drift import DriftCheck
+    from pipelines.experiment_checks import ExperimentCheck
+
+    logs = cfg.experiment_logs or f"{cfg.events.rstrip('/').rsplit('/', 1)[0]}/experiment_logs"
+    return [ExperimentCheck(cfg.registry, logs, cfg.redis), DriftCheck(cfg.registry, cfg.features)]
+
+
+def run_checks(checks: list[Check], ctx: Any = None) -> list[dict[str, Any]]:
+    """Every check, whatever the tick's steps did; a failing check is reported, never fatal."""
+    out = []
+    for check in checks:
+        try:
+            out.append(check(ctx))
+        except Exception as exc:  # noqa: BLE001
+            logger.exception("check %s failed", getattr(check, "__name__", "check"))
+            out.append({"name": getattr(check, "__name__", "check"), "ok": False,
+                        "error": f"{type(exc).__name__}: {exc}"[:1000]})
+    return out
 
 
 def steps(cfg: RefreshConfig) -> list[list[str]]:
@@ -46,8 +74,8 @@ def steps(cfg: RefreshConfig) -> list[list[str]]:
     return [features, precompute]
 
 
-def tick(cfg: RefreshConfig) -> dict[str, Any]:
-    """One refresh; stops at the first failing step."""
+def tick(cfg: RefreshConfig, checks: list[Check] | None = None) -> dict[str, Any]:
+    """One refresh; stops at the first failing step; then the checks."""
     report: dict[str, Any] = {"started": time.time(), "ok": True}
     for cmd in steps(cfg):
         name = cmd[2]
@@ -59,16 +87,19 @@ def tick(cfg: RefreshConfig) -> dict[str, Any]:
             logger.error("%s failed (exit %d); the previous outputs stay published:\n%s", name, proc.returncode,
                          proc.stderr[-2000:])
             break
+    if checks:
+        report["checks"] = run_checks(checks)
     return report
 
 
-def loop(cfg: RefreshConfig, emit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+def loop(cfg: RefreshConfig, emit: Callable[[dict[str, Any]], None], checks: list[Check] | None = None
+         ) -> dict[str, Any]:
     """Tick every ``cfg.every`` seconds (once with ``once``, at most ``max_ticks``); ``emit`` gets each
     tick's report. Returns ``ticks``, ``failed_ticks``, ``ok`` (the last tick's), ``once`` and the ``last`` report."""
     ticks = failed = 0
     while True:
         start = time.monotonic()
-        report = tick(cfg)
+        report = tick(cfg, checks)
         ticks += 1
         failed += not report["ok"]
         emit(report)

@@ -42,6 +42,8 @@ from models.propensity.model import (
     to_matrix,
 )
 from models.propensity.predictor import REGISTRY_NAME, PropensityPredictor, load_booster
+from pipelines.drift import feature_quantiles
+from pipelines.reports.model import MODEL_REPORT, write_propensity_report
 from pipelines.train_callbacks import callback_types, without_default_callbacks
 from store.registry import Registry
 
@@ -275,16 +277,22 @@ def train_and_register(cfg: TrainConfig) -> dict[str, Any]:
     raw_val = raw_predict(booster, model.kind, to_matrix(parts.validation, features))
     art.metrics["test"] = model_metrics
     art.metrics["validation_scores"] = np.quantile(predictor.calibrator(raw_val), np.linspace(0, 1, 21)).tolist()
+    art.metrics["feature_quantiles"] = feature_quantiles(parts.train, features)  # the drift check's reference
     save(out, booster, art)  # with test metrics and the validation score quantiles for the PSI gate
+    report = write_propensity_report(parts.test[LABEL].to_numpy(), {f"{model.kind} (calibrated)": test_scores},
+                                     out / MODEL_REPORT, title="Propensity model",
+                                     subtitle=f"{model.kind}, test split ({parts.kind})")
     result: dict[str, Any] = {"model": model.kind, "imbalance": model.imbalance, "split": parts.kind,
                               "threshold": art.threshold, "test": model_metrics,
                               "baselines": baselines(parts.train, parts.test, features, cfg.min_precision),
-                              "artifact": str(out), "seconds": round(time.perf_counter() - t0, 1)}
+                              "artifact": str(out), "report": str(report),
+                              "seconds": round(time.perf_counter() - t0, 1)}
     if cfg.registry:
         reg = Registry(cfg.registry)
         mv = reg.register(REGISTRY_NAME, out, {"metrics": art.metrics, "data_window": art.data_window,
                                                "config": art.config, "kind": model.kind})
         result["version"] = mv.version
+        result["registry_report"] = f"{mv.uri}/{MODEL_REPORT}"  # copied into the registry with the artifact
         if reg.champion(REGISTRY_NAME) is None:
             reg.set_champion(REGISTRY_NAME, mv.version, "first model of this registry")
             result["champion"] = True

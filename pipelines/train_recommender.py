@@ -27,6 +27,7 @@ from models.session_rec.data import EncodedData, load_dataset
 from models.session_rec.evaluate import BASELINES, evaluate_model, fit_baseline
 from models.session_rec.predictor import REGISTRY_NAME
 from pipelines import raycluster
+from pipelines.reports.model import MODEL_REPORT, write_recommender_report
 from pipelines.train_callbacks import callback_types, without_default_callbacks
 from store.registry import Registry
 
@@ -236,6 +237,8 @@ def train_and_register(opts: TrainConfig) -> dict[str, Any]:
     save_artifact(out_dir, model, data.items, item_counts(data.train, len(data.items)),  # type: ignore[arg-type]
                   training=training, metrics=metrics, data_window=data.window)
     report["artifact_dir"] = str(out_dir)
+    report["report"] = str(write_recommender_report({cfg.model: metrics}, out_dir / MODEL_REPORT, title="Recommender",
+                                                    subtitle=f"{cfg.model}, {data.protocol}, full catalogue"))
     if opts.registry:
         registry = Registry(opts.registry)
         mv = registry.register(REGISTRY_NAME, out_dir, {"model_type": cfg.model, "metrics": metrics,
@@ -245,4 +248,5 @@ def train_and_register(opts: TrainConfig) -> dict[str, Any]:
                                   f"recall@20={metrics.get('recall@20', 0):.4f}")
             report["promoted"] = True
         report["version"] = mv.version
+        report["registry_report"] = f"{mv.uri}/{MODEL_REPORT}"  # copied into the registry with the artifact
     return report

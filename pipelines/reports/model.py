@@ -16,6 +16,9 @@ from pipelines.reports.html import Section, esc, figure, render_page, write_page
 
 logger = logging.getLogger(__name__)
 
+MODEL_REPORT = "report.html"
+"""The model report's name inside a model artifact (and so inside its registry version)."""
+
 COLORS = ("#1565c0", "#c62828", "#2e7d32", "#6a1b9a", "#ef6c00", "#00838f")
 
 
@@ -82,29 +85,43 @@ def render_propensity_report(y: np.ndarray, scores: Mapping[str, np.ndarray], *,
     return render_page(title, subtitle or "propensity", [sec])
 
 
-def render_recommender_report(ranks: Mapping[str, np.ndarray], *, ks: Sequence[int] = (1, 5, 10, 20, 50, 100),
-                              title: str = "Recommender", subtitle: str = "") -> str:
-    """Recall@k and MRR@k by cutoff for one or more recommenders on the same test events."""
+def cutoffs_from_metrics(metrics: Mapping[str, float]) -> pd.DataFrame:
+    """Recall@k and MRR@k by cutoff from an evaluation's ``recall@K`` / ``mrr@K`` entries."""
+    ks = sorted({int(k.split("@", 1)[1]) for k in metrics if k.startswith("recall@") and k[7:].isdigit()})
+    if not ks:
+        raise ValueError("cutoffs_from_metrics: no recall@k entries")
+    return pd.DataFrame([{"k": k, "recall": float(metrics[f"recall@{k}"]), "mrr": float(metrics.get(f"mrr@{k}", np.nan))}
+                         for k in ks])
+
+
+def render_recommender_report(ranks: Mapping[str, np.ndarray | Mapping[str, float]], *,
+                              ks: Sequence[int] = (1, 5, 10, 20, 50, 100),
+                              title: str = "Recommender", subtitle: str = "", n_events: int | None = None) -> str:
+    """Recall@k and MRR@k by cutoff for one or more recommenders on the same test events: per
+    recommender, the ranks of the true next items, or its evaluation's ``recall@k``/``mrr@k`` metrics."""
     if not ranks:
         raise ValueError("render_recommender_report: no ranks to plot")
     fig = figure(10.0, 4.0)
     ax1, ax2 = fig.subplots(1, 2)
     table = []
+    shown: set[int] = set()
     for i, (name, r) in enumerate(ranks.items()):
-        df = recall_mrr_by_cutoff(r, ks)
+        df = cutoffs_from_metrics(r) if isinstance(r, Mapping) else recall_mrr_by_cutoff(r, ks)
+        shown.update(int(k) for k in df["k"])
         c = COLORS[i % len(COLORS)]
         ax1.plot(df["k"], df["recall"], marker="o", color=c, label=name)
         ax2.plot(df["k"], df["mrr"], marker="o", color=c, label=name)
         table.append({"model": name, **{f"R@{k}": v for k, v in zip(df["k"], df["recall"], strict=True)}})
     for ax, what in ((ax1, "Recall@k"), (ax2, "MRR@k")):
         ax.set_xscale("log")
-        ax.set_xticks(list(ks), [str(k) for k in ks])
+        ax.set_xticks(sorted(shown), [str(k) for k in sorted(shown)])
         ax.set_xlabel("cutoff k")
         ax.set_ylabel(what)
         ax.set_title(f"{what} by cutoff")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    n = len(next(iter(ranks.values())))
+    first = next(iter(ranks.values()))
+    n = n_events if n_events is not None else (int(first.get("n", 0)) if isinstance(first, Mapping) else len(first))
     sec = Section("Next-item accuracy by cutoff", [esc(f"{n:,} test events.")], plots=[("recall_at_k", fig)],
                   tables=[pd.DataFrame(table)])
     return render_page(title, subtitle or "session recommender", [sec])
@@ -115,6 +132,6 @@ def write_propensity_report(y: np.ndarray, scores: Mapping[str, np.ndarray], pat
     return write_page(render_propensity_report(y, scores, **kw), path)  # type: ignore[arg-type]
 
 
-def write_recommender_report(ranks: Mapping[str, np.ndarray], path: str | os.PathLike[str],
+def write_recommender_report(ranks: Mapping[str, np.ndarray | Mapping[str, float]], path: str | os.PathLike[str],
                              **kw: object) -> Path:
     return write_page(render_recommender_report(ranks, **kw), path)  # type: ignore[arg-type]

@@ -40,6 +40,7 @@ def test_train_propensity(ray_cluster: object, capsys: pytest.CaptureFixture[str
     out = _smoke(capsys, train_propensity.main)
     assert out["model"] == "lightgbm" and out["split"] == "time" and 0 < out["test"]["pr_auc"] <= 1
     assert {"logreg_balanced", "lightgbm_default"} <= set(out["baselines"])
+    _model_report(out, ["pr_curve", "calibration"])
 
 
 def test_tune_propensity(ray_cluster: object, capsys: pytest.CaptureFixture[str]) -> None:
@@ -50,6 +51,17 @@ def test_tune_propensity(ray_cluster: object, capsys: pytest.CaptureFixture[str]
 def test_train_recommender(ray_cluster: object, capsys: pytest.CaptureFixture[str]) -> None:
     out = _smoke(capsys, train_recommender.main)  # the default model: GRU4Rec through TorchTrainer
     assert out["model"] == "gru4rec" and out["epochs_done"] == 1 and 0 <= out["recall@20"] <= 1
+    _model_report(out, ["recall_at_k"])
+
+
+def _model_report(out: dict, plots: list[str]) -> None:
+    """The job wrote its model report next to the artifact, with its plots, and said where."""
+    import re
+    from pathlib import Path
+
+    page = Path(out["report"])
+    assert page.name == "report.html" and page.parent == Path(out.get("artifact") or out["artifact_dir"])
+    assert re.findall(r'data-plot="([a-z_]+)"', page.read_text()) == plots
 
 
 def test_tune_recommender(ray_cluster: object, capsys: pytest.CaptureFixture[str]) -> None:
@@ -72,3 +84,6 @@ def test_refresh(ray_cluster: object, redis_server: str, redis_client: object,
     out = _smoke(capsys, refresh.main, "--redis", redis_server)
     assert out["ticks"] == 1 and out["ok"] is True, out
     assert out["last"]["jobs.features_s"] > 0 and out["last"]["jobs.precompute_s"] > 0
+    checks = {c["name"]: c for c in out["last"]["checks"]}  # the per-tick checks ran after the steps
+    assert checks["experiments"] == {**checks["experiments"], "ok": True, "experiments": []}
+    assert checks["drift"]["ok"] and checks["drift"]["version"] and "alert" in checks["drift"], checks["drift"]

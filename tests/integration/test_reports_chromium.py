@@ -51,10 +51,21 @@ def _recommender(path: Path) -> Path:
     return write_recommender_report({"hybrid": rng.geometric(0.08, 3000), "popular": rng.geometric(0.02, 3000)}, path)
 
 
+def _recommender_metrics(path: Path) -> Path:
+    """What the training job writes: its evaluation's recall@k / mrr@k at the protocol's cutoffs."""
+    from pipelines.reports.model import write_recommender_report
+
+    metrics = {"n": 5000.0, "recall@1": 0.12, "mrr@1": 0.12, "recall@5": 0.31, "mrr@5": 0.19, "recall@10": 0.42,
+               "mrr@10": 0.2, "recall@20": 0.53, "mrr@20": 0.21}
+    other = {k: v * 0.8 for k, v in metrics.items()}
+    return write_recommender_report({"gru4rec": metrics, "vsknn": other}, path)
+
+
 @pytest.mark.parametrize(("make", "plots"), [
     (_kpi, ["lift", "lift_other", "srm", "guardrails"]),
     (_propensity, ["pr_curve", "calibration"]),
     (_recommender, ["recall_at_k"]),
+    (_recommender_metrics, ["recall_at_k"]),
 ])
 def test_report_renders_in_chromium(tmp_path: Path, make, plots: list[str]) -> None:  # noqa: ANN001
     page = make(tmp_path / "report.html")

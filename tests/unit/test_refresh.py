@@ -36,3 +36,22 @@ def test_once_returns_the_tick_status(monkeypatch: pytest.MonkeyPatch, capsys: p
     assert refresh.main(argv) == 1
     assert refresh.main(argv[:-1] + ["--every", "0"]) == 2
     assert "--every" in capsys.readouterr().err
+
+
+def test_checks_run_after_every_tick_even_a_failed_one(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # noqa: ANN001
+    monkeypatch.setattr(loop, "steps", lambda cfg: [[sys.executable, "-c", "import sys; sys.exit(3)", "bad"]])
+
+    def broken(ctx: object) -> dict:
+        raise RuntimeError("boom")
+
+    report = loop.tick(_cfg(), [lambda ctx: {"name": "experiments", "ok": True}, broken])
+    assert report["ok"] is False  # the steps' status; the checks report their own
+    assert report["checks"][0] == {"name": "experiments", "ok": True}
+    assert report["checks"][1]["ok"] is False and "boom" in report["checks"][1]["error"]
+    cfg = RefreshConfig(events=str(tmp_path / "data" / "events"), features="/f", registry=str(tmp_path / "none"),
+                        redis="redis://x")
+    checks = loop.default_checks(cfg)
+    assert [c.__name__ for c in checks] == ["experiments", "drift"]
+    assert checks[0].logs_uri == str(tmp_path / "data" / "experiment_logs")  # type: ignore[attr-defined]
+    assert all(c(None)["skipped"].startswith("no registry") for c in checks)  # nothing created, nothing raised
+    assert not (tmp_path / "none").exists()
