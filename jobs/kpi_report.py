@@ -1,7 +1,8 @@
 """The KPI report of a tenant's A/B experiment: lifts with 95 % and always-valid intervals, SRM,
 guardrails, written as a self-contained HTML page with plots (the CLI; library: ``pipelines.experiments``).
 
-    python -m jobs.kpi_report --registry URI --logs URI [--tenant T] [--out PATH] [--pre-period FILE] [--json]
+    python -m jobs.kpi_report --registry URI --logs URI [--tenant T] [--out PATH] [--pre-period FILE]
+        [--screenshot] [--json]
 
 Reads the experiment's config from the registry (or ``--experiment FILE``) and its drained
 exposure and outcome logs (``<logs>/<tenant>/{exposures,outcomes}/``, from
@@ -36,6 +37,7 @@ class Config(BaseModel, extra="forbid"):
     out: str | None = Field(None, description="HTML path (default <logs>/<tenant>/reports/<experiment>-<time>.html)")
     pre_period: str | None = Field(None, description="Parquet/CSV: unit_id + pre_* covariates (CUPED)")
     tick_minutes: float = Field(5.0, gt=0, description="history resolution of the lift-over-time plots")
+    screenshot: bool = Field(False, description="check the page in headless Chromium and save a screenshot")
     smoke_test: bool = False
 
     @model_validator(mode="after")
@@ -61,7 +63,8 @@ def run(cfg: Config) -> dict[str, Any]:
     lifts = [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()
               if k in ("metric", "variant", "rel", "rel_lo", "rel_hi", "seq_rel_lo", "seq_rel_hi", "p_value")}
              for row in table.to_dict("records") if row["metric"] in watched]
-    return {"report": path, "tenant": exp.tenant, "experiment": exp.experiment_id, "n_units": report.n_units,
+    check = experiments.check_report(path) if cfg.screenshot else None
+    return {"report": path, "check": check, "tenant": exp.tenant, "experiment": exp.experiment_id, "n_units": report.n_units,
             "decision": decision.action, "reasons": list(decision.reasons), "alerts": list(decision.alerts),
             "srm_p_value": round(report.srm.p_value, 6), "lifts": lifts, "logs": analysis.logs,
             "sample_size": {v: {k: s.total for k, s in d.items()} for v, d in report.sample_size.items()}}
@@ -89,7 +92,8 @@ def _pre_period(path: str) -> pd.DataFrame:
 
 
 def text(r: dict[str, Any]) -> str:
-    return f"KPI report: {r['report']}"
+    shot = f" (checked in Chromium, screenshot {r['check']['screenshot']})" if r.get("check") else ""
+    return f"KPI report: {r['report']}{shot}"
 
 
 def flags(p: argparse.ArgumentParser) -> None:
@@ -100,6 +104,9 @@ def flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="HTML report path or URI")
     p.add_argument("--pre-period", help="unit_id + pre_* covariates (Parquet or CSV), for CUPED")
     p.add_argument("--tick-minutes", type=float, help="history resolution (default 5)")
+    p.add_argument("--screenshot", action="store_true",
+                   help="open the page in headless Chromium (Debian's chromium): it must render its plots without "
+                        "console errors; the screenshot goes next to it")
 
 
 def fill_smoke(values: dict[str, Any], tmp: Path) -> None:
@@ -135,6 +142,7 @@ def fill_smoke(values: dict[str, Any], tmp: Path) -> None:
 
 JOB = entrypoint.Job(prog="python -m jobs.kpi_report", description=__doc__.splitlines()[0], config=Config, run=run,
                      flags=flags, smoke=fill_smoke, text=text, input_errors=(ValueError,),
+                     exit_code=lambda r: 1 if r["check"] is not None and not r["check"]["ok"] else 0,
                      error_fields=lambda v: {"tenant": v.get("tenant", "default")})
 
 

@@ -121,6 +121,21 @@ def write_report(analysis: Analysis, out: str) -> str:
     return out
 
 
+def check_report(page: str, png: str | None = None) -> dict[str, Any]:
+    """Open the report in headless Chromium: it must render with every plot decoded, no console
+    error and a non-blank page; the screenshot goes to ``png`` (default: next to the page)."""
+    from pipelines.reports.screenshot import check_page, ink_fraction
+
+    shot = png or str(Path(page).with_suffix(".png"))
+    seen = check_page(page, shot)
+    out = {"screenshot": shot, "console_errors": seen.console_errors, "plots": len(seen.plots),
+           "plots_decoded": seen.plots_decoded, "ink": round(ink_fraction(seen.png), 4)}
+    out["ok"] = not seen.console_errors and seen.plots_decoded == len(seen.plots) > 0 and out["ink"] > 0.02
+    if not out["ok"]:
+        logger.error("the report %s did not render cleanly: %s", page, out)
+    return out
+
+
 def default_report_path(logs_uri: str, config: ExperimentConfig, now: datetime | None = None) -> str:
     """``<logs>/<tenant>/reports/<experiment>-<UTC time>.html``."""
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S")

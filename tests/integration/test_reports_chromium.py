@@ -91,3 +91,16 @@ def test_console_errors_and_blank_pages_are_caught(tmp_path: Path) -> None:
     blank = tmp_path / "blank.html"
     blank.write_text("<html><body></body></html>")
     assert ink_fraction(check_page(blank).png) == 0.0
+
+
+def test_kpi_report_job_checks_its_page_in_chromium(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """What make demo runs: the job writes the page, opens it in Chromium and keeps the screenshot."""
+    import json
+
+    from jobs import kpi_report
+
+    assert kpi_report.main(["--smoke-test", "--out", str(tmp_path / "kpi.html"), "--screenshot", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    check = out["check"]
+    assert check["ok"] and check["console_errors"] == [] and check["plots_decoded"] == check["plots"] == 4
+    assert Path(check["screenshot"]) == tmp_path / "kpi.png" and (tmp_path / "kpi.png").stat().st_size > 10_000
