@@ -18,7 +18,8 @@ from pipelines.features import run as build_features
 
 class Config(BaseModel, extra="forbid"):
     events: str = Field(description="canonical events: local dir or s3:// (date= partitions)")
-    out: str = Field(description="output path (a symlink to the current version)")
+    out: str = Field(description="output: local path (a symlink to the current version) or s3:// prefix "
+                                 "(a _CURRENT pointer object)")
     as_of: str | None = Field(None, description="use only events before this UTC time")
     since: str | None = Field(None, description="reprocess partitions from this UTC time")
     incremental: bool = False
@@ -48,7 +49,7 @@ class Result(TypedDict):
 
 
 def run(cfg: Config) -> Result:
-    manifest = build_features(cfg.events, Path(cfg.out).absolute(),
+    manifest = build_features(cfg.events, cfg.out,  # a local path or s3:// prefix, never squashed by Path
                               as_of=pd.Timestamp(cfg.as_of, tz="UTC") if cfg.as_of else None,
                               since=pd.Timestamp(cfg.since, tz="UTC") if cfg.since else None,
                               incremental=cfg.incremental, lateness_hours=cfg.lateness_hours,
@@ -61,7 +62,8 @@ def run(cfg: Config) -> Result:
 
 def flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--events", help="canonical events: local dir or s3:// (date= partitions)")
-    p.add_argument("--out", help="output path (a symlink to the current version)")
+    p.add_argument("--out", help="output: local path (a symlink to the current version) or s3:// prefix "
+                   "(a _CURRENT pointer object)")
     p.add_argument("--as-of", help="use only events before this UTC time (point-in-time snapshot)")
     p.add_argument("--since", help="reprocess partitions from this UTC time (default: watermark - lateness)")
     p.add_argument("--incremental", action="store_true", help="process only partitions newer than the watermark")

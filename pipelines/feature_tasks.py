@@ -1,9 +1,15 @@
-"""The three stages of the feature job, each a plain function over files (one Ray task per call).
+"""The three stages of the feature job, each a plain function (one Ray task per call).
+
+Durable inputs and outputs go through ``store.fs`` (local paths or ``s3://``). The shuffle
+between stages is the tasks' return values: one Ray object per (task, bucket), an lz4 Arrow
+IPC stream, which Ray moves to whichever node runs the consuming task and rebuilds from
+lineage when a node is lost. No task reads a file that another node wrote, except through
+the shared store.
 
 1. ``bucket_events``: read a slice of an event file (whole row groups), validate it, write the
    quarantined rows, and split the valid rows by a hash of their **session** (with
-   ``--gap-minutes``: of their user, since sessions are then cut per user) into one Arrow
-   IPC file per bucket. All events of a session land in one bucket.
+   ``--gap-minutes``: of their user, since sessions are then cut per user) into one part per
+   bucket. All events of a session land in one bucket.
 2. ``session_bucket``: per session bucket, sort the events once by (session, time) and compute
    session features (``models.features.session``, the code online scoring uses), session summaries,
    sequences and per-day item counts. Summaries go to the bucket of the session's owner
@@ -18,14 +24,12 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from models.features.labels import purchase_within_at
@@ -34,6 +38,7 @@ from models.features.session import LABEL, events_to_arrow, session_features_tab
 from models.features.sessionize import day_strings, hash_strings, sessionize_by_gap, sort_sessions
 from models.features.user import USER_FEATURES, user_features_at
 from models.schema import EVENT_SCHEMA, conform, split_valid
+from store import fs
 
 logger = logging.getLogger(__name__)
 
@@ -42,28 +47,26 @@ _IPC = pa.ipc.IpcWriteOptions(compression="lz4")
 
 
 def list_event_files(events: str, first_day: pd.Timestamp | None = None) -> list[str]:
-    """Parquet files under ``events`` (local or s3://), optionally only ``date=`` partitions >= first_day."""
-    fs, root = pafs.FileSystem.from_uri(events if "://" in events else str(Path(events).absolute()))
-    info = fs.get_file_info(root)
-    if info.type == pafs.FileType.NotFound:
+    """Parquet files under ``events`` (local or s3://; a published output's pointer is followed),
+    optionally only ``date=`` partitions >= first_day."""
+    root = fs.resolve(events)
+    kind = fs.info(root).type
+    if kind == fs.pafs.FileType.NotFound:
         raise FileNotFoundError(f"{events}: no such file or directory")
-    if info.type == pafs.FileType.File:
-        return [events]
+    if kind == fs.pafs.FileType.File:
+        return [root]
     out = []
-    for f in fs.get_file_info(pafs.FileSelector(root, recursive=True)):
-        if f.type != pafs.FileType.File or not f.path.endswith(".parquet"):
-            continue
+    for path in fs.list_files(root, suffix=".parquet"):
         if first_day is not None:
-            part = next((p for p in f.path.split("/") if p.startswith("date=")), None)
+            part = next((p for p in path.split("/") if p.startswith("date=")), None)
             if part is not None and pd.Timestamp(part[5:], tz="UTC") < first_day:
                 continue
-        out.append(f.path if "://" not in events else f"{events.split('://')[0]}://{f.path}")
-    return sorted(out)
+        out.append(path)
+    return out
 
 
 def _open(path: str) -> pq.ParquetFile:
-    fs, p = pafs.FileSystem.from_uri(path if "://" in path else str(Path(path).absolute()))
-    return pq.ParquetFile(fs.open_input_file(p))
+    return pq.ParquetFile(fs.open_input_file(path))
 
 
 def plan_reads(files: list[str], rows_per_task: int) -> list[dict[str, Any]]:
@@ -101,59 +104,57 @@ def bucket_of(keys: pa.Array | pa.ChunkedArray, buckets: int) -> np.ndarray:
     return out
 
 
-def _write_parquet(table: pa.Table, path: Path) -> None:
-    """Parquet without dictionary pages for id-like columns: a session id is (nearly) unique per
-    row, so its dictionary only costs time (about 40 % of a feature table's write)."""
+def _write_parquet(table: pa.Table, uri: str) -> None:
+    """Parquet (local or object store) without dictionary pages for id-like columns: a session id
+    is (nearly) unique per row, so its dictionary only costs time (about 40 % of a feature table's write)."""
     low_card = [f.name for f in table.schema if pa.types.is_string(f.type) and f.name != "session_id"]
-    pq.write_table(table, path, use_dictionary=low_card)
+    with fs.open_output_stream(uri) as out:
+        pq.write_table(table, out, use_dictionary=low_card)
 
 
-Parts = list[tuple[str, int, int]]  # (Arrow IPC file, first record batch, number of batches)
+Part: TypeAlias = "pa.Buffer | None"  # one bucket's rows from one task: an lz4 Arrow IPC stream (None: no rows)
 
 
-def _write_split(table: pa.Table, bucket: np.ndarray, buckets: int, path: Path) -> dict[int, tuple[str, int, int]]:
-    """Write ``table`` to one IPC file, its rows grouped by bucket; return where each bucket's rows are.
+def _split(table: pa.Table, bucket: np.ndarray, buckets: int) -> list[Part]:
+    """``table``'s rows per bucket, each as a compressed Arrow IPC stream, to be returned by the
+    task as one Ray object per bucket.
 
-    One file per task (not per task and bucket), so the file count stays at the task count
-    however many buckets there are. A reader takes its bucket's record batches by index.
+    The shuffle between stages goes through Ray's object store: a task's outputs live on the node
+    that ran it, and Ray moves each one to the node of the task that takes it (and rebuilds it from
+    lineage if that node is lost). Nothing is written to a node's disk for another node to read.
     """
     order = np.argsort(bucket, kind="stable")
     bounds = np.searchsorted(bucket[order], np.arange(buckets + 1))
-    table = table.take(pa.array(order)).combine_chunks()
-    where: dict[int, tuple[str, int, int]] = {}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with pa.ipc.new_file(path, table.schema, options=_IPC) as w:
-        n = 0
-        for b in np.flatnonzero(np.diff(bounds)):
-            batches = table.slice(bounds[b], bounds[b + 1] - bounds[b]).to_batches()
-            for batch in batches:
-                w.write_batch(batch)
-            where[int(b)] = (str(path), n, len(batches))
-            n += len(batches)
-    return where
-
-
-def _read_parts(parts: Parts) -> pa.Table | None:
-    """The record batches named by ``parts`` (memory-mapped, in the order given) as one table."""
-    batches = []
-    for path, first, count in parts:
-        with pa.ipc.open_file(pa.memory_map(path)) as r:
-            batches += [r.get_batch(i) for i in range(first, first + count)]
-    return pa.Table.from_batches(batches) if batches else None
-
-
-def gather(results: list[dict[str, Any]], key: str, buckets: int) -> list[Parts]:
-    """Per bucket, the parts that the tasks' ``results[key]`` maps say it has, in task order."""
-    out: list[Parts] = [[] for _ in range(buckets)]
-    for r in results:
-        for b, part in sorted(r.get(key, {}).items()):
-            out[b].append(part)
+    table = table.take(pa.array(order))
+    out: list[Part] = [None] * buckets
+    for b in np.flatnonzero(np.diff(bounds)):
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema, options=_IPC) as w:
+            w.write_table(table.slice(bounds[b], bounds[b + 1] - bounds[b]))
+        out[int(b)] = sink.getvalue()
     return out
 
 
-def bucket_events(task: dict[str, Any], work: str, stage: str, buckets: int, as_of: pd.Timestamp | None,
-                  by_user: bool) -> dict[str, Any]:
-    """Stage 1 for one slice of one file; returns row and quarantine counts."""
+def _read_parts(parts: tuple[Part, ...] | list[Part]) -> pa.Table | None:
+    """The rows of one bucket from every task that had some, in task order, as one table."""
+    tables = [pa.ipc.open_stream(p).read_all() for p in parts if p is not None]
+    return pa.concat_tables(tables) if tables else None
+
+
+def part_bytes(parts: list[Part]) -> int:
+    return sum(p.size for p in parts if p is not None)
+
+
+def _node() -> str:
+    """The Ray node this task runs on (for the job's transfer accounting)."""
+    import ray
+
+    return str(ray.get_runtime_context().get_node_id())
+
+
+def bucket_events(task: dict[str, Any], stage: str, buckets: int, as_of: pd.Timestamp | None,
+                  by_user: bool) -> list[Any]:
+    """Stage 1 for one slice of one file: ``[counts, part of bucket 0, ..., part of bucket B-1]``."""
     path, idx = task["path"], int(task["task"])
     table = conform(_open(path).read_row_groups(task["row_groups"]), path)
     split = split_valid(table)
@@ -161,37 +162,40 @@ def bucket_events(task: dict[str, Any], work: str, stage: str, buckets: int, as_
     if as_of is not None:
         valid = valid.filter(pc.less(valid["event_time"], pa.scalar(as_of.to_pydatetime(), EVENT_SCHEMA.field(0).type)))
     if bad.num_rows:
-        (Path(stage) / "quarantine").mkdir(parents=True, exist_ok=True)
-        pq.write_table(bad, Path(stage) / "quarantine" / f"part-{idx:05d}.parquet")
-    parts: dict[int, tuple[str, int, int]] = {}
+        with fs.open_output_stream(fs.join(stage, "quarantine", f"part-{idx:05d}.parquet")) as out:
+            pq.write_table(bad, out)
+    parts: list[Part] = [None] * buckets
     if valid.num_rows:
         key = pc.coalesce(valid["user_id"], valid["session_id"]) if by_user else valid["session_id"]
-        parts = _write_split(valid, bucket_of(key, buckets), buckets, Path(work) / f"events-{idx:05d}.arrow")
+        parts = _split(valid, bucket_of(key, buckets), buckets)
     samples = [{k: str(v) for k, v in r.items()} for r in bad.slice(0, 3).to_pylist()]
-    return {"rows_in": valid.num_rows + bad.num_rows, "quarantine": split.reason_counts(), "samples": samples,
-            "parts": parts}
+    info = {"rows_in": valid.num_rows + bad.num_rows, "quarantine": split.reason_counts(), "samples": samples,
+            "node": _node(), "part_bytes": [0 if p is None else p.size for p in parts]}
+    return [info, *parts]
 
 
-def _write_by_day(table: pa.Table, days: np.ndarray, root: Path, name: str, bucket: int) -> None:
+def _write_by_day(table: pa.Table, days: np.ndarray, root: str, name: str, bucket: int) -> None:
     if table.num_rows == 0:
         return
     order = np.argsort(days, kind="stable")
     uniq, first = np.unique(days[order], return_index=True)
     table = table.take(pa.array(order))
     for day, lo, hi in zip(uniq, first, np.r_[first[1:], len(order)], strict=True):
-        target = root / name / f"date={day}"
-        target.mkdir(parents=True, exist_ok=True)
-        _write_parquet(table.slice(lo, hi - lo), target / f"part-{bucket:05d}.parquet")
+        _write_parquet(table.slice(lo, hi - lo), fs.join(root, name, f"date={day}", f"part-{bucket:05d}.parquet"))
 
 
-def session_bucket(bucket: int, parts: Parts, work: str, stage: str, emit_from: pd.Timestamp | None, gap_minutes: float | None,
-                   buckets: int, sessions_only: bool) -> dict[str, Any]:
-    """Stage 2 for one session bucket; returns counts and the latest event time."""
-    root = Path(stage)
+def session_bucket(bucket: int, stage: str, emit_from: pd.Timestamp | None, gap_minutes: float | None,
+                   buckets: int, sessions_only: bool, *parts: Part) -> Any:
+    """Stage 2 for one session bucket (``parts``: its rows from every stage-1 task).
+
+    Returns the counts (and the latest event time); unless ``sessions_only``, followed by the
+    summaries for each user bucket, then the feature rows for each user bucket."""
+    root = stage
     ev = _read_parts(parts)
-    out: dict[str, Any] = {"events": 0, "sessions": 0, "sequences": 0, "max_time": None}
+    out: dict[str, Any] = {"events": 0, "sessions": 0, "sequences": 0, "max_time": None, "node": _node()}
+    empty: list[Part] = [None] * (0 if sessions_only else 2 * buckets)
     if ev is None or ev.num_rows == 0:
-        return out
+        return [out, *empty] if empty else out
     if gap_minutes:
         ev = events_to_arrow(sessionize_by_gap(ev.to_pandas(), gap_minutes))
     srt = sort_sessions(ev)
@@ -199,8 +203,7 @@ def session_bucket(bucket: int, parts: Parts, work: str, stage: str, emit_from: 
     out["max_time"] = str(pd.Timestamp(int(srt.t_us.max()), unit="us", tz="UTC"))
     feats = session_features_table(srt)
     if sessions_only:
-        (root / "sessions").mkdir(parents=True, exist_ok=True)
-        _write_parquet(feats, root / "sessions" / f"part-{bucket:05d}.parquet")
+        _write_parquet(feats, fs.join(root, "sessions", f"part-{bucket:05d}.parquet"))
         out["sessions"] = feats.num_rows
         return out
 
@@ -211,14 +214,14 @@ def session_bucket(bucket: int, parts: Parts, work: str, stage: str, emit_from: 
     summ = summ.append_column("emit", pa.array(emit))
     # Stage 3 sends each session to the bucket of its owner (summaries) / feature user (features).
     owner = pc.coalesce(summ["user_id"], summ["session_id"])
-    out["summ_parts"] = _write_split(summ, bucket_of(owner, buckets), buckets, Path(work) / f"summ-{bucket:05d}.arrow")
+    summ_parts = _split(summ, bucket_of(owner, buckets), buckets)
     feats = feats.filter(pc.is_in(feats["session_id"], value_set=emitted))
     pos = pc.index_in(feats["session_id"], value_set=summ["session_id"]).to_numpy(zero_copy_only=False)
     feats = feats.append_column("start", pa.array(start[pos]))
     feature_user = pc.coalesce(feats["user_id"], feats["session_id"])
-    out["feat_parts"] = _write_split(feats, bucket_of(feature_user, buckets), buckets,
-                                     Path(work) / f"feat-{bucket:05d}.arrow")
-
+    feat_parts = _split(feats, bucket_of(feature_user, buckets), buckets)
+    out["part_bytes"] = [a + b for a, b in zip(*([0 if p is None else p.size for p in ps]
+                                                  for ps in (summ_parts, feat_parts)), strict=True)]
     seq = sequences_table(srt)
     seq = seq.filter(pc.is_in(seq["session_id"], value_set=emitted))
     first_t = pc.list_element(seq["times"], 0).cast(pa.int64()).to_numpy(zero_copy_only=False)
@@ -236,25 +239,28 @@ def session_bucket(bucket: int, parts: Parts, work: str, stage: str, emit_from: 
     daily = daily.group_by(["date", "item_id"]).aggregate([(c, "sum") for c in ("views", "carts", "purchases")])
     daily = daily.rename_columns([c.removesuffix("_sum") for c in daily.column_names])
     _write_by_day(daily, daily["date"].to_numpy(zero_copy_only=False), root, "item_daily", bucket)
-    return out
+    return [out, *summ_parts, *feat_parts]
 
 
 def _days_of_seconds(seconds: np.ndarray) -> np.ndarray:
     return day_strings(np.rint(np.asarray(seconds, dtype=float) * 1e6).astype(np.int64))
 
 
-def user_bucket(bucket: int, summ_parts: Parts, feat_parts: Parts, stage: str, prior: str | None,
-                emit_from: pd.Timestamp | None) -> dict[str, Any]:
-    """Stage 3 for one user bucket: user features and label per session; writes sessions and summaries."""
-    root = Path(stage)
-    summ_t = _read_parts(summ_parts)
-    feats = _read_parts(feat_parts)
+def user_bucket(bucket: int, stage: str, prior: list[str], emit_from: pd.Timestamp | None, n_summ: int,
+                *parts: Part) -> dict[str, Any]:
+    """Stage 3 for one user bucket: user features and label per session; writes sessions and summaries.
+
+    ``parts`` are this bucket's summaries from each stage-2 task (the first ``n_summ``), then its
+    feature rows; ``prior`` lists the previous output's summary files of this bucket."""
+    root = stage
+    summ_t = _read_parts(parts[:n_summ])
+    feats = _read_parts(parts[n_summ:])
     if summ_t is None:
-        return {"sessions": 0}
+        return {"sessions": 0, "node": _node()}
     summ = summ_t.to_pandas()
     history = summ.drop(columns=["emit"])
     if prior:
-        old = [pq.read_table(p) for p in sorted(Path(prior, "summaries").glob(f"date=*/part-{bucket:05d}.parquet"))]
+        old = [pq.read_table(fs.open_input_file(p)) for p in prior]
         if old:
             prev = pa.concat_tables(old, promote_options="default").to_pandas()
             prev = prev[~prev["session_id"].isin(summ["session_id"])]
@@ -264,7 +270,7 @@ def user_bucket(bucket: int, summ_parts: Parts, feat_parts: Parts, stage: str, p
     new_sum = summ_t.filter(summ_t["emit"]).drop_columns(["emit"])
     _write_by_day(new_sum, _days_of_seconds(new_sum["start"].to_numpy()), root, "summaries", bucket)
     if feats is None or feats.num_rows == 0:
-        return {"sessions": 0}
+        return {"sessions": 0, "node": _node()}
     users = feats["user_id"].to_numpy(zero_copy_only=False)
     start = feats["start"].to_numpy()
     cutoff_s = feats["cutoff_time"].cast(pa.int64()).to_numpy(zero_copy_only=False) / 1e6
@@ -275,8 +281,8 @@ def user_bucket(bucket: int, summ_parts: Parts, feat_parts: Parts, stage: str, p
         sess = sess.append_column(name, pa.array(uf[name].to_numpy(dtype=float)))
     sess = sess.append_column("purchase_within_7d", pa.array(label))
     _write_by_day(sess, _days_of_seconds(start), root, "sessions", bucket)
-    return {"sessions": sess.num_rows}
+    return {"sessions": sess.num_rows, "node": _node()}
 
 
-__all__ = ["LAYOUT", "USER_FEATURES", "bucket_events", "gather", "list_event_files", "plan_reads", "session_bucket",
-           "user_bucket"]
+__all__ = ["LAYOUT", "USER_FEATURES", "bucket_events", "list_event_files", "part_bytes", "plan_reads",
+           "session_bucket", "user_bucket"]

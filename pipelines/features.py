@@ -5,7 +5,7 @@ files, no generic groupby shuffle (``pipelines.feature_tasks`` has the stage fun
 
 1. one task per slice of an event file (local or ``s3://``, whole row groups): validate
    against the canonical schema (bad rows are quarantined with a ``reason``) and split the rows
-   by a hash of their **session** into Arrow IPC bucket files, so a session whose rows carry
+   by a hash of their **session** into one part per bucket, so a session whose rows carry
    several user ids (a login mid-session) stays whole;
 2. one task per session bucket: sessions and session features (``models.features.session``, the same
    code as online scoring), session summaries, sequences and per-day item counts; summaries
@@ -13,20 +13,19 @@ files, no generic groupby shuffle (``pipelines.feature_tasks`` has the stage fun
 3. one task per user bucket: point-in-time user features and labels (``models.features.user``/``labels``)
    from the user's whole history.
 
-Outputs land in a new version directory, and ``OUT`` (a symlink) is switched to it in one
-atomic rename, so readers see the old tables or the new ones, never a mix, and a crash
-leaves the previous output intact. ``--incremental`` reprocesses only date partitions at or
+Outputs land in a new version prefix, made current by ``store.fs.Publication``: on object
+storage one pointer object ``OUT/_CURRENT`` written last, on a local path the ``OUT`` symlink
+switched in one atomic rename. Readers see the old tables or the new ones, never a mix; a
+crash leaves the previous output intact and an orphan prefix that the next run's ``gc`` removes.
+The shuffle between stages is Ray objects (task return values), so the stages may run on any
+nodes; only the store is shared. ``--incremental`` reprocesses only date partitions at or
 after the stored watermark minus the lateness window; older partitions are carried over.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import shutil
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +37,12 @@ from models.features.item import items_from_daily
 from pipelines.feature_tasks import (
     LAYOUT,
     bucket_events,
-    gather,
     list_event_files,
     plan_reads,
     session_bucket,
     user_bucket,
 )
+from store import fs
 
 logger = logging.getLogger(__name__)
 
@@ -51,15 +50,21 @@ MANIFEST = "_manifest.json"
 TABLES = ("sessions", "sequences", "summaries", "item_daily", "quarantine")
 
 
-def previous_manifest(out: Path) -> dict[str, Any] | None:
-    path = out / MANIFEST
-    return json.loads(path.read_text()) if path.exists() else None
+def previous_manifest(out: str | Path) -> dict[str, Any] | None:
+    """The manifest of the current version published at ``out`` (None when there is none)."""
+    current = fs.Publication(out).current()
+    if current is None:
+        return None
+    try:
+        return dict(fs.read_json(fs.join(current, MANIFEST)))
+    except FileNotFoundError:
+        return None
 
 
-def run(events: str, out: Path, as_of: pd.Timestamp | None = None, since: pd.Timestamp | None = None,
+def run(events: str, out: str | Path, as_of: pd.Timestamp | None = None, since: pd.Timestamp | None = None,
         incremental: bool = False, lateness_hours: float = 24.0, gap_minutes: float | None = None,
         buckets: int = 16, sessions_only: bool = False, rows_per_task: int = 250_000) -> dict[str, Any]:
-    """Build the feature tables and atomically publish them at ``out``; return the manifest.
+    """Build the feature tables and atomically publish them at ``out`` (local or s3://); return the manifest.
 
     ``sessions_only`` computes just sessions, session features and labels (the benchmark's
     unit of work): no user features, sequences or item tables. ``buckets`` sets the tasks of
@@ -69,7 +74,10 @@ def run(events: str, out: Path, as_of: pd.Timestamp | None = None, since: pd.Tim
     import ray
 
     t0 = time.perf_counter()
-    prev = previous_manifest(out) if out.exists() else None
+    started = time.time()
+    pub = fs.Publication(out)
+    prior = pub.current()
+    prev = previous_manifest(out) if prior else None
     if incremental and prev and prev.get("layout") != LAYOUT:
         logger.warning("features: previous output has layout %s, not %s; running in full",
                        prev.get("layout"), LAYOUT)
@@ -78,39 +86,41 @@ def run(events: str, out: Path, as_of: pd.Timestamp | None = None, since: pd.Tim
         since = pd.Timestamp(prev["watermark"]) - pd.Timedelta(hours=lateness_hours)
     if prev and incremental:
         buckets = int(prev["buckets"])  # bucket assignment must stay stable across runs
+    if not (prev and incremental):
+        prior = None
     first_day = since.floor("D") if since is not None else None
     files = list_event_files(events, first_day - pd.Timedelta(days=1) if first_day is not None else None)
     if not files:
         raise FileNotFoundError(f"{events}: no event files (Parquet) found" +
                                 (f" at or after {first_day.date()}" if first_day is not None else ""))
-    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    versions = out.parent / f".{out.name}.versions"
-    stage = versions / run_id
-    work = stage / "_work"
-    stage.mkdir(parents=True)
+    run_id = fs.new_run_id()
+    stage = pub.begin(run_id)
     timings: dict[str, float] = {}
     try:
-        prior = Path(os.path.realpath(out)) if (prev and incremental) else None
         t = time.perf_counter()
         reads = plan_reads(files, rows_per_task)
-        task = ray.remote(num_cpus=1, max_retries=2)
-        read = ray.get([task(bucket_events).remote(r, str(work), str(stage), buckets, as_of, bool(gap_minutes))
-                        for r in reads])
+        task: Any = ray.remote(num_cpus=1, max_retries=3)
+        one = [task(bucket_events).options(num_returns=1 + buckets).remote(r, stage, buckets, as_of,
+                                                                           bool(gap_minutes)) for r in reads]
+        read = ray.get([r[0] for r in one])
         timings["stage1_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        sessions = ray.get([task(session_bucket).remote(b, parts, str(work), str(stage), first_day, gap_minutes,
-                                                        buckets, sessions_only)
-                            for b, parts in enumerate(gather(read, "parts", buckets))])
+        n2 = 1 if sessions_only else 1 + 2 * buckets
+        two = [task(session_bucket).options(num_returns=n2).remote(b, stage, first_day, gap_minutes, buckets,
+                                                                   sessions_only, *[r[1 + b] for r in one])
+               for b in range(buckets)]
+        sessions = ray.get([r if sessions_only else r[0] for r in two])
         timings["stage2_s"] = time.perf_counter() - t
+        del one  # stage-1 parts are no longer needed: free them in the object store
         users: list[dict[str, Any]] = []
         if not sessions_only:
             t = time.perf_counter()
-            users = ray.get([task(user_bucket).remote(b, summ, feat, str(stage), str(prior) if prior else None,
-                                                      first_day)
-                             for b, (summ, feat) in enumerate(zip(gather(sessions, "summ_parts", buckets),
-                                                                  gather(sessions, "feat_parts", buckets), strict=True))])
+            old = _prior_summaries(prior, buckets)
+            users = ray.get([task(user_bucket).remote(b, stage, old[b], first_day, buckets,
+                                                      *[r[1 + b] for r in two], *[r[1 + buckets + b] for r in two])
+                             for b in range(buckets)])
             timings["stage3_s"] = time.perf_counter() - t
-        shutil.rmtree(work, ignore_errors=True)
+        del two
         if prior is not None and first_day is not None:
             _carry_over(prior, stage, first_day)
         results = {
@@ -119,40 +129,62 @@ def run(events: str, out: Path, as_of: pd.Timestamp | None = None, since: pd.Tim
             "max_time": max((pd.Timestamp(r["max_time"]) for r in sessions if r["max_time"]), default=None),
             "sessions": sum(r["sessions"] for r in (sessions if sessions_only else users)),
             "sequences": sum(r["sequences"] for r in sessions), "timings": timings,
+            "shuffle": shuffle_bytes(read, sessions, users),
         }
         manifest = _finish(stage, results, files, buckets, as_of, since, run_id, t0)
-        _publish(stage, out)
+        pub.commit(stage)  # the pointer is written last: the version is visible whole, or not at all
     except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
+        pub.abort(stage)
         raise
-    _prune(versions, keep={run_id, Path(os.path.realpath(out)).name}, limit=3)
+    pub.gc(keep=3, before=started)  # orphans of crashed runs and versions past the newest 3
     return manifest
 
 
-def _carry_over(prior: Path, stage: Path, first_day: pd.Timestamp) -> None:
-    """Hard-link the unchanged date partitions (before ``first_day``) of the previous output."""
+def shuffle_bytes(read: list[dict[str, Any]], sessions: list[dict[str, Any]],
+                  users: list[dict[str, Any]]) -> dict[str, int]:
+    """Bytes of stage outputs that the next stage consumed on another node (``cross_node``) or on
+    the same node (``local``), from where each task ran."""
+    moved = {"cross_node": 0, "local": 0}
+    for producers, consumers in ((read, sessions), (sessions, users)):
+        for b, consumer in enumerate(consumers):
+            for p in producers:
+                size = p.get("part_bytes", [0] * len(consumers))[b]
+                moved["local" if p.get("node") == consumer.get("node") else "cross_node"] += size
+    return moved
+
+
+def _prior_summaries(prior: str | None, buckets: int) -> list[list[str]]:
+    """Per user bucket, the previous output's summary files of that bucket (one listing)."""
+    out: list[list[str]] = [[] for _ in range(buckets)]
+    if prior is None:
+        return out
+    for path in fs.list_files(fs.join(prior, "summaries"), suffix=".parquet"):
+        name = fs.basename(path)
+        if name.startswith("part-"):
+            out[int(name[5:10]) % buckets].append(path)
+    return out
+
+
+def _carry_over(prior: str, stage: str, first_day: pd.Timestamp) -> None:
+    """Copy the unchanged date partitions (before ``first_day``) of the previous output: hard links
+    on a local path, server-side copies on object storage."""
     for table in ("sessions", "sequences", "summaries", "item_daily"):
-        src = prior / table
-        if not src.exists():
-            continue
-        for part in src.iterdir():
-            if part.name.startswith("date=") and pd.Timestamp(part.name[5:], tz="UTC") < first_day:
-                dest = stage / table / part.name
-                dest.mkdir(parents=True, exist_ok=True)
-                for f in part.iterdir():
-                    if not (dest / f.name).exists():
-                        os.link(f, dest / f.name)
+        src = fs.join(prior, table)
+        for part in fs.list_dirs(src):
+            if part.startswith("date=") and pd.Timestamp(part[5:], tz="UTC") < first_day:
+                for f in fs.list_files(fs.join(src, part)):
+                    fs.copy_file(f, fs.join(stage, table, part, fs.basename(f)))
 
 
-def _finish(stage: Path, results: dict[str, Any], files: list[str], buckets: int,
+def _finish(stage: str, results: dict[str, Any], files: list[str], buckets: int,
             as_of: pd.Timestamp | None, since: pd.Timestamp | None, run_id: str, t0: float) -> dict[str, Any]:
-    daily = [pq.read_table(p) for p in sorted((stage / "item_daily").rglob("*.parquet"))]
+    daily = [pq.read_table(fs.open_input_file(p)) for p in fs.list_files(fs.join(stage, "item_daily"), ".parquet")]
     wm = results["max_time"]
     items = pd.DataFrame()
     if daily and wm is not None:
         items = items_from_daily(pa.concat_tables(daily, promote_options="default").to_pandas(), wm)
-    (stage / "items").mkdir(exist_ok=True)
-    pq.write_table(pa.Table.from_pandas(items, preserve_index=False), stage / "items" / "part-0.parquet")
+    with fs.open_output_stream(fs.join(stage, "items", "part-0.parquet")) as f:
+        pq.write_table(pa.Table.from_pandas(items, preserve_index=False), f)
     reasons: dict[str, int] = {}
     for counts in results["quarantine"]:
         for k, v in counts.items():
@@ -165,23 +197,8 @@ def _finish(stage: Path, results: dict[str, Any], files: list[str], buckets: int
         "input_files": len(files), "rows_in": rows_in, "sessions": results["sessions"],
         "sequences": results["sequences"], "items": len(items),
         "quarantined": sum(reasons.values()), "quarantine_reasons": reasons,
-        "quarantine_samples": results["samples"][:10],
+        "quarantine_samples": results["samples"][:10], "shuffle_bytes": results["shuffle"],
         "timings": {k: round(v, 2) for k, v in results["timings"].items()}, "seconds": round(seconds, 2), "events_per_s": round(rows_in / seconds, 1) if seconds else None,
     }
-    (stage / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+    fs.write_json(fs.join(stage, MANIFEST), manifest)
     return manifest
-
-
-def _publish(stage: Path, out: Path) -> None:
-    """Point ``out`` at ``stage`` with one atomic rename of a symlink."""
-    if out.exists() and not out.is_symlink():
-        raise FileExistsError(f"{out} exists and is not a tandem feature output (expected a symlink)")
-    tmp = out.with_name(f".{out.name}.link-{uuid.uuid4().hex[:6]}")
-    os.symlink(os.path.relpath(stage, out.parent), tmp)
-    os.replace(tmp, out)
-
-
-def _prune(versions: Path, keep: set[str], limit: int) -> None:
-    old = sorted((p for p in versions.iterdir() if p.name not in keep), key=lambda p: p.name)
-    for p in old[: max(0, len(old) - limit)]:
-        shutil.rmtree(p, ignore_errors=True)

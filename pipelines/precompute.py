@@ -12,17 +12,15 @@ namespace and leaves the old pointers, so nothing is half-published.
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.features.item import popular_items
-from store import codec, keys, publish
+from store import codec, fs, keys, publish
 from store.registry import Registry, load_predictor
 
 logger = logging.getLogger(__name__)
@@ -82,26 +80,27 @@ def _recent(batch: pd.DataFrame, since: pd.Timestamp) -> pd.DataFrame:
     return batch[pd.to_datetime(batch[col], utc=True) >= since]
 
 
-def recent_since(features: Path, hours: float | None) -> pd.Timestamp | None:
-    """Watermark of the feature output minus ``hours`` (None: every session)."""
+def recent_since(features: str, hours: float | None) -> pd.Timestamp | None:
+    """Watermark of the feature output (a resolved version, local or s3://) minus ``hours`` (None: every session)."""
     if hours is None:
         return None
-    manifest = features / "_manifest.json"
-    if not manifest.exists():
-        raise FileNotFoundError(f"{manifest} not found: --recent-hours needs the feature job's manifest")
-    watermark = json.loads(manifest.read_text()).get("watermark")
+    manifest = fs.join(features, "_manifest.json")
+    try:
+        watermark = fs.read_json(manifest).get("watermark")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{manifest} not found: --recent-hours needs the feature job's manifest") from None
     return pd.Timestamp(watermark) - pd.Timedelta(hours=hours) if watermark else None
 
 
-def publish_model_table(cfg: PrecomputeConfig, table: str, kind: str, source: Path, version: str,
+def publish_model_table(cfg: PrecomputeConfig, table: str, kind: str, source: str, version: str,
                         run_id: str) -> dict[str, int]:
     """Score ``source`` with the registry model and publish ``table``; returns rows per tenant."""
     import ray
 
     ns_version = keys.run_version(version, run_id)
-    ds = ray.data.read_parquet(str(source))
+    ds = ray.data.read_parquet(source)
     ds = ds.map_batches(_filter_tenant, fn_kwargs={"tenant": cfg.tenant}, batch_format="pandas")
-    since = recent_since(Path(cfg.features), cfg.recent_hours)
+    since = recent_since(fs.parent(source), cfg.recent_hours)
     if since is not None:
         ds = ds.map_batches(_recent, fn_kwargs={"since": since}, batch_format="pandas")
     ds = ds.map_batches(ScoredBatches, fn_constructor_kwargs={"kind": kind, "registry_uri": cfg.registry,
@@ -126,10 +125,10 @@ def publish_model_table(cfg: PrecomputeConfig, table: str, kind: str, source: Pa
     return counts
 
 
-def publish_popular(cfg: PrecomputeConfig, source: Path, run_id: str) -> int:
+def publish_popular(cfg: PrecomputeConfig, source: str, run_id: str) -> int:
     import ray
 
-    items = ray.data.read_parquet(str(source)).to_pandas()
+    items = ray.data.read_parquet(source).to_pandas()
     tenants = sorted({publish.tenant_of(t) for t in items["tenant"]}) if "tenant" in items.columns else \
         [cfg.tenant or keys.DEFAULT_TENANT]
     if cfg.tenant is not None:
@@ -155,16 +154,17 @@ def publish_popular(cfg: PrecomputeConfig, source: Path, run_id: str) -> int:
 
 def run(cfg: PrecomputeConfig) -> dict[str, Any]:
     """Publish every table whose inputs and model exist; log and skip the others."""
-    features = Path(cfg.features)
+    features = fs.resolve(cfg.features)  # one version for every table, even if a newer one lands meanwhile
     registry = Registry(cfg.registry)
     run_id = uuid.uuid4().hex[:6]
     report: dict[str, Any] = {"run_id": run_id}
-    plan = (("score", "propensity", features / "sessions"), ("recs", "recommender", features / "sequences"))
+    plan = (("score", "propensity", fs.join(features, "sessions")),
+            ("recs", "recommender", fs.join(features, "sequences")))
     for table, model, source in plan:
         if table not in cfg.tables:
             continue
         version = registry.champion(model)
-        if version is None or not source.exists():
+        if version is None or not fs.exists(source):
             logger.warning("skipping %s: %s", table, f"no {model} champion" if version is None
                            else f"{source} is missing")
             report[table] = "skipped"
@@ -172,8 +172,8 @@ def run(cfg: PrecomputeConfig) -> dict[str, Any]:
         report[table] = {"model_version": version, "rows": publish_model_table(cfg, table, model, source,
                                                                               version, run_id)}
     if "popular" in cfg.tables:
-        source = features / "items"
-        if source.exists():
+        source = fs.join(features, "items")
+        if fs.exists(source):
             report["popular"] = {"tenants": publish_popular(cfg, source, run_id)}
         else:
             logger.warning("skipping popular: %s is missing", source)

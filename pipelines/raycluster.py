@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from collections.abc import MutableMapping
 from typing import Any
+
+from store import fs
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +25,22 @@ TRAIN_HEALTH_CHECK_INTERVAL_S = "0.2"
 # observability. A local single-node cluster has no node to drain, so the launcher turns it off.
 TRAIN_LOCAL_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": TRAIN_HEALTH_CHECK_INTERVAL_S,
                    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+
+
+
+def train_storage(registry: str | None, kind: str) -> str:
+    """Where a Ray Train run keeps its checkpoints: storage every node can reach.
+
+    ``TANDEM_SCRATCH_URI`` when set (a deployment points it at its bucket), else ``_runs/`` under
+    an object-store registry, else (a local registry or none: a one-machine setup) a temp dir.
+    A worker on another node writes the checkpoint there and the driver reads it back, so a
+    node-local directory is only right when every Train worker shares the driver's machine."""
+    base = os.environ.get("TANDEM_SCRATCH_URI")
+    if base:
+        return fs.join(base, "train", kind, fs.new_run_id())
+    if registry and fs.is_remote(registry):
+        return fs.join(registry, "_runs", kind, fs.new_run_id())
+    return tempfile.mkdtemp(prefix=f"tdm-train-{kind}-")
 
 
 def use_train_local_env(environ: MutableMapping[str, str] = os.environ) -> None:

@@ -43,8 +43,10 @@ from models.propensity.model import (
 )
 from models.propensity.predictor import REGISTRY_NAME, PropensityPredictor, load_booster
 from pipelines.drift import feature_quantiles
+from pipelines.raycluster import train_storage
 from pipelines.reports.model import MODEL_REPORT, write_propensity_report
 from pipelines.train_callbacks import callback_types, without_default_callbacks
+from store import fs
 from store.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -255,13 +257,17 @@ def train_and_register(cfg: TrainConfig) -> dict[str, Any]:
     recall with precision >= ``min_precision``, and it is evaluated once on the test split next
     to two baselines (class-weighted logistic regression, default LightGBM) on the same split."""
     t0 = time.perf_counter()
-    raw, parts, features, categories = prepare(cfg.features, cfg.label, cfg.time_column, cfg.seed)
+    raw, parts, features, categories = prepare(fs.resolve(cfg.features), cfg.label, cfg.time_column, cfg.seed)
     model = PropensityConfig(kind=cfg.model, imbalance=cfg.imbalance, num_boost_round=cfg.rounds, seed=cfg.seed,
                              keep_rate=cfg.keep_rate, focal_alpha=cfg.focal_alpha, focal_gamma=cfg.focal_gamma)
     fit_train = (downsample_negatives(parts.train, LABEL, model.keep_rate, model.seed)
                  if model.imbalance == "downsample" else parts.train)
-    storage = tempfile.mkdtemp(prefix="tdm-train-")
-    fitted = train_distributed(model, fit_train, parts.validation, features, cfg.workers, storage, ingest=cfg.ingest)
+    storage = train_storage(cfg.registry, "propensity")  # every node can reach it (s3:// on a cluster)
+    try:
+        fitted = train_distributed(model, fit_train, parts.validation, features, cfg.workers, storage,
+                                   ingest=cfg.ingest)
+    finally:
+        fs.delete(storage)  # the booster is loaded; the run's checkpoints are not kept
     booster = fitted.booster
     art = finalize(booster, model, parts.validation, features, LABEL, cfg.min_precision,
                    base_rate=float(parts.train[LABEL].mean()))

@@ -29,6 +29,7 @@ from models.session_rec.predictor import REGISTRY_NAME
 from pipelines import raycluster
 from pipelines.reports.model import MODEL_REPORT, write_recommender_report
 from pipelines.train_callbacks import callback_types, without_default_callbacks
+from store import fs
 from store.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -212,10 +213,15 @@ def train_and_register(opts: TrainConfig) -> dict[str, Any]:
         params["n_epochs"] = 1
     logger.info("resolved config: %s", cfg.model_dump_json())
     limits = SMOKE if opts.smoke_test else {}
-    data = load_dataset(opts.train, opts.test, opts.format, test_fraction=opts.test_fraction, **limits)
-    storage = opts.storage or tempfile.mkdtemp(prefix="tdm-train-")
+    data = load_dataset(fs.resolve(opts.train), fs.resolve(opts.test) if opts.test else None, opts.format,
+                        test_fraction=opts.test_fraction, **limits)
+    storage = opts.storage or raycluster.train_storage(opts.registry, "recommender")  # reachable from every node
     t0 = time.perf_counter()
-    model, train_metrics = fit_any(cfg.model, cfg, params, data, storage, opts)
+    try:
+        model, train_metrics = fit_any(cfg.model, cfg, params, data, storage, opts)
+    finally:
+        if not opts.storage:
+            fs.delete(storage)  # the weights are loaded; the run's checkpoints are not kept
     train_seconds = time.perf_counter() - t0
     metrics = evaluate_model(model, data, tie=cfg.tie, batch_size=cfg.eval_batch_size)
     if cfg.model == "hybrid":  # the parts under the same protocol, same run

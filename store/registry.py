@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 import pyarrow.fs as pafs
 
 from models.provenance import code_version
+from store import fs as store_fs
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,8 @@ class Registry:
 
     def __init__(self, uri: str):
         self.uri = uri.rstrip("/")
-        self.fs, self.root = pafs.FileSystem.from_uri(_absolute(self.uri))
+        # store.fs: one S3 client per bucket and process; s3:// URIs are never squashed into paths
+        self.fs, self.root = store_fs.filesystem(_absolute(self.uri))
 
     # -- paths -------------------------------------------------------------
     def _p(self, *parts: str) -> str:
@@ -180,8 +182,8 @@ class Registry:
 
 
 def _absolute(uri: str) -> str:
-    if "://" in uri:
-        return uri
+    if store_fs.is_remote(uri):
+        return store_fs.normalize(uri)
     path = Path(uri).expanduser().resolve()
     path.mkdir(parents=True, exist_ok=True)
     return str(path)

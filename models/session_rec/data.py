@@ -98,8 +98,8 @@ def read_sequences_parquet(path: str | Path) -> tuple[list[list[str]], np.ndarra
     """The feature job's sequences ordered by ``last_time``; returns (sessions, last_time seconds)."""
     import pyarrow.parquet as pq
 
-    path = Path(path)
-    if not path.exists():
+    path = str(path)  # a local path or an s3:// URI (a Path would squash the scheme)
+    if "://" not in path and not Path(path).exists():
         raise DataError(f"{path}: not found")
     table = pq.read_table(path)
     missing = {"session_id", "items", "last_time"} - set(table.column_names)
