@@ -166,7 +166,7 @@ class MultiNodeCluster:
         if self.sandbox:
             cmd = _sandbox_prefix(node.scratch, self.object_store_mb + 512) + cmd
         node.scratch.mkdir(parents=True, exist_ok=True)
-        with open(node.scratch / "node.log", "ab") as log:
+        with open(node.scratch / "node.log", "wb") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env=env, start_new_session=True, cwd=node.scratch)
         node.pid = proc.pid
@@ -176,24 +176,46 @@ class MultiNodeCluster:
     def start(self, workers: int = 2, cpus_per_worker: float = 1) -> MultiNodeCluster:
         self.root.mkdir(parents=True, exist_ok=True)
         ensure_token(self.token)
-        head = Node("head", self.root / "head", self.root / "head.pid", self.head_cpus)
-        self.gcs_port = free_port()
-        self._start(head, ["--head", f"--port={self.gcs_port}", "--include-dashboard=false",
-                           f"--ray-client-server-port={free_port()}"], {**self._base_env(head), **self.head_env})
-        wait_for(lambda: port_open(self.gcs_port) or not pid_alive(head.pid), "the Ray head's GCS", 120)
-        if not pid_alive(head.pid):
-            raise RuntimeError(f"ray head exited: {(head.scratch / 'node.log').read_text()[-3000:]}")
+        for attempt in range(3):  # a loaded machine can miss ray start's fixed 30 s registration wait
+            head = Node("head", self.root / "head", self.root / "head.pid", self.head_cpus)
+            self.gcs_port = free_port()
+            self._start(head, ["--head", f"--port={self.gcs_port}", "--include-dashboard=false",
+                               f"--ray-client-server-port={free_port()}"], {**self._base_env(head), **self.head_env})
+            try:
+                self._wait_started(head)
+                break
+            except RuntimeError:
+                stop_group(head.pid_file, "ray head")
+                if attempt == 2:
+                    raise
+                logger.warning("the Ray head did not start (attempt %d); retrying", attempt + 1)
         for i in range(workers):
-            self.add_worker(f"w{i + 1}", cpus_per_worker, wait=False)
-        self.wait_nodes(workers + 1)
+            self.add_worker(f"w{i + 1}", cpus_per_worker)
         return self
 
-    def add_worker(self, name: str, cpus: float = 1, wait: bool = True) -> Node:
-        node = Node(name, self.root / name, self.root / f"{name}.pid", cpus)
-        self._start(node, [f"--address={self.address}"], self._base_env(node))
-        if wait:
-            self.wait_nodes(sum(1 for n in self.nodes.values() if pid_alive(n.pid)))
-        return node
+    def add_worker(self, name: str, cpus: float = 1, attempts: int = 3) -> Node:
+        """Start a worker node and wait until the GCS counts it. ``ray start`` gives a raylet a fixed
+        30 s to register, which a heavily loaded machine can miss: then it tries again."""
+        for attempt in range(attempts):
+            node = Node(name, self.root / name, self.root / f"{name}.pid", cpus)
+            self._start(node, [f"--address={self.address}"], self._base_env(node))
+            try:
+                self._wait_started(node)
+                return node
+            except RuntimeError:
+                stop_group(node.pid_file, f"ray node {name}")
+                if attempt == attempts - 1:
+                    raise
+                logger.warning("worker %s did not start (attempt %d); retrying", name, attempt + 1)
+        raise AssertionError("unreachable")
+
+    def _wait_started(self, node: Node, timeout: float = 180) -> None:
+        """Until ``ray start`` reports the node registered with the GCS (or the node exits)."""
+        log = node.scratch / "node.log"
+        wait_for(lambda: not pid_alive(node.pid) or "Ray runtime started" in log.read_text(errors="replace"),
+                 f"Ray node {node.name}", timeout)
+        if not pid_alive(node.pid):
+            raise RuntimeError(f"Ray node {node.name} exited: {log.read_text(errors='replace')[-1500:]}")
 
     def alive_nodes(self) -> int:
         """Nodes the GCS counts as alive (asked from a fresh process, so no driver stays connected)."""
@@ -205,7 +227,7 @@ class MultiNodeCluster:
     def wait_nodes(self, n: int, timeout: float = 180) -> None:
         deadline = time.time() + timeout
         while time.time() < deadline:
-            dead = [k for k, v in self.nodes.items() if not pid_alive(v.pid)]
+            dead = [k for k, v in self.nodes.items() if not pid_alive(v.pid) and v.pid_file.exists()]
             if dead:
                 raise RuntimeError(f"Ray node(s) {dead} exited: " + " | ".join(
                     (self.nodes[k].scratch / "node.log").read_text()[-1500:] for k in dead))

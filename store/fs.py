@@ -98,8 +98,8 @@ def basename(uri: str) -> str:
 
 
 @lru_cache(maxsize=32)
-def _remote_fs(scheme: str, bucket: str) -> pafs.FileSystem:
-    fs, _ = pafs.FileSystem.from_uri(f"{scheme}://{bucket}")
+def _remote_fs(scheme: str, bucket: str, endpoint: str | None) -> pafs.FileSystem:
+    fs, _ = pafs.FileSystem.from_uri(f"{scheme}://{bucket}")  # endpoint and keys from the AWS_* environment
     return fs
 
 
@@ -112,7 +112,7 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     if not is_remote(u):
         return _LOCAL, u
     scheme, rest = u.split("://", 1)
-    return _remote_fs(scheme, rest.split("/", 1)[0]), rest
+    return _remote_fs(scheme, rest.split("/", 1)[0], os.environ.get("AWS_ENDPOINT_URL_S3")), rest
 
 
 def _uri(like: str, path: str) -> str:
