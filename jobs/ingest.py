@@ -38,7 +38,7 @@ class Config(BaseModel, extra="forbid"):
 
 
 def run(cfg: Config) -> Result:
-    return ingest_files(cfg.format, cfg.input, Path(cfg.out), Path(cfg.quarantine) if cfg.quarantine else None,
+    return ingest_files(cfg.format, cfg.input, cfg.out, cfg.quarantine,  # local paths or s3:// prefixes
                         tenant=cfg.tenant, gap_minutes=cfg.gap_minutes)
 
 

@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 from models.schema import EVENT_SCHEMA, conform, split_valid
 from pipelines.adapters import FORMATS, join_categories, parse_file
 from pipelines.synthetic import write_partitioned
+from store import fs as store_fs
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ def expand_inputs(inputs: list[str]) -> list[tuple[pafs.FileSystem, str, str]]:
     """(filesystem, path, display name) for every file named or found under a named directory."""
     out = []
     for uri in inputs:
-        fs, root = pafs.FileSystem.from_uri(uri if "://" in uri else str(Path(uri).absolute()))
+        fs, root = store_fs.filesystem(uri)
         info = fs.get_file_info(root)
         if info.type == pafs.FileType.NotFound:
             raise FileNotFoundError(f"{uri}: no such file or directory")
@@ -171,11 +172,39 @@ def write_outputs(result: IngestResult, out: Path, quarantine_dir: Path, summary
     return counts
 
 
-def run(fmt: str, inputs: list[str], out: Path, quarantine_dir: Path | None = None, tenant: str | None = None,
-        gap_minutes: float = 30.0) -> dict[str, object]:
-    """Ingest and write; returns the summary (rows in/out, quarantined by reason, seconds)."""
+def write_outputs_to_store(result: IngestResult, out: str, quarantine_dir: str,
+                           summary: dict[str, object]) -> dict[str, int]:
+    """Object storage: each output is a new version under its prefix, made current by its ``_CURRENT``
+    pointer (``store.fs.Publication``; the quarantine first, the events last). Returns rows per date."""
+    started = time.time()
+    pubs = [store_fs.Publication(quarantine_dir), store_fs.Publication(out)]
+    stages = [p.begin() for p in pubs]
+    try:
+        counts = write_partitioned(result.events, stages[1]) if result.events.num_rows else {}
+        with store_fs.open_output_stream(store_fs.join(stages[0], "quarantine.parquet")) as f:
+            pq.write_table(result.quarantine, f)
+        for stage in stages:
+            store_fs.write_json(store_fs.join(stage, MANIFEST), {**summary, "partitions": counts})
+        for pub, stage in zip(pubs, stages, strict=True):
+            pub.commit(stage)
+    except BaseException:
+        for pub, stage in zip(pubs, stages, strict=True):
+            if pub.current_version() != store_fs.basename(stage):
+                pub.abort(stage)
+        raise
+    for pub in pubs:
+        pub.gc(keep=2, before=started)
+    return counts
+
+
+def run(fmt: str, inputs: list[str], out: str | Path, quarantine_dir: str | Path | None = None,
+        tenant: str | None = None, gap_minutes: float = 30.0) -> dict[str, object]:
+    """Ingest and write (local directories or s3:// prefixes); returns the summary (rows in/out,
+    quarantined by reason, seconds)."""
     t0 = time.perf_counter()
-    qdir = quarantine_dir or out.with_name(out.name + "_quarantine")
+    out = store_fs.normalize(out)
+    qdir = (store_fs.normalize(quarantine_dir) if quarantine_dir
+            else store_fs.join(store_fs.parent(out), store_fs.basename(out) + "_quarantine"))
     result = ingest(fmt, inputs, tenant=tenant, gap_minutes=gap_minutes)
     reasons = result.reason_counts()
     summary: dict[str, object] = {
@@ -184,7 +213,8 @@ def run(fmt: str, inputs: list[str], out: Path, quarantine_dir: Path | None = No
         "lookup_rows": result.lookup_rows, "lookup_rejected": result.lookup_rejected,
         "out": str(out), "quarantine": str(qdir),
     }
-    counts = write_outputs(result, out, qdir, summary)
+    counts = (write_outputs_to_store(result, out, qdir, summary) if store_fs.is_remote(out)
+              else write_outputs(result, Path(out), Path(qdir), summary))
     summary["partitions"] = len(counts)
     summary["seconds"] = round(time.perf_counter() - t0, 3)
     return summary

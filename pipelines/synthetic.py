@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.schema import EVENT_SCHEMA
+from store import fs
 
 logger = logging.getLogger(__name__)
 
@@ -187,15 +188,14 @@ def _users(cfg: GeneratorConfig, rng: np.random.Generator, n_sessions: int) -> n
     return ids
 
 
-def write_partitioned(table: pa.Table, out: Path, basename: str = "part") -> dict[str, int]:
-    """Write ``table`` under ``out/date=YYYY-MM-DD/`` and return rows per date."""
+def write_partitioned(table: pa.Table, out: str | Path, basename: str = "part") -> dict[str, int]:
+    """Write ``table`` under ``out/date=YYYY-MM-DD/`` (a local path or s3://) and return rows per date."""
     dates = pc.strftime(table["event_time"], format="%Y-%m-%d")
     counts: dict[str, int] = {}
     for date in pc.unique(dates).to_pylist():
         part = table.filter(pc.equal(dates, date))
-        target = out / f"date={date}"
-        target.mkdir(parents=True, exist_ok=True)
-        pq.write_table(part, target / f"{basename}-00000.parquet", row_group_size=256_000)
+        with fs.open_output_stream(fs.join(str(out), f"date={date}", f"{basename}-00000.parquet")) as f:
+            pq.write_table(part, f, row_group_size=256_000)
         counts[date] = part.num_rows
     return counts
 
