@@ -105,6 +105,7 @@ def sorted_rows(df: pd.DataFrame) -> pd.DataFrame:
     return df[cols].sort_values("session_id").reset_index(drop=True)
 
 
+@pytest.mark.timeout(1200)  # ~5 min on an idle 2-core box; a box shared with other work needs more
 def test_pipeline_on_three_nodes_over_s3(env: Env) -> None:
     from pipelines.synthetic import GeneratorConfig, generate
     from store import fs
@@ -195,6 +196,7 @@ def test_a_task_cannot_write_outside_its_node_scratch(env: Env, tmp_path: Path) 
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.timeout(900)
 def test_killing_a_worker_node_mid_run_retries_or_publishes_nothing(env: Env) -> None:
     """A third worker joins, is SIGKILLed while the feature job's stage 2 runs, and the job
     either succeeds by retrying (then its rows equal an undisturbed run's) or fails with

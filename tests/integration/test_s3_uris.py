@@ -8,20 +8,12 @@ registry run their real code paths; nothing is mocked inside tandem.
 from __future__ import annotations
 
 import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-
-from cluster.local import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -39,40 +31,26 @@ RETAILROCKET_CSV = (
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pafs.S3FileSystem]:
-    moto = shutil.which("moto_server", path=str(Path(sys.executable).parent))
-    if moto is None:
-        pytest.skip("moto_server is not installed (pip install -e '.[dev]')")
-    port = free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    proc = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)], stdout=log.open("wb"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                                            "AWS_REGION", "AWS_EC2_METADATA_DISABLED")}
+    from cluster.multinode import S3Server
+
+    server = S3Server(tmp_path_factory.mktemp("moto"))
+    saved = {k: os.environ.get(k) for k in server.env}
     try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise RuntimeError(f"moto_server did not start: {log.read_text()[-2000:]}") from None
-                time.sleep(0.1)
-        os.environ.update({"AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
-                           "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1",
-                           "AWS_EC2_METADATA_DISABLED": "true"})
-        fs = pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http", access_key="test",
-                               secret_key="test", region="us-east-1", allow_bucket_creation=True)
-        fs.create_dir(BUCKET)
-        yield fs
+        try:
+            server.start((BUCKET,))
+        except RuntimeError as exc:
+            if "not installed" in str(exc):
+                pytest.skip(str(exc))
+            raise
+        os.environ.update(server.env)
+        yield server.filesystem()
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
+        server.stop()
 
 
 def put(fs: pafs.S3FileSystem, key: str, data: bytes) -> str:
@@ -132,3 +110,44 @@ def test_registry_on_s3_registers_fetches_promotes_and_rolls_back(s3: pafs.S3Fil
     assert reg.rollback("propensity") == versions[0]
     assert reg.champion("propensity") == versions[0]
     assert (reg.fetch("propensity", None, tmp_path / "cache") / "model.txt").read_text() == "model 0"
+
+
+def test_publication_on_s3_writes_the_pointer_last_and_gc_removes_orphans(s3: pafs.S3FileSystem) -> None:
+    import time
+
+    from store import fs
+
+    out = f"s3://{BUCKET}/pub/features"
+    pub = fs.Publication(out)
+    assert pub.current() is None and fs.resolve(f"{out}/sessions") == f"{out}/sessions"
+    old = [time.strftime("%Y%m%dT%H%M%S", time.gmtime(time.time() - 600 + i)) + f"-00000{i}" for i in range(4)]
+    for i, run_id in enumerate(old[:3]):
+        v = pub.begin(run_id)
+        fs.write_bytes(fs.join(v, "sessions", "part-0.parquet"), f"v{i}".encode())
+        assert fs.resolve(f"{out}/sessions") != fs.join(v, "sessions")   # invisible until committed
+        pub.commit(v)
+        assert fs.read_bytes(fs.join(fs.resolve(f"{out}/sessions"), "part-0.parquet")) == f"v{i}".encode()
+    crashed = pub.begin(old[3])                                          # a run killed before its commit
+    fs.write_bytes(fs.join(crashed, "sessions", "part-0.parquet"), b"half")
+    assert fs.read_json(f"{out}/_CURRENT")["version"] == old[2] and pub.history() == [old[1], old[0]]
+    assert sorted(pub.gc(keep=2)) == [old[0], old[3]]
+    assert fs.list_dirs(f"{out}/_versions") == [old[1], old[2]]
+    assert fs.read_bytes(fs.join(fs.resolve(out), "sessions", "part-0.parquet")) == b"v2"
+
+
+def test_ingest_publishes_to_s3_and_the_feature_job_lists_it(s3: pafs.S3FileSystem) -> None:
+    from jobs import ingest
+    from pipelines.feature_tasks import list_event_files
+    from store import fs
+
+    put(s3, "raw2/events.csv", RETAILROCKET_CSV.encode())
+    summary = ingest.main(["--format", "retailrocket", "--input", f"s3://{BUCKET}/raw2/",
+                           "--out", f"s3://{BUCKET}/canonical", "--json"])
+    assert summary == 0
+    version = fs.resolve(f"s3://{BUCKET}/canonical")
+    assert version.startswith(f"s3://{BUCKET}/canonical/_versions/")
+    files = list_event_files(f"s3://{BUCKET}/canonical")
+    assert files and all(f.startswith(version) for f in files)
+    quarantine = fs.resolve(f"s3://{BUCKET}/canonical_quarantine")
+    assert fs.exists(fs.join(quarantine, "quarantine.parquet"))
+    assert not Path("s3:").exists()   # never the squashed local path ./s3:/...
