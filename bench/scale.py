@@ -122,9 +122,22 @@ def _sample(trees: dict[str, int], base: dict[str, dict[int, float]], cpu: dict[
             cpu[name][p] = max(cpu[name].get(p, 0.0), secs - base.get(name, {}).get(p, 0.0))
 
 
-def _digest(prefix: str) -> dict[str, Any]:
-    """Per table, row count and an order-independent hash of every row (read back from S3)."""
+def _column_hash(col: Any) -> int:
+    """Order-dependent hash of one column's values (lists as their lengths and flattened values)."""
     import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type):
+        return _column_hash(pc.list_value_length(arr)) * 31 + _column_hash(pc.list_flatten(arr))
+    values = pd.Series(arr.to_pandas())
+    weights = pd.Series(range(1, len(values) + 1), dtype="uint64")
+    return int((pd.util.hash_pandas_object(values, index=False) * weights).sum() % 2**61)
+
+
+def _digest(prefix: str) -> dict[str, Any]:
+    """Per table (read back from S3), row count and a hash of every value with rows in key order."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -134,11 +147,9 @@ def _digest(prefix: str) -> dict[str, Any]:
     version = fs.resolve(prefix)
     for table, key in (("sessions", "session_id"), ("sequences", "session_id"), ("items", "item_id")):
         files = fs.list_files(fs.join(version, table), ".parquet")
-        df = pa.concat_tables([pq.read_table(fs.open_input_file(f)) for f in files],
-                              promote_options="default").to_pandas()
-        df = df[sorted(df.columns)].sort_values(key).reset_index(drop=True)
-        df = df.map(lambda v: tuple(v) if hasattr(v, "__len__") and not isinstance(v, str) else v)
-        out[table] = {"rows": len(df), "hash": int(pd.util.hash_pandas_object(df, index=False).sum() % 2**61)}
+        t = pa.concat_tables([pq.read_table(fs.open_input_file(f)) for f in files], promote_options="default")
+        t = t.select(sorted(t.column_names)).sort_by(key)
+        out[table] = {"rows": t.num_rows, "hash": sum(_column_hash(c) * (i + 1) for i, c in enumerate(t.columns)) % 2**61}
     return out
 
 
@@ -223,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--object-store-mb", type=int, default=1536, help="per node")
     parser.add_argument("--data", default="/tmp/tdm-scale-data", help="generated events are kept here and reused")
     args = parser.parse_args(argv)
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks: stop what we started
     from cluster.multinode import S3Server
     from pipelines.synthetic import GeneratorConfig, generate, write_partitioned
     from store import fs

@@ -176,24 +176,26 @@ class MultiNodeCluster:
     def start(self, workers: int = 2, cpus_per_worker: float = 1) -> MultiNodeCluster:
         self.root.mkdir(parents=True, exist_ok=True)
         ensure_token(self.token)
-        for attempt in range(3):  # a loaded machine can miss ray start's fixed 30 s registration wait
+        attempts = 5
+        for attempt in range(attempts):  # a loaded machine can miss ray start's fixed 30 s registration wait
             head = Node("head", self.root / "head", self.root / "head.pid", self.head_cpus)
             self.gcs_port = free_port()
             self._start(head, ["--head", f"--port={self.gcs_port}", "--include-dashboard=false",
-                               f"--ray-client-server-port={free_port()}"], {**self._base_env(head), **self.head_env})
+                               f"--dashboard-port={free_port()}", f"--ray-client-server-port={free_port()}"],
+                        {**self._base_env(head), **self.head_env})
             try:
                 self._wait_started(head)
                 break
             except RuntimeError:
                 stop_group(head.pid_file, "ray head")
-                if attempt == 2:
+                if attempt == attempts - 1:
                     raise
                 logger.warning("the Ray head did not start (attempt %d); retrying", attempt + 1)
         for i in range(workers):
             self.add_worker(f"w{i + 1}", cpus_per_worker)
         return self
 
-    def add_worker(self, name: str, cpus: float = 1, attempts: int = 3) -> Node:
+    def add_worker(self, name: str, cpus: float = 1, attempts: int = 5) -> Node:
         """Start a worker node and wait until the GCS counts it. ``ray start`` gives a raylet a fixed
         30 s to register, which a heavily loaded machine can miss: then it tries again."""
         for attempt in range(attempts):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -68,6 +69,7 @@ def env(redis_server: str) -> Iterator[Env]:
     finally:
         cluster.stop()
         s3.stop()
+        shutil.rmtree(root, ignore_errors=True)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)

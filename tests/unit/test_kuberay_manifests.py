@@ -1,5 +1,5 @@
 """Every manifest in cluster/kuberay/ validates against KubeRay's CRD schemas (vendored in
-tests/data/kuberay, see PROVENANCE.md) and deploys the way users deploy: secrets and S3
+tests/fixtures/kuberay, see PROVENANCE.md) and deploys the way users deploy: secrets and S3
 credentials come from Kubernetes Secrets, never inline; jobs read and write s3:// only."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = sorted((ROOT / "cluster" / "kuberay").glob("*.yaml"))
-SCHEMAS = ROOT / "tests" / "data" / "kuberay"
+SCHEMAS = ROOT / "tests" / "fixtures" / "kuberay"
 SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|ACCESS_KEY|CREDENTIAL|REDIS_URL", re.I)
 PATH_FLAGS = ("--events", "--out", "--features", "--registry", "--train", "--test", "--input", "--storage")
 

@@ -3,6 +3,7 @@ tests/integration/test_s3_uris.py against a real S3 API)."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -92,3 +93,18 @@ def test_write_bytes_is_whole_or_nothing_locally(tmp_path: Path) -> None:
         fs.read_bytes(str(tmp_path / "nope"))
     assert fs.run_time("20260101T000000-abcdef") == 1767225600.0 and fs.run_time("junk") is None
     assert os.path.basename(fs.new_run_id())[8] == "T"
+
+
+def test_gc_cli_removes_an_old_orphan_and_keeps_the_current_version(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from jobs import gc
+
+    out = tmp_path / "features"
+    pub = fs.Publication(out)
+    old = time.strftime("%Y%m%dT%H%M%S", time.gmtime(time.time() - 8 * 3600))
+    crashed = pub.begin(f"{old}-0000aa")
+    live = _publish(pub, "now")
+    assert gc.main(["--out", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"removed": {str(out): [fs.basename(crashed)]}}
+    assert fs.list_dirs(pub.versions_root) == [live]
+    assert gc.main(["--out", "s3:/squashed", "--json"]) == 2
