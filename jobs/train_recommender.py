@@ -48,7 +48,8 @@ def flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--registry", help="registry URI (local dir or s3://)")
     p.add_argument("--promote", action="store_true", help="make this version the champion")
     p.add_argument("--artifact-dir", help="where to write the artifact (default: a temp dir)")
-    p.add_argument("--storage", help="Ray Train storage path (default: a temp dir)")
+    p.add_argument("--storage", help="Ray Train storage path (default: $TANDEM_SCRATCH_URI, else under an s3:// "
+                   "registry, else a temp dir)")
     p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray cluster (no RAY_ADDRESS; default 2)")
     p.add_argument("--ray-temp-dir", help="temp dir of a local Ray cluster")
     p.add_argument("--smoke-test", action="store_true", help="tiny data, one epoch")

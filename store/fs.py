@@ -126,15 +126,15 @@ def info(uri: str) -> pafs.FileInfo:
 
 
 def exists(uri: str) -> bool:
-    return info(uri).type != pafs.FileType.NotFound
+    return bool(info(uri).type != pafs.FileType.NotFound)
 
 
 def is_file(uri: str) -> bool:
-    return info(uri).type == pafs.FileType.File
+    return bool(info(uri).type == pafs.FileType.File)
 
 
 def is_dir(uri: str) -> bool:
-    return info(uri).type == pafs.FileType.Directory
+    return bool(info(uri).type == pafs.FileType.Directory)
 
 
 def list_files(uri: str, suffix: str | None = None, recursive: bool = True) -> list[str]:
