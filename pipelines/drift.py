@@ -76,8 +76,9 @@ def drift(metrics: dict[str, Any], window: pd.DataFrame, scores: np.ndarray | No
 class DriftCheck:
     """The refresh loop's per-tick drift check of the propensity champion (a ``Check``).
 
-    Window: the sessions of the feature output active within ``window_s`` of its newest session
-    (the feature watermark, so a replay of past data is judged on its own clock)."""
+    Window: the sessions of the feature output (its current published version, local or ``s3://``)
+    active within ``window_s`` of its newest session (the feature watermark, so a replay of past
+    data is judged on its own clock)."""
 
     __name__ = "drift"
 
@@ -115,8 +116,10 @@ class DriftCheck:
         import pyarrow.compute as pc
         import pyarrow.dataset as ds
 
-        source = f"{self.features.rstrip('/')}/sessions"
-        data = ds.dataset(source, format="parquet")
+        from store import fs as fs_layer
+
+        fs, source = fs_layer.filesystem(fs_layer.resolve(fs_layer.join(self.features, "sessions")))
+        data = ds.dataset(source, format="parquet", filesystem=fs)
         time_col = "cutoff_time" if "cutoff_time" in data.schema.names else "last_time"
         newest = pc.max(data.to_table(columns=[time_col]).column(time_col)).as_py()
         if newest is None:

@@ -36,6 +36,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from store import explog, keys
+from store import fs as fs_layer
 
 logger = logging.getLogger(__name__)
 
@@ -65,10 +66,8 @@ class StreamDrain:
 
 # -- filesystem ------------------------------------------------------------------------
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    if "://" in uri:
-        fs, path = pafs.FileSystem.from_uri(uri)
-        return fs, str(path)
-    return pafs.LocalFileSystem(), os.path.abspath(uri)
+    """The log store's filesystem and root path (``store.fs``: local or ``s3://``, one client per bucket)."""
+    return fs_layer.filesystem(uri)
 
 
 def write_durably(fs: pafs.FileSystem, path: str, data: bytes) -> None:

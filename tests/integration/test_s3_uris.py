@@ -151,3 +151,35 @@ def test_ingest_publishes_to_s3_and_the_feature_job_lists_it(s3: pafs.S3FileSyst
     quarantine = fs.resolve(f"s3://{BUCKET}/canonical_quarantine")
     assert fs.exists(fs.join(quarantine, "quarantine.parquet"))
     assert not Path("s3:").exists()   # never the squashed local path ./s3:/...
+
+
+def test_experiment_store_drain_and_report_on_s3(s3: pafs.S3FileSystem, redis_client: object) -> None:
+    """Experiment configs next to an s3:// registry; the drain's Parquet logs and the KPI report on s3://."""
+    import time
+
+    from models.experiments.config import load_config
+    from pipelines import experiments, exposures
+    from store import explog
+    from store.experiments import ExperimentStore
+
+    store = ExperimentStore(f"s3://{BUCKET}/exp-registry")
+    cfg = load_config({"tenant": "acme", "experiment_id": "e1", "salt": "s", "variants": [
+        {"name": "control", "policy": "popular", "share": 0.5}, {"name": "model", "policy": "model", "share": 0.5}]})
+    store.put(cfg, reason="start", by="test")
+    assert store.kill("acme", "by hand").revision == 2 and store.tenants() == ["acme"]
+    cur = store.current("acme")
+    assert cur is not None and cur.config is not None and cur.config.kill_switch.engaged
+    now = int(time.time() * 1000)
+    explog.append(redis_client, "exposures", "acme", (explog.exposure(
+        "acme", "e1", "control" if i % 2 else "model", f"s{i}", None, ["a"], None, "popular", "recommend", now + i,
+        "w", i) for i in range(300)), maxlen=10_000)
+    logs = f"s3://{BUCKET}/experiment_logs"
+    drained = exposures.drain(redis_client, logs, ["acme"], batch=100)
+    exp = next(d for d in drained if d.kind == "exposures")
+    assert exp.written == 300 and len(exp.files) == 3 and exp.error is None
+    assert all(f.startswith(f"{BUCKET}/experiment_logs/acme/exposures/date=") for f in exp.files)
+    assert exposures.read_logs(logs, "acme").exposures.num_rows == 300
+    analysis = experiments.analyse(logs, cfg)
+    page = experiments.write_report(analysis, f"{logs}/acme/reports/e1.html")
+    with s3.open_input_stream(page.removeprefix("s3://")) as f:
+        assert b'class="plot"' in f.read()
