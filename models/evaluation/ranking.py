@@ -67,13 +67,18 @@ class RankMetrics:
         return int(sum(len(r) for r in self._ranks))
 
     def result(self) -> dict[str, float]:
-        ranks = np.concatenate(self._ranks) if self._ranks else np.zeros(0)
-        out: dict[str, float] = {"n": float(len(ranks))}
-        for c in self.cutoffs:
-            hit = ranks <= c
-            out[f"recall@{c}"] = float(hit.mean()) if len(ranks) else 0.0
-            out[f"mrr@{c}"] = float((hit / ranks).mean()) if len(ranks) else 0.0
-        return out
+        return ranking_metrics(np.concatenate(self._ranks) if self._ranks else np.zeros(0), self.cutoffs)
+
+
+def ranking_metrics(ranks: np.ndarray, cutoffs: Sequence[int] = CUTOFFS) -> dict[str, float]:
+    """``n``, ``recall@k`` and ``mrr@k`` of 1-based ranks (0.0 for no ranks)."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    out: dict[str, float] = {"n": float(len(ranks))}
+    for c in cutoffs:
+        hit = ranks <= c
+        out[f"recall@{c}"] = float(hit.mean()) if len(ranks) else 0.0
+        out[f"mrr@{c}"] = float((hit / ranks).mean()) if len(ranks) else 0.0
+    return out
 
 
 def next_item_pairs(sessions: Iterable[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
@@ -96,7 +101,14 @@ def evaluate(score_fn: Callable[[list[np.ndarray]], np.ndarray], prefixes: Seque
     ``exclude_seen`` the prefix items are masked out before ranking (off for protocol (a),
     where repeated clicks are legitimate targets).
     """
-    metrics = RankMetrics(cutoffs)
+    return ranking_metrics(rank_targets(score_fn, prefixes, targets, tie, batch_size, exclude_seen), cutoffs)
+
+
+def rank_targets(score_fn: Callable[[list[np.ndarray]], np.ndarray], prefixes: Sequence[np.ndarray],
+                 targets: np.ndarray, tie: str = "conservative", batch_size: int = 512,
+                 exclude_seen: bool = False) -> np.ndarray:
+    """The full-catalogue rank of every target (as ``evaluate``), for metrics on slices of the pairs."""
+    ranks: list[np.ndarray] = []
     for start in range(0, len(prefixes), batch_size):
         batch = list(prefixes[start:start + batch_size])
         scores = np.array(score_fn(batch), dtype=np.float32)
@@ -104,5 +116,5 @@ def evaluate(score_fn: Callable[[list[np.ndarray]], np.ndarray], prefixes: Seque
         if exclude_seen:
             for row, p in enumerate(batch):
                 scores[row, p] = -np.inf
-        metrics.add(scores, targets[start:start + batch_size], tie)
-    return metrics.result()
+        ranks.append(ranks_from_scores(scores, targets[start:start + batch_size], tie))
+    return np.concatenate(ranks) if ranks else np.zeros(0)

@@ -36,6 +36,8 @@ MODEL_CLASSES: dict[str, str] = {
     "vstan": "models.session_rec.stan:VSTAN",
     "gru4rec": "models.session_rec.network:GRU4RecScorer",
     "sasrec": "models.session_rec.sasrec:SASRecScorer",
+    "repeat": "models.session_rec.repeat:RepeatModel",
+    "category": "models.session_rec.cold:CategoryModel",
     "hybrid": "models.session_rec.hybrid:HybridModel",
 }
 

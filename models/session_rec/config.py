@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-ModelType = Literal["pop", "itemknn", "vsknn", "vstan", "gru4rec", "sasrec", "hybrid"]
-PartType = Literal["pop", "itemknn", "vsknn", "vstan", "gru4rec", "sasrec"]
+ModelType = Literal["auto", "pop", "itemknn", "vsknn", "vstan", "gru4rec", "sasrec", "repeat", "hybrid"]
+PartType = Literal["pop", "itemknn", "vsknn", "vstan", "gru4rec", "sasrec", "repeat", "category"]
 
 
 class _Strict(BaseModel):
@@ -38,6 +38,20 @@ class VSTANConfig(_Strict):
     lambda_inh: float | None = Field(2.05, gt=0)
     lambda_ipw: float | None = Field(1.02, gt=0)
     lambda_idf: float | None = Field(5.0, ge=0)
+
+
+class RepeatConfig(_Strict):
+    """The repeat head (models.session_rec.repeat): recency decay of prefix occurrences, in steps."""
+
+    tau: float = Field(1.0, gt=0)
+
+
+class CategoryConfig(_Strict):
+    """The category fallback (models.session_rec.cold); needs an item-category table."""
+
+    alpha: float = Field(0.5, gt=0, description="smoothing count per item inside its category")
+    tau: float = Field(1.0, gt=0, description="recency decay of the prefix's category votes, in steps")
+    eps: float = Field(0.01, ge=0, le=1, description="share of the global category popularity")
 
 
 class GRU4RecConfig(_Strict):
@@ -100,8 +114,81 @@ class HybridConfig(_Strict):
         return self
 
 
+PART_CONFIGS: dict[str, type[BaseModel]] = {"itemknn": ItemKNNConfig, "vsknn": VSKNNConfig, "vstan": VSTANConfig,
+                                             "gru4rec": GRU4RecConfig, "sasrec": SASRecConfig,
+                                             "repeat": RepeatConfig, "category": CategoryConfig}
+
+
+class PartSpec(_Strict):
+    """One candidate of ``--model auto``: a part type and its parameters (over that type's defaults)."""
+
+    name: str = Field(min_length=1)
+    model: PartType
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_params(self) -> PartSpec:
+        cls = PART_CONFIGS.get(self.model)
+        if cls is None and self.params:
+            raise ValueError(f"{self.name}: {self.model} takes no params")
+        if cls is not None:
+            cls.model_validate(self.params)
+        return self
+
+    def resolved(self) -> dict[str, Any]:
+        """All parameters: the type's defaults updated with ``params``."""
+        cls = PART_CONFIGS.get(self.model)
+        return cls.model_validate(self.params).model_dump() if cls is not None else {}
+
+
+def _default_knn() -> list[PartSpec]:
+    # V-STAN twice: session-rec's defaults, and the sequence-heavier setting chosen on a Diginetica validation
+    # split (BENCHMARKS.md, issue 5); auto keeps whichever helps on the data at hand
+    return [PartSpec(name="vsknn", model="vsknn"), PartSpec(name="vstan", model="vstan"),
+            PartSpec(name="vstan_seq", model="vstan", params={"sample_size": 2000, "lambda_spw": 3.0,
+                                                              "lambda_inh": 5.0, "lambda_ipw": 2.0})]
+
+
+def _default_neural() -> list[PartSpec]:
+    # the official GRU4Rec parameter files: RSC15 (cross-entropy, 100 units) and Diginetica (BPR-max, 512 units)
+    return [PartSpec(name="gru4rec_xe", model="gru4rec"),
+            PartSpec(name="gru4rec_bprmax", model="gru4rec", params={
+                "loss": "bpr-max", "layers": [512], "batch_size": 128, "dropout_p_embed": 0.5,
+                "dropout_p_hidden": 0.3, "learning_rate": 0.05, "momentum": 0.15, "n_sample": 2048,
+                "sample_alpha": 0.3, "bpreg": 0.9, "elu_param": 1.0, "logq": 0.0})]
+
+
+class AutoConfig(_Strict):
+    """``--model auto``: every choice on a validation split carved from the end of train, within a budget."""
+
+    time_budget_min: float = Field(90.0, gt=0, description="CPU minutes for the choice and the final fit (test "
+                                                            "evaluation not included); models.session_rec.auto")
+    valid_fraction: float = Field(0.1, gt=0, lt=0.5, description="last sessions of train held out")
+    valid_pairs: int = Field(20000, ge=10, description="validation pairs scored for the blend (a seeded sample)")
+    epoch_valid_pairs: int = Field(5000, ge=10, description="of those, scored after each neural epoch")
+    knn: list[PartSpec] = Field(default_factory=_default_knn)
+    neural: list[PartSpec] = Field(default_factory=_default_neural)
+    repeat_taus: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0])
+    patience: int = Field(2, ge=1, description="neural epochs without a validation gain before stopping")
+    min_gain: float = Field(0.0005, ge=0, description="recall@20 + mrr@20 a part must add to join the blend")
+
+    @model_validator(mode="after")
+    def _check(self) -> AutoConfig:
+        names = [p.name for p in [*self.knn, *self.neural]]
+        if len(set(names)) != len(names):
+            raise ValueError(f"auto candidate names must be unique: {names}")
+        if any(p.model in NEURAL_PARTS for p in self.knn) or any(p.model not in NEURAL_PARTS for p in self.neural):
+            raise ValueError(f"auto.knn takes non-neural parts, auto.neural {NEURAL_PARTS}")
+        if any(p.model in ("category", "repeat") for p in self.knn):
+            raise ValueError("auto.knn: the repeat head (repeat_taus) and the category fallback (an item-category "
+                             "table) join the candidates by themselves")
+        if any(t <= 0 for t in self.repeat_taus):
+            raise ValueError("repeat_taus must be > 0")
+        return self
+
+
 class RecommenderConfig(_Strict):
-    model: ModelType = "gru4rec"
+    model: ModelType = "auto"
     seed: int = 42
     workers: int = Field(1, ge=1, description="Ray Train data-parallel workers for torch models")
     use_gpu: bool | None = Field(None, description="None = use a GPU when the cluster has one")
@@ -112,7 +199,9 @@ class RecommenderConfig(_Strict):
     vstan: VSTANConfig = Field(default_factory=VSTANConfig)
     gru4rec: GRU4RecConfig = Field(default_factory=GRU4RecConfig)
     sasrec: SASRecConfig = Field(default_factory=SASRecConfig)
+    repeat: RepeatConfig = Field(default_factory=RepeatConfig)
     hybrid: HybridConfig = Field(default_factory=HybridConfig)
+    auto: AutoConfig = Field(default_factory=AutoConfig)
 
     def model_params(self) -> dict[str, object]:
         if self.model == "pop":

@@ -144,6 +144,7 @@ class EncodedData:
     test_targets: np.ndarray  # -1 where the target is not in the catalogue
     protocol: str
     window: dict[str, object]
+    unseen_targets_dropped: int = 0  # protocol (a): next items outside the catalogue, dropped before pairing
 
     @property
     def n_train_events(self) -> int:
@@ -151,12 +152,16 @@ class EncodedData:
 
 
 def load_dataset(train: str | Path, test: str | Path | None, fmt: str, test_fraction: float = 0.1,
-                 max_train_sessions: int | None = None, max_test_pairs: int | None = None) -> EncodedData:
+                 max_train_sessions: int | None = None, max_test_pairs: int | None = None,
+                 catalogue: list[str] | None = None) -> EncodedData:
     """Read train/test in ``fmt`` and encode them.
 
-    session-tsv / session-lines -> protocol (a): unknown test items dropped, every next position scored.
+    session-tsv / session-lines -> protocol (a): unknown test items dropped, every next position scored
+    (``unseen_targets_dropped`` counts the next items lost that way: targets unseen in training).
     prefix-target -> protocol (b): train is ``session-lines``, test is ``prefix<TAB>target``.
     parquet -> protocol (a) on a time split of the sequences (``test`` optional: its own dir).
+    ``catalogue``: item ids known without training events (e.g. from an item-category table); they
+    are appended to the item map, so they can be recommended and are kept as test targets.
     """
     from models.evaluation.ranking import next_item_pairs
     from models.session_rec.items import ItemMap
@@ -187,19 +192,70 @@ def load_dataset(train: str | Path, test: str | Path | None, fmt: str, test_frac
         train_s = train_s[-max_train_sessions:]
     if not train_s:
         raise DataError(f"{train}: no training sessions")
-    items = ItemMap.from_sessions(train_s)
+    items = ItemMap.from_sessions([*train_s, catalogue or []])
     enc_train = [items.encode(s) for s in train_s]
+    dropped = 0
     if fmt == "prefix-target":
         prefixes = [items.encode(p) for p in pt.prefixes]
         targets = np.asarray([items.index.get(t, -1) for t in pt.targets], dtype=np.int64)
         protocol = "b:prefix-target"
     else:
         prefixes, targets = next_item_pairs(items.encode(s) for s in test_s)
+        dropped = sum(unseen_next_items(s, items.index) for s in test_s)
         protocol = "a:session-next-items"
     if max_test_pairs is not None:
         prefixes, targets = prefixes[:max_test_pairs], targets[:max_test_pairs]
     window: dict[str, object] = {"train": str(train), "test": str(test) if test else None, "format": fmt,
               "train_sessions": len(enc_train), "train_events": int(sum(len(s) for s in enc_train)),
-              "test_pairs": len(prefixes), "n_items": len(items), "time_cut": cut}
+              "test_pairs": len(prefixes), "n_items": len(items), "time_cut": cut,
+              "unseen_targets_dropped": dropped}
     logger.info("loaded %s", window)
-    return EncodedData(items, enc_train, prefixes, targets, protocol, window)
+    return EncodedData(items, enc_train, prefixes, targets, protocol, window, dropped)
+
+
+def unseen_next_items(session: list[str], index: dict[str, int]) -> int:
+    """Events of a test session that would be next-item targets but are outside the catalogue: unknown
+    items after at least one known item (protocol (a) drops them before it pairs prefixes and targets)."""
+    known_before = False
+    count = 0
+    for item in session:
+        if item in index:
+            known_before = True
+        elif known_before:
+            count += 1
+    return count
+
+
+def read_item_categories(path: str | Path) -> dict[str, str]:
+    """An item table with a header naming an item and a category column (``itemId;categoryId`` as in
+    Diginetica's product-categories.csv; ``;``, ``,`` or tab separated); item id -> category id."""
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    with path.open(encoding="utf-8", newline="") as f:
+        header_line = f.readline()
+        delim = max(";,\t", key=header_line.count)
+        header = [h.strip() for h in header_line.rstrip("\r\n").split(delim)]
+        lower = [h.lower().replace("_", "") for h in header]
+        if "itemid" not in lower or "categoryid" not in lower:
+            raise DataError(f"{path}: row 1: header must name 'itemId' and 'categoryId' columns, got {header}")
+        i_item, i_cat = lower.index("itemid"), lower.index("categoryid")
+        out: dict[str, str] = {}
+        for row, rec in enumerate(csv.reader(f, delimiter=delim), start=2):
+            if not rec:
+                continue
+            if len(rec) != len(header):
+                raise DataError(f"{path}: row {row}: expected {len(header)} fields, got {len(rec)}")
+            item, cat = rec[i_item].strip(), rec[i_cat].strip()
+            if not item:
+                raise DataError(f"{path}: row {row}: field {header[i_item]!r} is empty")
+            if not cat:
+                raise DataError(f"{path}: row {row}: field {header[i_cat]!r} is empty")
+            prev = out.setdefault(item, cat)
+            if prev != cat:
+                raise DataError(f"{path}: row {row}: item {item!r} has two categories ({prev!r}, {cat!r})")
+    if not out:
+        raise DataError(f"{path}: no rows")
+    return out

@@ -37,8 +37,15 @@ class GRU4RecTrainer:
         gen = torch.Generator().manual_seed(seed)
         self.sampler = (NegativeSampler(counts, config["n_sample"], config["sample_alpha"], generator=gen,
                                         device=self.device) if config["n_sample"] > 0 else None)
-        p0 = torch.tensor(np.maximum(counts, 1.0), dtype=torch.float32, device=self.device)
-        self.log_p0 = torch.log(p0)
+        self.log_p0 = torch.log(torch.tensor(np.maximum(counts, 1.0), dtype=torch.float32, device=self.device))
+
+    def set_counts(self, counts: np.ndarray) -> None:
+        """New item counts for the negative sampler and logQ (training goes on over more sessions)."""
+        cfg = self.cfg
+        if self.sampler is not None:
+            self.sampler = NegativeSampler(counts, cfg["n_sample"], cfg["sample_alpha"], generator=self.sampler.gen,
+                                           device=self.device)
+        self.log_p0 = torch.log(torch.tensor(np.maximum(counts, 1.0), dtype=torch.float32, device=self.device))
 
     def train_epoch(self, items: np.ndarray, offsets: np.ndarray, sync: GradSync | None = None,
                     max_steps: int | None = None) -> dict[str, float]:
@@ -122,6 +129,9 @@ class SASRecTrainer:
         gen = torch.Generator().manual_seed(seed)
         self.sampler = (NegativeSampler(counts, config["n_sample"], 0.0, generator=gen, device=self.device)
                         if config["n_sample"] > 0 else None)
+
+    def set_counts(self, counts: np.ndarray) -> None:
+        """New item counts (uniform negatives do not depend on them; kept for one trainer interface)."""
 
     def train_epoch(self, items: np.ndarray, offsets: np.ndarray, sync: GradSync | None = None,
                     max_steps: int | None = None) -> dict[str, float]:

@@ -98,3 +98,20 @@ def test_hybrid_config_temperatures_are_typed() -> None:
         with pytest.raises(ValueError, match="temperature"):
             load_config(None, model="hybrid", hybrid={"parts": ["gru4rec", "vstan"], "weights": [0.3, 0.7],
                                                       "temperatures": bad})
+
+
+def test_hybrid_test_ranks_match_separate_evaluations() -> None:
+    from models.session_rec.data import EncodedData
+    from models.session_rec.evaluate import hybrid_test_ranks, test_ranks
+    from models.session_rec.repeat import RepeatModel
+
+    torch.manual_seed(0)
+    gru = GRU4RecScorer(GRU4RecNet(5, [4]), {"layers": [4]})
+    hyb = HybridModel([gru, VSKNN.fit(SESSIONS, 5), RepeatModel(5, 1.0)], [0.5, 0.3, 0.2], [0.5, 1.0, 1.0])
+    data = EncodedData(ItemMap(list("abcde")), SESSIONS, [np.array([1]), np.array([2, 3]), np.array([], dtype=np.int64),
+                                                          np.array([4, 0])], np.array([2, 4, 1, 0]), "a", {})
+    ranks, parts = hybrid_test_ranks(hyb, data, batch_size=3)
+    assert np.array_equal(ranks, test_ranks(hyb, data))
+    for part, r in zip(hyb.parts, parts, strict=True):
+        assert np.array_equal(r, test_ranks(part, data))
+    assert ranks[2] == 6  # the empty prefix is a miss
