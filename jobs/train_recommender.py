@@ -1,8 +1,12 @@
 """Train, evaluate and register a session recommender (the CLI; library: ``pipelines.train_recommender``).
 
-    python -m jobs.train_recommender --train PATH --test PATH --format session-tsv --model gru4rec --json
+    python -m jobs.train_recommender --train PATH --test PATH --format session-tsv --json
 
-Baselines (pop, itemknn, vsknn, vstan) fit in process; torch models (gru4rec, sasrec) train
+``--model auto`` (the default) chooses the model family, its epochs and the hybrid weights (kNN,
+GRU4Rec, a repeat head and, with ``--item-categories``, a category fallback) on a validation split
+carved from the end of ``--train``, within ``--time-budget-min`` CPU minutes (default 90;
+models.session_rec.auto). Every run reports cold-start slices (one-click sessions, unseen
+targets, repeats) beside popularity. Baselines (pop, itemknn, vsknn, vstan) fit in process; torch models (gru4rec, sasrec) train
 through Ray Train's TorchTrainer with ``--workers`` data-parallel workers (GPU when the
 cluster has one; a private local Ray unless RAY_ADDRESS is set). The artifact is saved,
 registered as ``recommender`` when ``--registry`` is given (champion with ``--promote`` or
@@ -35,12 +39,16 @@ def flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train", help="training data (file or parquet dir)")
     p.add_argument("--test", help="test data; optional for --format parquet (time split)")
     p.add_argument("--format", choices=["session-tsv", "session-lines", "prefix-target", "parquet"])
-    p.add_argument("--model", choices=["gru4rec", "sasrec", "vsknn", "vstan", "itemknn", "pop", "hybrid"])
+    p.add_argument("--model", choices=["auto", "gru4rec", "sasrec", "vsknn", "vstan", "itemknn", "pop", "hybrid"],
+                   help="default auto: family and hybrid weights chosen on a validation split carved from --train")
+    p.add_argument("--item-categories", help="item table (itemId;categoryId): its items join the catalogue; a "
+                                             "category fallback is an auto candidate and a cold-start baseline")
     p.add_argument("--config", help="YAML RecommenderConfig")
     p.add_argument("--parts-from", nargs="*", help="hybrid: artifacts of parts trained on this --train ('-' = fit)")
     p.add_argument("--epochs", type=int, help="override n_epochs")
     p.add_argument("--time-budget-min", type=float,
-                   help="torch models: stop after the last epoch that fits this many minutes (epochs_done says how many)")
+                   help="torch models: stop after the last epoch that fits this many minutes (epochs_done says how "
+                        "many); auto: CPU minutes for the whole choice (default 90)")
     p.add_argument("--workers", type=int, help="Ray Train data-parallel workers (torch models)")
     p.add_argument("--threads", type=int,
                    help="torch threads per Train worker (default: cluster CPUs / workers; GRU4Rec on 2 cores: 1 is faster)")

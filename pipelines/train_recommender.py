@@ -22,9 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from models.session_rec.artifact import load_artifact, model_class, save_artifact
 from models.session_rec.base import item_counts
 from models.session_rec.batching import pack
+from models.session_rec.cold import category_index
 from models.session_rec.config import RecommenderConfig, load_config
-from models.session_rec.data import EncodedData, load_dataset
-from models.session_rec.evaluate import BASELINES, evaluate_model, fit_baseline
+from models.session_rec.data import EncodedData, load_dataset, read_item_categories
+from models.session_rec.evaluate import BASELINES, evaluate_with_slices, fit_baseline
 from models.session_rec.predictor import REGISTRY_NAME
 from pipelines import raycluster
 from pipelines.reports.model import MODEL_REPORT, write_recommender_report
@@ -46,11 +47,15 @@ class TrainConfig(BaseModel):
     train: str = Field(description="training data (file or parquet dir)")
     test: str | None = Field(None, description="test data; optional for format parquet (time split)")
     format: Literal["session-tsv", "session-lines", "prefix-target", "parquet"]
-    model: Literal["gru4rec", "sasrec", "vsknn", "vstan", "itemknn", "pop", "hybrid"] | None = None
+    model: Literal["auto", "gru4rec", "sasrec", "vsknn", "vstan", "itemknn", "pop", "hybrid"] | None = Field(
+        None, description="default auto: family and hybrid weights chosen on a validation split carved from train")
+    item_categories: str | None = Field(None, description="item table (itemId;categoryId): its items join the "
+                                        "catalogue; a category fallback is an auto candidate and a cold-start baseline")
     config: str | None = Field(None, description="YAML RecommenderConfig")
     parts_from: list[str] | None = Field(None, description="hybrid: artifacts of parts trained on this train ('-' = fit)")
     epochs: int | None = Field(None, ge=1, description="override n_epochs")
-    time_budget_min: float | None = Field(None, gt=0)
+    time_budget_min: float | None = Field(None, gt=0, description="torch models: minutes of training (wall); auto: "
+                                          "CPU minutes for the whole choice (default 90, RecommenderConfig.auto)")
     workers: int | None = Field(None, ge=1, description="Ray Train data-parallel workers (torch models)")
     threads: int | None = Field(None, ge=1, description="torch threads per Train worker")
     test_fraction: float = Field(0.1, gt=0, lt=1, description="parquet time split")
@@ -213,26 +218,40 @@ def train_and_register(opts: TrainConfig) -> dict[str, Any]:
         params["n_epochs"] = 1
     logger.info("resolved config: %s", cfg.model_dump_json())
     limits = SMOKE if opts.smoke_test else {}
+    categories = read_item_categories(fs.resolve(opts.item_categories)) if opts.item_categories else None
     data = load_dataset(fs.resolve(opts.train), fs.resolve(opts.test) if opts.test else None, opts.format,
-                        test_fraction=opts.test_fraction, **limits)
+                        test_fraction=opts.test_fraction, catalogue=sorted(categories) if categories else None,
+                        **limits)
+    item_category = category_index(data.items.ids, categories)[0] if categories else None  # type: ignore[attr-defined]
     storage = opts.storage or raycluster.train_storage(opts.registry, "recommender")  # reachable from every node
     t0 = time.perf_counter()
+    auto_report: dict[str, Any] | None = None
+    part_names = list(cfg.hybrid.parts) if cfg.model == "hybrid" else None
     try:
-        model, train_metrics = fit_any(cfg.model, cfg, params, data, storage, opts)
+        if cfg.model == "auto":
+            from pipelines.auto_recommender import fit_auto
+
+            res = fit_auto(cfg, data.train, len(data.items), storage,  # type: ignore[arg-type]
+                           lambda: raycluster.connect(own_local=True, num_cpus=opts.num_cpus,
+                                                      temp_dir=opts.ray_temp_dir),
+                           threads=opts.threads, smoke_test=opts.smoke_test, time_budget_min=opts.time_budget_min,
+                           item_category=item_category)
+            model, train_metrics, auto_report, part_names = res.model, {}, res.report, res.parts
+        else:
+            model, train_metrics = fit_any(cfg.model, cfg, params, data, storage, opts)
     finally:
         if not opts.storage:
             fs.delete(storage)  # the weights are loaded; the run's checkpoints are not kept
     train_seconds = time.perf_counter() - t0
-    metrics = evaluate_model(model, data, tie=cfg.tie, batch_size=cfg.eval_batch_size)
-    if cfg.model == "hybrid":  # the parts under the same protocol, same run
-        for part, part_model in zip(cfg.hybrid.parts, model.parts, strict=True):
-            pm = evaluate_model(part_model, data, tie=cfg.tie, batch_size=cfg.eval_batch_size)
-            metrics.update({f"{part}_{k}": pm[k] for k in ("recall@20", "mrr@20", "recall@10", "mrr@10")})
+    metrics, slices = evaluate_with_slices(model, data, cfg.tie, cfg.eval_batch_size, part_names, item_category)
     events_per_s = train_metrics.get("events_per_s") or data.n_train_events / max(train_seconds, 1e-9)
     report: dict[str, Any] = {"model": cfg.model, "protocol": data.protocol, "tie": cfg.tie,
                               **{k: round(v, 6) for k, v in metrics.items()},
                               "train_seconds": round(train_seconds, 3), "train_events_per_s": round(events_per_s, 1),
                               "workers": cfg.workers, "n_items": len(data.items)}  # type: ignore[arg-type]
+    report["slices"] = slices
+    if auto_report is not None:
+        report["auto"] = auto_report
     if "epoch" in train_metrics:  # torch models: epochs actually trained (fewer than n_epochs under a time budget)
         report["epochs_done"] = int(train_metrics["epoch"])
         report["epochs_planned"] = int(params.get("n_epochs", 0))
@@ -247,7 +266,7 @@ def train_and_register(opts: TrainConfig) -> dict[str, Any]:
                                                     subtitle=f"{cfg.model}, {data.protocol}, full catalogue"))
     if opts.registry:
         registry = Registry(opts.registry)
-        mv = registry.register(REGISTRY_NAME, out_dir, {"model_type": cfg.model, "metrics": metrics,
+        mv = registry.register(REGISTRY_NAME, out_dir, {"model_type": model.model_type, "metrics": metrics,
                                                        "data_window": data.window})
         if opts.promote or registry.champion(REGISTRY_NAME) is None:
             registry.set_champion(REGISTRY_NAME, mv.version, f"train_recommender {cfg.model} "

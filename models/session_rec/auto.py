@@ -146,7 +146,7 @@ def search_blend(table: CandidateTable, names: Sequence[str], exclusive: Sequenc
         path.append({"step": "add", "part": names[i], "share": a, "temperature": t, "value": round(v, 6)})
     for _ in range(3):  # refinement rounds
         improved = False
-        for i in np.nonzero(w)[0]:
+        for i in (int(j) for j in np.nonzero(w)[0]):
             if np.count_nonzero(w) == 1:
                 break
             for f in REFINE_FACTORS:
@@ -166,7 +166,7 @@ def search_blend(table: CandidateTable, names: Sequence[str], exclusive: Sequenc
         if not improved:
             break
     path.append({"step": "refined", "value": round(cur, 6),
-                 "weights": {names[i]: round(float(w[i]), 4) for i in np.nonzero(w)[0]}})
+                 "weights": {names[int(i)]: round(float(w[i]), 4) for i in np.nonzero(w)[0]}})
     chosen = [int(i) for i in np.nonzero(w)[0]]
     total = float(w.sum())
     return BlendChoice([names[i] for i in chosen], [round(float(w[i]) / total, 6) for i in chosen],
@@ -181,7 +181,8 @@ def _lower_bound(table: CandidateTable, w: np.ndarray, t: Sequence[float], rows:
             v, _ = table.dist(i, ti)
             mix += wi * v[rows]
     mix32 = mix.astype(np.float32)
-    return ((mix32 >= mix32[:, -1:]) & table.first[rows]).sum(axis=1).astype(np.float64)
+    count: np.ndarray = ((mix32 >= mix32[:, -1:]) & table.first[rows]).sum(axis=1).astype(np.float64)
+    return count
 
 
 # (candidates, carve, n_items, seed, CPU seconds allowed) -> the search's outcome
@@ -234,12 +235,12 @@ def run_auto(sessions: Sequence[np.ndarray], n_items: int, cfg: AutoConfig, seed
     for spec in specs:
         t0 = clock()
         params = spec.resolved()
-        model = fit(spec.model, cv.train, params)
+        fitted = fit(spec.model, cv.train, params)
         fit_s = clock() - t0
         t0 = clock()
-        model.score(probe)
+        fitted.score(probe)
         score_est += (clock() - t0) * len(cv.prefixes) / max(len(probe), 1)
-        cands.append(Candidate(spec.name, spec.model, params, model, fit_s))
+        cands.append(Candidate(spec.name, spec.model, params, fitted, fit_s))
     timings["knn_fit_seconds"] = clock() - t_start
     outcome: NeuralOutcome | None = None
     neural_specs = list(cfg.neural)

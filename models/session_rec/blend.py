@@ -38,7 +38,8 @@ TEMPERATURES: tuple[float, ...] = (1.0, 0.5, 0.3, 0.2, 0.1)
 def _logsumexp_rows(scores: np.ndarray, temperature: float) -> np.ndarray:
     z = scores / temperature
     m = z.max(axis=1)
-    return m + np.log(np.exp(z - m[:, None]).sum(axis=1))
+    out: np.ndarray = m + np.log(np.exp(z - m[:, None]).sum(axis=1))
+    return out
 
 
 @dataclass

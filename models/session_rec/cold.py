@@ -73,7 +73,7 @@ class CategoryModel:
         """P(category | prefix), shape (n_categories,)."""
         prefix = np.asarray(prefix, dtype=np.int64)
         if not len(prefix):
-            return self.p_category.copy()
+            return np.array(self.p_category, dtype=np.float64)
         decay = np.exp(-np.arange(len(prefix) - 1, -1, -1, dtype=np.float64) / self.tau)
         cats = self.item_category[prefix]
         votes = np.bincount(cats, weights=decay, minlength=self.n_categories)
@@ -84,7 +84,8 @@ class CategoryModel:
         unseen = seen[np.asarray(self.transitions[seen].sum(axis=1)).ravel() == 0]
         nxt[unseen] += votes[unseen]
         nxt /= nxt.sum()
-        return (1 - self.eps) * nxt + self.eps * self.p_category
+        out: np.ndarray = (1 - self.eps) * nxt + self.eps * self.p_category
+        return out
 
     def score(self, prefixes: Sequence[np.ndarray]) -> np.ndarray:
         out = np.empty((len(prefixes), self.n_items), dtype=np.float32)
