@@ -72,3 +72,35 @@ def test_gru4rec_torchtrainer_registry_and_ray_data_parity(ray_cluster: object, 
         assert list(out["recs"].iloc[row]) == [i for i, _ in online]
         assert np.allclose(out["rec_scores"].iloc[row], [s for _, s in online], atol=1e-5)
         assert not set(items) & set(out["recs"].iloc[row])
+
+
+def test_auto_is_the_default_and_reports_its_choice_and_cold_start_slices(ray_cluster: object, shared_data: Path,
+                                                                          tmp_path: Path) -> None:
+    """Only the data flags: auto carves validation from train, trains the networks through a TorchTrainer on
+    the shared cluster, blends, refits and reports the slices; the artifact serves like any other."""
+    train, test = _yoochoose(shared_data)
+    cfg = entrypoint.parse_config(train_recommender.JOB, ["--train", train, "--test", test, "--format", "session-tsv",
+                                                          "--smoke-test", "--storage", str(tmp_path / "ray"),
+                                                          "--artifact-dir", str(tmp_path / "art")])
+    report = train_recommender.run(cfg)
+    auto = report["auto"]
+    assert report["model"] == "auto" and report["n"] == 200
+    names = {c["name"] for c in auto["chosen"]}
+    assert names and np.isclose(sum(c["weight"] for c in auto["chosen"]), 1.0)
+    assert names <= {"vsknn", "vstan", "vstan_seq", "gru4rec_xe", "gru4rec_bprmax",
+                     "repeat_tau0.5", "repeat_tau1", "repeat_tau2"}
+    # both networks were probed in the Ray Train worker; the search record and the CPU budget are reported
+    assert set(auto["neural"]["probes"]) == {"gru4rec_xe", "gru4rec_bprmax"}
+    assert 0 < auto["cpu_seconds"] and auto["budget_cpu_seconds"] == 90 * 60
+    assert auto["valid"]["recall@20"] > 0 and auto["search_path"][0]["step"] == "start"
+    # the blend is at least as good as its best single part on validation
+    assert auto["search_path"][-1]["value"] >= max(auto["search_path"][0]["singles"].values()) - 1e-9
+    slices = report["slices"]
+    assert set(slices) == {"prefix_len_1", "target_unseen", "target_in_prefix"}
+    one = slices["prefix_len_1"]
+    assert one["n"] > 0 and one["model"]["recall@20"] > one["pop"]["recall@20"]
+    # the smoke split keeps 400 training sessions: most test items are new to it and were dropped as misses
+    assert slices["target_unseen"]["dropped_as_misses"] > 0 and slices["target_unseen"]["model"]["recall@20"] == 0
+    pred = SessionRecPredictor(str(tmp_path / "art"))
+    assert pred.model_type == ("hybrid" if len(names) > 1 else auto["chosen"][0]["model_type"])
+    assert len(pred.recommend(pred.items.ids[:2], k=10)) == 10
