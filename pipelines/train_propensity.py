@@ -29,19 +29,14 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.evaluation.classification import evaluate
 from models.propensity.artifact import MODEL_FILES, save
-from models.propensity.baselines import baselines
+from models.propensity.auto import train_auto
+from models.propensity.baselines import baseline_scores
 from models.propensity.data import LABEL, prepare
-from models.propensity.finalize import finalize
-from models.propensity.model import (
-    PropensityConfig,
-    downsample_negatives,
-    fit_booster,
-    raw_predict,
-    to_matrix,
-)
+from models.propensity.model import PropensityConfig, fit_booster, raw_predict, to_matrix
 from models.propensity.predictor import REGISTRY_NAME, PropensityPredictor, load_booster
+from models.propensity.report import holdout_report
+from models.propensity.select import STRATEGIES
 from pipelines.drift import feature_quantiles
 from pipelines.raycluster import train_storage
 from pipelines.reports.model import MODEL_REPORT, write_propensity_report
@@ -138,7 +133,7 @@ def _train_loop(config: dict[str, Any]) -> None:
 
         extra = {"tree_learner": "data_parallel", "pre_partition": True, **get_network_params()}
     # XGBoostTrainer sets up XGBoost's collective (rabit) context around this loop.
-    booster = fit_booster(cfg, x_tr, y_tr, x_va, y_va, features, extra)
+    booster = fit_booster(cfg, x_tr, y_tr, x_va, y_va, features, extra, categorical=config.get("categorical"))
     t_train = time.time()
     metrics = {"best_iteration": int(getattr(booster, "best_iteration", 0) or 0), "rows": len(y_tr),
                "t_start": t_start, "t_ingest": t_ingest, "t_convert": t_convert, "t_train": t_train}
@@ -188,12 +183,13 @@ def _put_matrices(train: pd.DataFrame, val: pd.DataFrame | None, features: list[
 def train_distributed(cfg: PropensityConfig, train: pd.DataFrame, val: pd.DataFrame | None, features: list[str],
                       workers: int, storage: str, *, ingest: Ingest = "auto", cpus_per_worker: float | None = None,
                       callbacks: list[Any] | None = None, name: str | None = None,
-                      label: str = LABEL) -> DistributedFit:
+                      label: str = LABEL, categorical: list[str] | None = None) -> DistributedFit:
     """Fit the booster data-parallel over ``workers`` Ray Train V2 workers and return it.
 
     ``label`` names the binary label column. ``val`` (optional) goes whole to every worker for
     early stopping. ``ingest``: see the module docstring. ``cpus_per_worker`` defaults to
-    ``worker_cpus``; ``callbacks`` are Train ``RunConfig`` callbacks."""
+    ``worker_cpus``; ``callbacks`` are Train ``RunConfig`` callbacks; ``categorical`` names LightGBM
+    native categorical features."""
     import ray
     from ray.train import DataConfig, RunConfig, ScalingConfig
 
@@ -202,7 +198,8 @@ def train_distributed(cfg: PropensityConfig, train: pd.DataFrame, val: pd.DataFr
     store = ray.cluster_resources().get("object_store_memory")
     mode = choose_ingest(ingest, matrix_bytes(rows, len(features)), store)
     loop_cfg: dict[str, Any] = {"cfg": cfg.model_dump(), "features": features, "label": label, "workers": workers,
-                                "has_validation": has_val, "refs": None}
+                                "has_validation": has_val, "refs": None,
+                                "categorical": list(categorical or []) if cfg.kind == "lightgbm" else None}
     common: dict[str, Any] = {}
     if mode == "object_ref":
         loop_cfg["refs"] = _put_matrices(train, val if has_val else None, features, label, workers)
@@ -237,11 +234,13 @@ class TrainConfig(BaseModel):
     label: str = Field(description="binary label column")
     time_column: str | None = None
     model: Literal["lightgbm", "xgboost"] = "lightgbm"
-    imbalance: Literal["weight", "downsample", "focal", "none"] = "weight"
+    imbalance: Literal["auto", "weight", "downsample", "focal", "none"] = "auto"
+    calibration: Literal["auto", "none", "platt", "isotonic"] = "auto"
+    exclude: list[str] = Field(default_factory=list, description="columns never used as features")
     keep_rate: float = Field(0.2, gt=0, le=1)
     focal_alpha: float = Field(0.25, gt=0, lt=1)
     focal_gamma: float = Field(2.0, ge=0)
-    rounds: int = Field(300, ge=1)
+    rounds: int = Field(1000, ge=1, description="most boosting rounds; cross-validation picks the count below it")
     min_precision: float = Field(0.3, ge=0, le=1)
     workers: int = Field(2, ge=1)
     ingest: Ingest = "auto"
@@ -251,48 +250,63 @@ class TrainConfig(BaseModel):
 
 
 def train_and_register(cfg: TrainConfig) -> dict[str, Any]:
-    """Prepare, fit on Ray Train, calibrate, test once next to the baselines, save and (with a registry) register.
+    """Prepare, select on the training window, fit on Ray Train, guard on validation, calibrate,
+    test once next to the baselines, save and (with a registry) register.
 
-    The booster is calibrated on the validation split, its serving threshold is the highest
-    recall with precision >= ``min_precision``, and it is evaluated once on the test split next
-    to two baselines (class-weighted logistic regression, default LightGBM) on the same split."""
+    ``models.propensity.auto.train_auto`` holds the rule (selection, validation guard,
+    calibration, threshold); this function gives it the Ray Train fit, then reads the test
+    split once through the serving predictor (``models.propensity.report``)."""
     t0 = time.perf_counter()
-    raw, parts, features, categories = prepare(fs.resolve(cfg.features), cfg.label, cfg.time_column, cfg.seed)
-    model = PropensityConfig(kind=cfg.model, imbalance=cfg.imbalance, num_boost_round=cfg.rounds, seed=cfg.seed,
-                             keep_rate=cfg.keep_rate, focal_alpha=cfg.focal_alpha, focal_gamma=cfg.focal_gamma)
-    fit_train = (downsample_negatives(parts.train, LABEL, model.keep_rate, model.seed)
-                 if model.imbalance == "downsample" else parts.train)
+    prep = prepare(fs.resolve(cfg.features), cfg.label, cfg.time_column, cfg.seed, exclude=cfg.exclude)
+    parts, features, encoding = prep.parts, prep.features, prep.encoding
+    base = PropensityConfig(kind=cfg.model, num_boost_round=cfg.rounds, seed=cfg.seed, keep_rate=cfg.keep_rate,
+                            focal_alpha=cfg.focal_alpha, focal_gamma=cfg.focal_gamma)
+    trainer: dict[str, Any] = {"trainer": "local (lightgbm_default kept)"}
     storage = train_storage(cfg.registry, "propensity")  # every node can reach it (s3:// on a cluster)
+
+    def ray_fit(model: PropensityConfig, rows: pd.DataFrame) -> Any:
+        fitted = train_distributed(model, rows, None, features, cfg.workers, storage, ingest=cfg.ingest,
+                                   categorical=encoding.categorical)
+        trainer.update(trainer=f"ray_train ({cfg.workers} workers, {fitted.ingest})")
+        return fitted.booster
+
     try:
-        fitted = train_distributed(model, fit_train, parts.validation, features, cfg.workers, storage,
-                                   ingest=cfg.ingest)
+        trained = train_auto(parts, encoding, base, fit=ray_fit, min_precision=cfg.min_precision,
+                             time_ordered=parts.kind == "time",
+                             strategies=STRATEGIES if cfg.imbalance == "auto" else (cfg.imbalance,),
+                             calibration=cfg.calibration)
     finally:
         fs.delete(storage)  # the booster is loaded; the run's checkpoints are not kept
-    booster = fitted.booster
-    art = finalize(booster, model, parts.validation, features, LABEL, cfg.min_precision,
-                   base_rate=float(parts.train[LABEL].mean()))
-    art.categories = categories
+    booster, model, art = trained.booster, trained.cfg, trained.artifact
     art.data_window = {**parts.window(cfg.time_column), "source": cfg.features, "label": cfg.label,
                        "rows": {"train": len(parts.train), "validation": len(parts.validation), "test": len(parts.test)}}
     out = Path(cfg.out or tempfile.mkdtemp(prefix="tdm-propensity-"))
     save(out, booster, art)
     predictor = PropensityPredictor(str(out))
-    # raw test rows: the predictor encodes categorical columns itself (the encoded frame would map to NaN)
-    test_scores = predictor.predict_proba(raw.loc[parts.test.index])
-    model_metrics = evaluate(parts.test[LABEL].to_numpy(), test_scores, cfg.min_precision).as_dict()
+    # raw test rows: the predictor encodes them itself, as it does online
+    test_scores = predictor.predict_proba(prep.raw.loc[parts.test.index])
+    base_scores = baseline_scores(parts.train, parts.test, features, categorical=encoding.categorical,
+                                  default=trained.reference)
+    report = holdout_report(parts.test[LABEL].to_numpy(), test_scores, base_scores, art.threshold, cfg.min_precision,
+                            seed=cfg.seed)
     raw_val = raw_predict(booster, model.kind, to_matrix(parts.validation, features))
-    art.metrics["test"] = model_metrics
+    art.metrics["test"] = {k: v for k, v in report["test"].items() if k != "deciles"}
     art.metrics["validation_scores"] = np.quantile(predictor.calibrator(raw_val), np.linspace(0, 1, 21)).tolist()
-    art.metrics["feature_quantiles"] = feature_quantiles(parts.train, features)  # the drift check's reference
+    # the drift check's reference: numeric columns only (live rows carry raw categories, not codes)
+    art.metrics["feature_quantiles"] = feature_quantiles(
+        parts.train, [c.name for c in encoding.columns if c.kind == "numeric"])
     save(out, booster, art)  # with test metrics and the validation score quantiles for the PSI gate
-    report = write_propensity_report(parts.test[LABEL].to_numpy(), {f"{model.kind} (calibrated)": test_scores},
-                                     out / MODEL_REPORT, title="Propensity model",
-                                     subtitle=f"{model.kind}, test split ({parts.kind})")
-    result: dict[str, Any] = {"model": model.kind, "imbalance": model.imbalance, "split": parts.kind,
-                              "threshold": art.threshold, "test": model_metrics,
-                              "baselines": baselines(parts.train, parts.test, features, cfg.min_precision),
-                              "artifact": str(out), "report": str(report),
-                              "seconds": round(time.perf_counter() - t0, 1)}
+    html = write_propensity_report(parts.test[LABEL].to_numpy(), {f"{model.kind} (calibrated)": test_scores},
+                                   out / MODEL_REPORT, title="Propensity model",
+                                   subtitle=f"{model.kind}, test split ({parts.kind})")
+    sel = trained.selection
+    result: dict[str, Any] = {
+        "model": model.kind, "imbalance": model.imbalance, "selected": art.config["selected"],
+        "calibration": sel.calibration, "rounds": model.num_boost_round, "split": parts.kind,
+        "threshold": art.threshold, **report, "validation": art.metrics.get("validation", {}),
+        "selection": sel.as_dict(), **trainer,
+        "columns": {"used": len(features), "categorical": encoding.categorical, "dropped": encoding.dropped},
+        "artifact": str(out), "report": str(html), "seconds": round(time.perf_counter() - t0, 1)}
     if cfg.registry:
         reg = Registry(cfg.registry)
         mv = reg.register(REGISTRY_NAME, out, {"metrics": art.metrics, "data_window": art.data_window,

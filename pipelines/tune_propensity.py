@@ -228,7 +228,8 @@ def sweep(opts: SweepConfig, parts: Split, features: list[str]) -> tuple[pd.Data
 def tune_and_register(opts: SweepConfig) -> dict[str, Any]:
     """Sweep, refit the best on train + validation, test once next to the baselines, save and register."""
     t0 = time.perf_counter()
-    raw, parts, features, categories = prepare(opts.features, opts.label, opts.time_column, opts.seed)
+    prep = prepare(opts.features, opts.label, opts.time_column, opts.seed)
+    raw, parts, features = prep.raw, prep.parts, prep.features  # categorical codes enter the sweep as numbers
     table, best = sweep(opts, parts, features)
     sweep_s = time.perf_counter() - t0
     out = Path(opts.out or tempfile.mkdtemp(prefix="tdm-tune-propensity-"))
@@ -244,7 +245,7 @@ def tune_and_register(opts: SweepConfig) -> dict[str, Any]:
     booster, calibrator, threshold, oof = refit_with_oof_calibration(cfg, both, features, folds, opts.min_precision)
     art = PropensityArtifact(
         kind=cfg.kind, feature_names=features, threshold=threshold, calibration=calibrator.to_dict(),
-        base_rate=float(both[LABEL].mean()), categories=categories, code_version=code_version(),
+        base_rate=float(both[LABEL].mean()), encoding=prep.encoding.to_dict(), code_version=code_version(),
         config={**cfg.model_dump(), "min_precision": opts.min_precision, "tuned": True,
                 "calibration": f"{k}-fold out-of-fold on train+validation", "selection": best["selection"]},
         metrics={"validation": {METRIC: best[METRIC], "trials": len(table), "selection": best["selection"]},

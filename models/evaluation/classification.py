@@ -8,6 +8,7 @@ treated as one threshold.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -140,3 +141,94 @@ def psi(expected: np.ndarray, actual: np.ndarray, bins: int = 10) -> float:
     a = np.histogram(np.clip(actual, edges[0], edges[-1]), edges)[0] / actual.size
     e, a = np.maximum(e, 1e-6), np.maximum(a, 1e-6)
     return float(np.sum((a - e) * np.log(a / e)))
+
+
+def _weighted_curve(ys: np.ndarray, w: np.ndarray, last: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Precision and recall at each distinct-score boundary ``last`` of rows sorted by descending
+    score, each row counted ``w`` times."""
+    tp = np.cumsum(w * ys)[last]
+    seen = np.cumsum(w)[last]
+    pos = tp[-1] if tp.size else 0.0
+    precision = np.where(seen > 0, tp / np.maximum(seen, 1e-12), 1.0)
+    recall = tp / pos if pos > 0 else np.zeros_like(tp)
+    return precision, recall
+
+
+def _ranked(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    order = np.argsort(-p, kind="mergesort")
+    ps = p[order]
+    return order, y[order], np.r_[np.flatnonzero(np.diff(ps)), ps.size - 1]
+
+
+def _interval(values: np.ndarray, level: float) -> list[float]:
+    a = (1 - level) / 2
+    return [round(float(np.quantile(values, a)), 6), round(float(np.quantile(values, 1 - a)), 6)]
+
+
+def bootstrap(y: np.ndarray, scores: dict[str, np.ndarray], min_precision: float,
+              thresholds: dict[str, float] | None = None, reference: str | None = None, n: int = 1000,
+              seed: int = 0, level: float = 0.95) -> dict[str, dict[str, Any]]:
+    """Percentile bootstrap over rows (the same resamples for every model, so differences are paired).
+
+    Per model: ``pr_auc_ci``, ``recall_at_precision_ci`` (best recall with precision >=
+    ``min_precision`` within each resample) and, for a model in ``thresholds``, the recall and
+    precision at that fixed threshold (``recall_at_threshold_ci``, ``precision_at_threshold_ci``).
+    With ``reference``, every other model also gets ``pr_auc_diff_ci`` (model minus reference)
+    and ``ahead_share`` (share of resamples where it is ahead)."""
+    y = np.asarray(y, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    ranked = {name: _ranked(y, np.asarray(p, dtype=np.float64)) for name, p in scores.items()}
+    above = {name: np.asarray(scores[name]) >= t for name, t in (thresholds or {}).items()}
+    draws: dict[str, dict[str, list[float]]] = {name: {"pr_auc": [], "recall_at_precision": [],
+                                                       "recall_at_threshold": [], "precision_at_threshold": []}
+                                                for name in scores}
+    for _ in range(n):
+        w = np.bincount(rng.integers(0, y.size, y.size), minlength=y.size).astype(np.float64)
+        if (w * y).sum() == 0:
+            continue
+        for name, (order, ys, last) in ranked.items():
+            precision, recall = _weighted_curve(ys, w[order], last)
+            d = draws[name]
+            d["pr_auc"].append(float(np.sum(np.diff(np.r_[0.0, recall]) * precision)))
+            ok = precision >= min_precision
+            d["recall_at_precision"].append(float(recall[ok].max()) if ok.any() else 0.0)
+            if name in above:
+                hit = above[name]
+                d["recall_at_threshold"].append(float((w * y * hit).sum() / (w * y).sum()))
+                flagged = (w * hit).sum()
+                d["precision_at_threshold"].append(float((w * y * hit).sum() / flagged) if flagged else 1.0)
+    out: dict[str, dict[str, Any]] = {}
+    for name, d in draws.items():
+        out[name] = {f"{k}_ci": _interval(np.asarray(v), level) for k, v in d.items() if v}
+    if reference is not None and reference in draws:
+        ref = np.asarray(draws[reference]["pr_auc"])
+        for name, d in draws.items():
+            if name != reference:
+                diff = np.asarray(d["pr_auc"]) - ref
+                out[name]["pr_auc_diff_ci"] = _interval(diff, level)
+                out[name]["ahead_share"] = round(float((diff > 0).mean()), 4)
+    return out
+
+
+def decile_table(y: np.ndarray, p: np.ndarray, bins: int = 10) -> list[dict[str, float | int]]:
+    """Rows ranked by score (highest first) in ``bins`` equal parts: per part its rows,
+    positives, actual rate, mean / min / max score, lift over the overall rate, and the
+    cumulative share of all positives captured down to it."""
+    y, p = _check(y, p)
+    order = np.argsort(-p, kind="mergesort")
+    ys, ps = y[order], p[order]
+    edges = np.linspace(0, y.size, bins + 1).round().astype(int)
+    overall, total = y.mean(), y.sum()
+    rows, captured = [], 0.0
+    for i in range(bins):
+        a, b = edges[i], edges[i + 1]
+        if b <= a:
+            continue
+        part_y, part_p = ys[a:b], ps[a:b]
+        captured += part_y.sum()
+        rows.append({"decile": i + 1, "rows": int(b - a), "positives": int(part_y.sum()),
+                     "rate": round(float(part_y.mean()), 6), "mean_score": round(float(part_p.mean()), 6),
+                     "min_score": round(float(part_p.min()), 6), "max_score": round(float(part_p.max()), 6),
+                     "lift": round(float(part_y.mean() / overall), 4) if overall > 0 else 0.0,
+                     "cumulative_recall": round(float(captured / total), 4) if total > 0 else 0.0})
+    return rows

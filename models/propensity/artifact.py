@@ -2,7 +2,10 @@
 
 ``propensity.json`` holds the model kind, the feature list and order, the serving
 threshold, the calibration, the base rate, metrics, data window, training config,
-code version and schema version. Nothing is pickled.
+code version and schema version, the column encoding fitted on the training rows
+(``encoding``: ``models.propensity.encoding.Encoding.to_dict``) and how the default
+pipeline chose the model (``selection``). Nothing is pickled. Artifacts written before
+``encoding`` existed carry ``categories`` (sorted values, codes from 0, unseen missing).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ class PropensityArtifact:
     code_version: str = "unknown"
     schema_version: int = SCHEMA_VERSION
     categories: dict[str, list[str]] = field(default_factory=dict)
+    encoding: dict[str, Any] = field(default_factory=dict)
+    selection: dict[str, Any] = field(default_factory=dict)
 
 
 def save(directory: str | Path, booster: Any, art: PropensityArtifact) -> Path:

@@ -14,6 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from models.propensity.encoding import DataError, Encoding, fit_encoding, leaking_column
+
+__all__ = ["DataError", "LABEL", "NON_FEATURES", "Prepared", "Split", "binary_label", "load_table", "prepare", "split"]
+
 logger = logging.getLogger(__name__)
 
 NON_FEATURES = {"session_id", "user_id", "tenant", "cutoff_time", "date", "purchased", "purchase_within_7d",
@@ -23,10 +27,6 @@ FALSE = {"0", "false", "f", "no", "n"}
 
 
 LABEL = "_label"  # the binary label column of a prepared frame
-
-
-class DataError(ValueError):
-    """The table cannot be trained on; the message names the file and column."""
 
 
 def load_table(path: str) -> pd.DataFrame:
@@ -71,25 +71,6 @@ def binary_label(df: pd.DataFrame, label: str, source: str) -> np.ndarray:
     return result
 
 
-def encode_features(df: pd.DataFrame, label: str, time_column: str | None,
-                    categories: dict[str, list[str]] | None = None) -> tuple[pd.DataFrame, dict[str, list[str]]]:
-    """Numeric feature frame; string/bool columns become category codes (stored for serving)."""
-    skip = NON_FEATURES | {label} | ({time_column} if time_column else set())
-    out, cats = pd.DataFrame(index=df.index), dict(categories or {})
-    for col in df.columns:
-        if col in skip or col.startswith("_"):
-            continue
-        s = df[col]
-        if col in cats or s.dtype == object or s.dtype == bool or str(s.dtype) in ("string", "category", "str"):
-            values = s.astype(str)
-            cats.setdefault(col, sorted(values.unique().tolist()))
-            out[col] = pd.Categorical(values, categories=cats[col]).codes.astype(np.float64)
-            out.loc[out[col] < 0, col] = np.nan
-        elif pd.api.types.is_numeric_dtype(s):
-            out[col] = s.astype(np.float64)
-    return out, cats
-
-
 @dataclass
 class Split:
     train: pd.DataFrame
@@ -128,22 +109,60 @@ def split(df: pd.DataFrame, label: str, time_column: str | None, fractions: tupl
     return Split(train, validation, test, "stratified")
 
 
-def prepare(path: str, label: str, time_column: str | None, seed: int) -> tuple[pd.DataFrame, Split, list[str],
-                                                                      dict[str, list[str]]]:
-    """Raw table, the train/validation/test split of the encoded frame, features and category maps."""
+@dataclass
+class Prepared:
+    """The raw table, its train/validation/test split of encoded rows (features, ``LABEL`` and the
+    time column) and the encoding fitted on the training rows."""
+
+    raw: pd.DataFrame
+    parts: Split
+    encoding: Encoding
+
+    @property
+    def features(self) -> list[str]:
+        return self.encoding.feature_names
+
+
+def prepare(path: str, label: str, time_column: str | None, seed: int,
+            exclude: tuple[str, ...] | list[str] = (), min_count: int | None = None) -> Prepared:
+    """Load, split (time-ordered or stratified), fit the column encoding on the training rows only
+    (``models.propensity.encoding``) and encode every split with it.
+
+    Raises ``DataError`` naming the file and column for a missing or non-binary label, a single
+    class, too few rows, an unknown ``exclude`` column, no usable feature, or a feature column
+    that gives the label away on the training rows."""
     raw = load_table(path)
     if raw.empty:
         raise DataError(f"{path}: the table has no rows")
     y = binary_label(raw, label, path)
-    feats, categories = encode_features(raw, label, time_column)
-    if feats.shape[1] == 0:
-        raise DataError(f"{path}: no numeric or categorical feature columns besides the label")
-    frame = feats.assign(**{LABEL: y})
+    if y.min() == y.max():
+        raise DataError(f"{path}: label {label!r} has one class only ({len(y)} rows, all {int(y[0])})")
+    unknown = [c for c in exclude if c not in raw.columns]
+    if unknown:
+        raise DataError(f"{path}: --exclude column(s) {unknown} not found; columns are {list(raw.columns)}")
+    if time_column and time_column not in raw.columns:
+        raise DataError(f"{path}: time column {time_column!r} not found; columns are {list(raw.columns)}")
+    keys = pd.DataFrame({LABEL: y}, index=raw.index)
     if time_column:
-        if time_column not in raw.columns:
-            raise DataError(f"{path}: time column {time_column!r} not found; columns are {list(raw.columns)}")
-        frame[time_column] = raw[time_column].to_numpy()
-    parts = split(frame, LABEL, time_column, seed=seed)
-    if parts.kind == "stratified":
+        keys[time_column] = raw[time_column]  # same index: no conversion (tz-aware to object is slow)
+    index = split(keys, LABEL, time_column, seed=seed)
+    if index.kind == "stratified":
         logger.warning("no time column: stratified seeded split (seed %d), not a time-based holdout", seed)
-    return raw, parts, list(feats.columns), categories
+    train_raw = raw.loc[index.train.index]
+    if train_raw.empty or y[raw.index.get_indexer(index.train.index)].sum() == 0:
+        raise DataError(f"{path}: the training split has no positive {label!r} rows")
+    skip = NON_FEATURES | {label} | set(exclude) | ({time_column} if time_column else set())
+    encoding = fit_encoding(train_raw, skip, min_count=min_count, source=path)
+
+    def encoded(part: pd.DataFrame) -> pd.DataFrame:
+        frame = encoding.transform(raw.loc[part.index]).assign(**{LABEL: part[LABEL].to_numpy()})
+        if time_column:
+            frame[time_column] = part[time_column]
+        return frame
+
+    parts = Split(encoded(index.train), encoded(index.validation), encoded(index.test), index.kind)
+    leak = leaking_column(parts.train[encoding.feature_names], parts.train[LABEL].to_numpy())
+    if leak is not None:
+        raise DataError(f"{path}: column {leak[0]!r} gives the label {label!r} away ({leak[1]}): label leakage; "
+                        f"remove it or pass --exclude {leak[0]}")
+    return Prepared(raw, parts, encoding)

@@ -13,7 +13,7 @@ import pandas as pd
 
 from models.evaluation.classification import evaluate, recall_at_precision
 from models.propensity.artifact import PropensityArtifact
-from models.propensity.calibration import Calibrator
+from models.propensity.calibration import Calibrator, Method
 from models.propensity.model import (
     PropensityConfig,
     downsample_negatives,
@@ -25,12 +25,17 @@ from models.provenance import code_version
 
 
 def finalize(booster: Any, cfg: PropensityConfig, val: pd.DataFrame, feature_names: list[str], label: str,
-             min_precision: float = 0.3, base_rate: float | None = None) -> PropensityArtifact:
-    """Fit the calibration on ``val`` and store the highest-recall threshold with precision >= floor."""
+             min_precision: float = 0.3, base_rate: float | None = None,
+             calibration: Method = "isotonic") -> PropensityArtifact:
+    """Fit the ``calibration`` map on ``val`` and store the highest-recall threshold with precision >= floor."""
     y = val[label].to_numpy(dtype=np.float64)
     raw = raw_predict(booster, cfg.kind, to_matrix(val, feature_names))
     keep = cfg.keep_rate if cfg.imbalance == "downsample" else 1.0
-    calibrator = Calibrator(keep_rate=keep).fit(raw, y) if 0 < y.sum() < len(y) else Calibrator(keep_rate=keep)
+    calibrator = Calibrator(keep_rate=keep, method=calibration)
+    if 0 < y.sum() < len(y):
+        calibrator.fit(raw, y)
+    elif calibration != "none":
+        calibrator.method = "none"
     scores = calibrator(raw)
     _, threshold = recall_at_precision(y, scores, min_precision)
     if not np.isfinite(threshold):  # no threshold reaches the floor: serve only the top-scored

@@ -18,6 +18,7 @@ import pandas as pd
 from models.features.session import session_features
 from models.propensity.artifact import MODEL_FILES, load_meta
 from models.propensity.calibration import Calibrator
+from models.propensity.encoding import Encoding
 from models.propensity.model import raw_predict, to_matrix
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,9 @@ class PropensityPredictor:
         self.metrics = art.metrics
         self.calibrator = Calibrator.from_dict(art.calibration)
         self.categories = art.categories
+        self.encoding = Encoding.from_dict(art.encoding) if art.encoding else None
+        # numeric-only encodings need no per-call transform (the serving hot path)
+        self._transform = self.encoding is not None and bool(self.encoding.categorical)
         self.version: str = version or Path(artifact_dir).name
         self.booster = load_booster(self.kind, Path(artifact_dir) / MODEL_FILES[art.kind])
         logger.info("loaded %s propensity model %s (%d features)", self.kind, self.version, len(self.feature_names))
@@ -69,8 +73,12 @@ class PropensityPredictor:
         return self.calibrator(raw_predict(self.booster, self.kind, x))
 
     def predict_proba(self, features: pd.DataFrame) -> np.ndarray:
-        """Calibrated P(purchase) per row; absent feature columns count as missing."""
-        if self.categories:
+        """Calibrated P(purchase) per row of raw feature columns, encoded as in training
+        (unseen categories count as rare, absent or non-numeric values as missing)."""
+        if self._transform:
+            assert self.encoding is not None
+            return self.predict_matrix(self.encoding.transform(features).to_numpy(np.float64))
+        if self.categories:  # artifacts written before the encoding existed
             features = features.assign(**{
                 col: pd.Categorical(features[col].astype(str), categories=cats).codes.astype(np.float64)
                 for col, cats in self.categories.items() if col in features.columns})

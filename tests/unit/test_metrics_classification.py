@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 from models.evaluation.classification import (
+    bootstrap,
     brier,
+    decile_table,
     evaluate,
     expected_calibration_error,
     log_loss,
@@ -68,3 +70,31 @@ def test_psi_zero_for_same_distribution_and_large_for_shift() -> None:
     a = rng.random(5000)
     assert psi(a, a) == pytest.approx(0.0, abs=1e-9)
     assert psi(a, np.clip(a + 0.5, 0, 1)) > 1.0
+
+
+def test_decile_table_by_hand() -> None:
+    y = np.array([1, 1, 0, 1, 0, 0, 0, 0, 0, 0], dtype=float)
+    p = np.linspace(1.0, 0.1, 10)
+    table = decile_table(y, p, bins=5)
+    assert [r["rows"] for r in table] == [2] * 5 and [r["positives"] for r in table] == [2, 1, 0, 0, 0]
+    assert table[0]["rate"] == 1.0 and table[0]["lift"] == pytest.approx(1.0 / 0.3, rel=1e-3)
+    assert [r["cumulative_recall"] for r in table] == [pytest.approx(2 / 3, abs=1e-4), 1.0, 1.0, 1.0, 1.0]
+    assert table[0]["min_score"] == pytest.approx(0.9) and table[-1]["max_score"] == pytest.approx(0.2)
+
+
+def test_bootstrap_intervals_cover_the_estimate_and_pair_the_models() -> None:
+    rng = np.random.default_rng(0)
+    y = (rng.random(3000) < 0.2).astype(float)
+    good, bad = y + rng.normal(0, 0.6, 3000), y + rng.normal(0, 1.2, 3000)
+    out = bootstrap(y, {"good": good, "bad": bad, "same": good.copy()}, min_precision=0.3,
+                    thresholds={"good": 0.5}, reference="bad", n=300, seed=1)
+    lo, hi = out["good"]["pr_auc_ci"]
+    assert lo < pr_auc(y, good) < hi and hi - lo < 0.1
+    r_lo, r_hi = out["good"]["recall_at_precision_ci"]
+    assert r_lo <= recall_at_precision(y, good, 0.3)[0] <= r_hi
+    t_lo, t_hi = out["good"]["recall_at_threshold_ci"]
+    assert t_lo < float(((good >= 0.5) & (y == 1)).sum() / y.sum()) < t_hi
+    assert out["good"]["pr_auc_diff_ci"][0] > 0 and out["good"]["ahead_share"] == 1.0
+    # an identical model: a zero-width difference, paired resample by resample
+    assert out["same"]["pr_auc_ci"] == out["good"]["pr_auc_ci"]
+    assert "recall_at_threshold_ci" not in out["bad"] and "pr_auc_diff_ci" not in out["bad"]

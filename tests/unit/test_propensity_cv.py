@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from models.evaluation.classification import pr_auc
-from models.propensity.cv import cross_validate, downsample_mask, stratified_folds
+from models.propensity.cv import cross_validate, downsample_mask, stratified_folds, time_splits
 from models.propensity.model import PropensityConfig, fit_booster, raw_margin
 
 
@@ -44,7 +44,8 @@ def test_cross_validate_reports_every_step(kind: str, imbalance: str) -> None:
                            early_stopping_rounds=0)
     reports: list[dict[str, Any]] = []
     last = cross_validate(cfg, x, y, stratified_folds(y, 3, 0), ["a", "b", "c"], every=10, report=reports.append)
-    assert [r["rounds"] for r in reports] == [10, 20, 25] and last == reports[-1]
+    assert [r["rounds"] for r in reports] == [10, 20, 25] and {k: last[k] for k in reports[-1]} == reports[-1]
+    assert len(last["fold_pr_auc"]) == 3 and np.mean(last["fold_pr_auc"]) == pytest.approx(last["best_pr_auc"])
     best = max(reports, key=lambda r: r["pr_auc"])
     assert last["best_pr_auc"] == best["pr_auc"] and last["best_rounds"] == best["rounds"]
     assert 0.4 < last["best_pr_auc"] <= 1 and last["pr_auc_std"] >= 0
@@ -67,3 +68,21 @@ def test_lockstep_fold_equals_a_plain_fit(kind: str) -> None:
         booster = fit_booster(cfg, x[fit], y[fit], None, None, ["a", "b", "c"])
         expected.append(pr_auc(y[held], raw_margin(booster, kind, x[held])))
     assert reports[-1]["pr_auc"] == pytest.approx(float(np.mean(expected)), abs=1e-9)
+
+
+def test_patience_stops_and_out_of_fold_margins_come_from_the_best_round() -> None:
+    x, y = _data(2000, 5)
+    cfg = PropensityConfig(num_boost_round=400, num_threads=1, learning_rate=0.3, early_stopping_rounds=0)
+    splits = time_splits(len(y), 3)
+    reports: list[dict[str, Any]] = []
+    res = cross_validate(cfg, x, y, splits, ["a", "b", "c"], every=10, report=reports.append, patience=30, oof=True)
+    assert res["rounds"] < 400 and res["rounds"] - res["best_rounds"] >= 30  # stopped by patience
+    oof = res["oof_margin"]
+    assert np.isnan(oof[: splits[0][1][0]]).all() and not np.isnan(oof[splits[0][1][0]:]).any()
+    # the held-out margins are those of a plain fit on the fold's past at the best round count
+    fit, held = splits[1]
+    booster = fit_booster(cfg.model_copy(update={"num_boost_round": res["best_rounds"]}), x[fit], y[fit], None, None,
+                          ["a", "b", "c"])
+    np.testing.assert_allclose(oof[held], raw_margin(booster, "lightgbm", x[held]), rtol=1e-9, atol=1e-9)
+    means = [np.mean([pr_auc(y[h], oof[h]) for _, h in splits])]
+    assert res["best_pr_auc"] == pytest.approx(means[0], abs=1e-9)
