@@ -27,6 +27,7 @@ from typing import Any, Literal
 import numpy as np
 
 from models.evaluation.classification import log_loss
+from models.propensity.focal import sigmoid
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +48,9 @@ def correct_downsampling(p: np.ndarray, keep_rate: float) -> np.ndarray:
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, EPS, 1 - EPS)
-    return np.log(p) - np.log1p(-p)
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return np.exp(-np.logaddexp(0.0, -z))
+    q: np.ndarray = np.clip(p, EPS, 1 - EPS)
+    out: np.ndarray = np.log(q) - np.log1p(-q)
+    return out
 
 
 def fit_platt(q: np.ndarray, y: np.ndarray, iterations: int = 50) -> tuple[float, float]:
@@ -62,7 +60,7 @@ def fit_platt(q: np.ndarray, y: np.ndarray, iterations: int = 50) -> tuple[float
     design = np.column_stack([z, np.ones_like(z)])
     w = np.array([1.0, 0.0])
     for _ in range(iterations):
-        p = _sigmoid(design @ w)
+        p = sigmoid(design @ w)
         grad = design.T @ (p - y) + 1e-6 * w
         hess = (design * (p * (1 - p))[:, None]).T @ design + 1e-6 * np.eye(2)
         step = np.linalg.solve(hess, grad)
@@ -101,7 +99,7 @@ class Calibrator:
         if self.method == "none":
             return corrected
         if self.method == "platt":
-            return _sigmoid(self.a * _logit(corrected) + self.b)
+            return sigmoid(self.a * _logit(corrected) + self.b)
         if len(self.x) < 2:
             return corrected
         result: np.ndarray = (1.0 - self.tie_break) * np.interp(corrected, self.x, self.y) + self.tie_break * corrected
