@@ -38,7 +38,7 @@ def run(cfg: Config) -> Result:
 def flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train", help="training data (file or parquet dir)")
     p.add_argument("--test", help="test data; optional for --format parquet (time split)")
-    p.add_argument("--format", choices=["session-tsv", "session-lines", "prefix-target", "parquet"])
+    p.add_argument("--format", choices=["session-tsv", "session-lines", "prefix-target", "parquet", "diginetica-views"])
     p.add_argument("--model", choices=["auto", "gru4rec", "sasrec", "vsknn", "vstan", "itemknn", "pop", "hybrid"],
                    help="default auto: family and hybrid weights chosen on a validation split carved from --train")
     p.add_argument("--item-categories", help="item table (itemId;categoryId): its items join the catalogue; a "
@@ -52,7 +52,7 @@ def flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, help="Ray Train data-parallel workers (torch models)")
     p.add_argument("--threads", type=int,
                    help="torch threads per Train worker (default: cluster CPUs / workers; GRU4Rec on 2 cores: 1 is faster)")
-    p.add_argument("--test-fraction", type=float, help="parquet time split (default 0.1)")
+    p.add_argument("--test-fraction", type=float, help="parquet / diginetica-views time split (default 0.1)")
     p.add_argument("--registry", help="registry URI (local dir or s3://)")
     p.add_argument("--promote", action="store_true", help="make this version the champion")
     p.add_argument("--artifact-dir", help="where to write the artifact (default: a temp dir)")

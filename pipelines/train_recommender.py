@@ -46,7 +46,7 @@ class TrainConfig(BaseModel):
 
     train: str = Field(description="training data (file or parquet dir)")
     test: str | None = Field(None, description="test data; optional for format parquet (time split)")
-    format: Literal["session-tsv", "session-lines", "prefix-target", "parquet"]
+    format: Literal["session-tsv", "session-lines", "prefix-target", "parquet", "diginetica-views"]
     model: Literal["auto", "gru4rec", "sasrec", "vsknn", "vstan", "itemknn", "pop", "hybrid"] | None = Field(
         None, description="default auto: family and hybrid weights chosen on a validation split carved from train")
     item_categories: str | None = Field(None, description="item table (itemId;categoryId): its items join the "

@@ -94,6 +94,35 @@ def read_prefix_target(path: str | Path) -> PrefixTarget:
     return PrefixTarget(prefixes, targets)
 
 
+def read_diginetica_views(path: str | Path) -> tuple[list[list[str]], np.ndarray]:
+    """CIKM Cup 2016 (Diginetica) ``train-item-views.csv``: ``session_id;user_id;item_id;timeframe;eventdate``,
+    the original item ids (they join ``product-categories.csv``). Sessions ordered by date, clicks by
+    timeframe; returns (sessions, each session's day as unix seconds) for ``split_by_time``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    df = pd.read_csv(path, sep=";", dtype=str, keep_default_na=False)
+    missing = {"session_id", "item_id", "timeframe", "eventdate"} - set(df.columns)
+    if missing:
+        raise DataError(f"{path}: header lacks field(s) {sorted(missing)}; got {list(df.columns)}")
+    for field in ("session_id", "item_id"):
+        bad = np.nonzero((df[field] == "").to_numpy())[0]
+        if len(bad):
+            raise DataError(f"{path}: row {int(bad[0]) + 2}: field {field!r} is empty")
+    frame = pd.to_numeric(df["timeframe"], errors="coerce")
+    day = pd.to_datetime(df["eventdate"], format="%Y-%m-%d", errors="coerce")
+    for field, parsed in (("timeframe", frame), ("eventdate", day)):
+        bad = np.nonzero(parsed.isna().to_numpy())[0]
+        if len(bad):
+            raise DataError(f"{path}: row {int(bad[0]) + 2}: field {field!r} is not a "
+                            f"{'number' if field == 'timeframe' else 'date'}: {df[field].iloc[bad[0]]!r}")
+    df = df.assign(_day=(day - pd.Timestamp(0)).dt.total_seconds(), _frame=frame)
+    df = df.assign(_start=df.groupby("session_id")["_day"].transform("min"))
+    df = df.sort_values(["_start", "session_id", "_frame"], kind="stable")
+    grouped = df.groupby("session_id", sort=False)
+    return [list(s) for s in grouped["item_id"].agg(list)], grouped["_start"].first().to_numpy(dtype=np.float64)
+
+
 def read_sequences_parquet(path: str | Path) -> tuple[list[list[str]], np.ndarray]:
     """The feature job's sequences ordered by ``last_time``; returns (sessions, last_time seconds)."""
     import pyarrow.parquet as pq
@@ -180,6 +209,11 @@ def load_dataset(train: str | Path, test: str | Path | None, fmt: str, test_frac
             raise DataError("--test is required for format prefix-target")
         train_s = read_session_lines(train)
         pt = read_prefix_target(test)
+    elif fmt == "diginetica-views":
+        if test is not None:
+            train_s, test_s = read_diginetica_views(train)[0], read_diginetica_views(test)[0]
+        else:
+            train_s, test_s, cut = split_by_time(*read_diginetica_views(train), test_fraction)
     elif fmt == "parquet":
         if test is not None:  # an explicit test set: all of --train trains
             train_s, _ = read_sequences_parquet(train)
@@ -187,7 +221,8 @@ def load_dataset(train: str | Path, test: str | Path | None, fmt: str, test_frac
         else:
             train_s, test_s, cut = split_by_time(*read_sequences_parquet(train), test_fraction)
     else:
-        raise DataError(f"unknown format {fmt!r}; expected session-tsv, session-lines, prefix-target or parquet")
+        raise DataError(f"unknown format {fmt!r}; expected session-tsv, session-lines, prefix-target, parquet or "
+                        "diginetica-views")
     if max_train_sessions is not None:
         train_s = train_s[-max_train_sessions:]
     if not train_s:

@@ -79,3 +79,21 @@ def test_config_rejects_unknown_field(tmp_path: Path) -> None:
         load_config(f)
     cfg = load_config(_write(tmp_path / "ok.yaml", "gru4rec:\n  n_epochs: 3\n"), model="gru4rec")
     assert cfg.model_params()["n_epochs"] == 3 and cfg.model_params()["learning_rate"] == 0.2
+
+
+def test_diginetica_views_by_hand(tmp_path: Path) -> None:
+    from models.session_rec.data import read_diginetica_views
+
+    path = tmp_path / "views.csv"
+    path.write_text("session_id;user_id;item_id;timeframe;eventdate\n"
+                    "2;NA;b;500;2016-01-02\n2;NA;a;100;2016-01-02\n1;7;c;0;2016-01-03\n3;NA;d;9;2016-01-01\n",
+                    encoding="utf-8")
+    sessions, day = read_diginetica_views(path)
+    assert sessions == [["d"], ["a", "b"], ["c"]]  # by day, clicks by timeframe
+    assert np.diff(day).tolist() == [86400.0, 86400.0]
+    data = load_dataset(path, None, "diginetica-views", test_fraction=0.34)
+    assert data.window["train_sessions"] == 2
+    bad = tmp_path / "bad.csv"
+    bad.write_text("session_id;user_id;item_id;timeframe;eventdate\n1;NA;a;x;2016-01-01\n", encoding="utf-8")
+    with pytest.raises(DataError, match="row 2: field 'timeframe' is not a number"):
+        read_diginetica_views(bad)
