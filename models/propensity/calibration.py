@@ -5,7 +5,8 @@ odds by 1/w; ``q = p / (p + (1 - p) / w)`` restores them. A map fitted on held-o
 then turns corrected scores into observed rates (``method``):
 
 - ``none``: ``q`` itself (a log-loss booster trained without reweighting is close already);
-- ``platt``: ``sigmoid(a * logit(q) + b)``, two numbers, smooth, needs few rows;
+- ``platt``: ``sigmoid(a * logit(q) + b)``, two numbers, smooth, needs few rows (Platt's smoothed
+  targets keep ``a`` finite on separable data);
 - ``isotonic``: the monotone step function fitted by isotonic regression.
 
 ``choose_method`` picks among them by cross-fitted log loss on out-of-fold scores. Every map
@@ -13,7 +14,8 @@ is strictly increasing, so calibration never changes a ranking (or PR-AUC). For 
 regression that needs care: it is a step function that maps whole ranges of raw scores to
 one value, and PR-AUC treats a tie as one threshold. ``tie_break`` keeps the map strictly
 increasing: the output is ``(1 - tie_break) * isotonic(q) + tie_break * q``, so distinct
-raw scores keep their order while the value moves by at most ``tie_break``. Artifacts
+raw scores keep their order while the value moves by at most ``tie_break`` (Platt's map gets the
+same blend: a steep fit saturates at 0 or 1 in floating point). Artifacts
 written before it existed load with ``tie_break = 0`` and score as before; those written
 before ``method`` existed are isotonic.
 """
@@ -54,9 +56,12 @@ def _logit(p: np.ndarray) -> np.ndarray:
 
 
 def fit_platt(q: np.ndarray, y: np.ndarray, iterations: int = 50) -> tuple[float, float]:
-    """``(a, b)`` of ``sigmoid(a * logit(q) + b)`` by Newton's method on the log loss (a tiny
-    ridge keeps it finite on separable data); ``(1, 0)`` (identity) if ``a`` comes out <= 0."""
+    """``(a, b)`` of ``sigmoid(a * logit(q) + b)`` by Newton's method on the log loss, with Platt's
+    smoothed targets (``(N+ + 1) / (N+ + 2)`` and ``1 / (N- + 2)``), which keep the slope finite
+    on separable data; ``(1, 0)`` (identity) if ``a`` comes out <= 0."""
     z, y = _logit(np.asarray(q, dtype=np.float64)), np.asarray(y, dtype=np.float64)
+    pos = float(y.sum())
+    y = np.where(y > 0.5, (pos + 1) / (pos + 2), 1 / (len(y) - pos + 2))
     design = np.column_stack([z, np.ones_like(z)])
     w = np.array([1.0, 0.0])
     for _ in range(iterations):
@@ -98,8 +103,9 @@ class Calibrator:
         corrected = correct_downsampling(raw, self.keep_rate)
         if self.method == "none":
             return corrected
-        if self.method == "platt":
-            return sigmoid(self.a * _logit(corrected) + self.b)
+        if self.method == "platt":  # tie_break as for isotonic: saturated values keep their order
+            platt: np.ndarray = sigmoid(self.a * _logit(corrected) + self.b)
+            return (1.0 - self.tie_break) * platt + self.tie_break * corrected
         if len(self.x) < 2:
             return corrected
         result: np.ndarray = (1.0 - self.tie_break) * np.interp(corrected, self.x, self.y) + self.tie_break * corrected
