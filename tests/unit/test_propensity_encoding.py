@@ -162,3 +162,20 @@ def test_artifacts_from_before_the_encoding_still_score(tmp_path: Path) -> None:
     pred = PropensityPredictor(str(tmp_path / "old"))
     scores = pred.predict_proba(pd.DataFrame({"c": ["a", "b", "z", "unseen"]}))
     assert scores[0] < scores[1] < scores[2] and np.isfinite(scores[3])
+
+
+@pytest.mark.shared_data
+def test_real_schema_samples_are_typed_sensibly(shared_data: Path) -> None:
+    s = shared_data / "schema_samples"
+    rees = pd.read_csv(s / "rees46_events_head.csv")
+    enc = fit_encoding(rees, {"event_type"}, source="rees46")
+    assert "2**53" in enc.dropped["category_id"]  # 2.10381E+18: a spreadsheet mangled the ids
+    assert "timestamps" in enc.dropped["event_time"] and "id-like" in enc.dropped["product_id"]
+    assert "price" in enc.feature_names and {"brand", "category_code"} <= set(enc.categorical)
+    codes = enc.transform(rees)
+    assert (codes.loc[rees["brand"].isna(), "brand"] == MISSING).all()
+    criteo = pd.read_csv(s / "criteo_sample.csv")
+    enc = fit_encoding(criteo, {"label"}, source="criteo")
+    assert [c for c in enc.feature_names if c.startswith("I")] == [f"I{i}" for i in range(1, 14)]
+    assert all(c.startswith("C") for c in enc.categorical) and "C7" in enc.dropped
+    assert (enc.transform(criteo)["C20"] == MISSING).sum() == criteo["C20"].isna().sum()
