@@ -10,7 +10,7 @@ export PATH := $(VENV)/bin:$(PATH)
 export PYTHONPATH := $(CURDIR)
 SUDO := $(shell [ "$$(id -u)" = "0" ] || echo sudo)
 
-.PHONY: help venv redis-server chromium up down status demo test test-unit test-integration lint clean bench
+.PHONY: help venv system-deps redis-server chromium up down status demo test test-unit test-integration test-chaos lint clean bench
 
 help: ## Show the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -24,11 +24,19 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## Create .venv and install tandem with its dependencies
 
-redis-server: ## Install redis-server (Debian/Ubuntu apt) when it is missing
-	@command -v redis-server >/dev/null || { \
-	  echo "installing redis-server with apt-get"; \
-	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
-	@command -v redis-server >/dev/null || { echo "error: redis-server could not be installed; put one on PATH" >&2; exit 1; }
+# Debian packages the stack runs (the package name is the binary's): Redis, and wrk for the
+# demo's closing load run and bench.serve.
+SYSTEM_DEPS := redis-server wrk
+
+system-deps: ## Install redis-server and wrk (Debian/Ubuntu apt) when missing
+	@missing=""; for b in $(SYSTEM_DEPS); do command -v $$b >/dev/null || missing="$$missing $$b"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing with apt-get"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@for b in $(SYSTEM_DEPS); do command -v $$b >/dev/null || { echo "error: $$b could not be installed; put one on PATH" >&2; exit 1; }; done
+
+redis-server: system-deps
 
 chromium: ## Install Debian's chromium (headless report screenshots in the tests) when it is missing
 	@[ -x /usr/bin/chromium ] || { \
@@ -36,26 +44,29 @@ chromium: ## Install Debian's chromium (headless report screenshots in the tests
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	@[ -x /usr/bin/chromium ] || { echo "error: chromium could not be installed at /usr/bin/chromium" >&2; exit 1; }
 
-up: venv redis-server ## Start the local Ray head (dashboard 127.0.0.1:8265) and redis-server
+up: venv system-deps ## Start the local Ray head (HAProxy ingress; TANDEM_INGRESS=python for Serve's proxy) and redis-server
 	$(PY) -m cluster.local up
 
-down: ## Stop only what `make up` started (pid files in .run/)
+down: ## Stop everything `make up` started: pid files in .run/, then every process with the stack's tag
 	@if [ -x $(PY) ]; then $(PY) -m cluster.local down; else echo "nothing to stop (no .venv)"; fi
 
 status: venv ## Show the local cluster's state
 	$(PY) -m cluster.local status
 
-demo: up ## Run the whole pipeline on synthetic data, deploy the endpoints, print curl examples
+demo: up ## Run the whole pipeline on synthetic data, deploy the endpoints, curl them, 10 s of wrk
 	bash cluster/demo.sh
 
-test: venv redis-server chromium ## Run the test suite (unit + integration)
+test: venv system-deps chromium ## Run the test suite (unit + integration)
 	$(PY) -m pytest -q
 
 test-unit: venv ## Run the fast unit tests only
 	$(PY) -m pytest -q -m unit
 
-test-integration: venv redis-server chromium ## Run the integration tests only
+test-integration: venv system-deps chromium ## Run the integration tests only
 	$(PY) -m pytest -q -m integration
+
+test-chaos: venv system-deps ## Fuzz (schemathesis), hostile bodies, faults and tenants against a private default stack
+	$(PY) -m pytest -q -m chaos tests/chaos
 
 lint: venv ## ruff, the layer contract (tests/unit/test_layers.py) and mypy
 	$(PY) -m ruff check models serve jobs cluster bench tests pipelines store

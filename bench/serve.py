@@ -1,6 +1,16 @@
 """Load benchmark: tandem on Ray Serve vs the bare uvicorn app doing the same work, with wrk.
 
-    python -m bench.serve [--duration 20] [--connections 1,32] [--ingress python|haproxy]
+    python -m bench.serve [--duration 20] [--connections 2,4,8] [--ingress haproxy|python]
+    python -m bench.serve --target live [--url URL] [--api-key KEY] [--sessions-from DIR]
+
+``--target live`` drives the app already running (what ``make demo`` leaves: URL and key from
+``.run/env`` / ``TANDEM_SERVE_URL`` and ``TANDEM_DEMO_API_KEY``), with a wrk Lua body over up to
+50,000 distinct session ids read from the demo's session features, and checks the bid goals:
+``/v1/score`` p99 <= 10 ms at >= 1,000 rps and ``/v1/recommend`` (k = 20) p99 <= 10 ms at
+>= 500 rps, with zero errors, at some load point (60 s a point by default).
+
+The default target, ``compare``, runs the default deployment (HAProxy ingress, one replica per
+core: ``serve.sizing``) against a bare uvicorn app with as many workers.
 
 Both apps serve the same published score/recs tables from the same redis-server
 and the same recommender. Cached ``/v1/score`` (random published sessions) and
@@ -40,6 +50,18 @@ request = function()
   return wrk.format(nil, "%(path)s", nil, '{"session_id":"' .. sid .. '"%(extra)s}')
 end
 """
+# the live target: session ids from the data, one Lua string each
+LUA_IDS = """
+math.randomseed(%(seed)d)
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["X-API-Key"] = "%(key)s"
+local ids = {%(ids)s}
+request = function()
+  local sid = ids[math.random(1, #ids)]
+  return wrk.format(nil, "%(path)s", nil, '{"session_id":"' .. sid .. '"%(extra)s}')
+end
+"""
 
 
 def _ms(value: str) -> float:
@@ -61,9 +83,14 @@ def parse_wrk(out: str) -> dict[str, Any]:
             "errors": (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, sock.groups())) if sock else 0)}
 
 
-def run_wrk(base: str, path: str, extra: str, conns: int, duration: int, n: int, tmp: Path) -> dict[str, Any]:
+def run_wrk(base: str, path: str, extra: str, conns: int, duration: int, n: int, tmp: Path,
+            ids: list[str] | None = None, key: str = API_KEY) -> dict[str, Any]:
     script = tmp / f"wrk-{path.strip('/').replace('/', '_')}.lua"
-    script.write_text(LUA % {"seed": 7, "key": API_KEY, "n": n, "path": path, "extra": extra})
+    if ids is None:
+        script.write_text(LUA % {"seed": 7, "key": key, "n": n, "path": path, "extra": extra})
+    else:
+        script.write_text(LUA_IDS % {"seed": 7, "key": key, "path": path, "extra": extra,
+                                     "ids": ",".join(json.dumps(i) for i in ids)})
     cmd = ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency", "--timeout", "2s", "-s", str(script), base]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60).stdout
     return parse_wrk(out)
@@ -113,38 +140,100 @@ def wait_http(url: str, timeout: float = 120.0) -> None:
 
 
 ENDPOINTS = {"score": ("/v1/score", ""), "recommend": ("/v1/recommend", ',"k":10')}
+LIVE_ENDPOINTS = {"score": ("/v1/score", ""), "recommend": ("/v1/recommend", ',"k":20')}
+# the bid goals of the live target: p99 <= 10 ms at >= this many requests/s, zero errors
+LIVE_GOAL_RPS = {"score": 1000.0, "recommend": 500.0}
+LIVE_GOAL_P99_MS = 10.0
 
 
 def drive(label: str, base: str, conns: list[int], duration: int, n: int, tmp: Path,
-          endpoints: list[str]) -> dict[str, Any]:
+          endpoints: list[str], ids: list[str] | None = None, key: str = API_KEY,
+          table: dict[str, tuple[str, str]] = ENDPOINTS, warmup_s: int = 5) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in endpoints:
-        path, extra = ENDPOINTS[name]
-        run_wrk(base, path, extra, 4, 5, n, tmp)  # warm-up
+        path, extra = table[name]
+        if warmup_s:
+            run_wrk(base, path, extra, 4, warmup_s, n, tmp, ids, key)
         for c in conns:
-            res = run_wrk(base, path, extra, c, duration, n, tmp)
+            res = run_wrk(base, path, extra, c, duration, n, tmp, ids, key)
             out[f"{name}@{c}"] = res
-            print(f"{label:7s} {name:9s} c={c:<3d} {res['rps']:9.0f} rps  p50 {res['p50_ms']:.2f} ms  "
-                  f"p99 {res['p99_ms']:.2f} ms  errors {res['errors']}", flush=True)
+            p50, p99 = (f"{v:.2f}" if v is not None else "?" for v in (res["p50_ms"], res["p99_ms"]))
+            print(f"{label:7s} {name:9s} c={c:<3d} {res['rps']:9.0f} rps  p50 {p50} ms  p99 {p99} ms  "
+                  f"errors {res['errors']}", flush=True)
     return out
 
 
+def session_ids(sessions_dir: Path, n: int, seed: int = 7) -> list[str]:
+    """Up to ``n`` distinct session ids from a session-features dataset (a random sample of them)."""
+    import pyarrow.dataset as ds
+
+    if not sessions_dir.exists():
+        raise SystemExit(f"--sessions-from {sessions_dir}: not found (run `make demo` first, or point it at "
+                         "a session-features directory)")
+    ids = sorted({str(v) for v in ds.dataset(str(sessions_dir)).to_table(columns=["session_id"])
+                  .column("session_id").to_pylist()})
+    random.Random(seed).shuffle(ids)
+    return [i for i in ids if re.fullmatch(r"[A-Za-z0-9_.\-]+", i)][:n]
+
+
+def live(ns: argparse.Namespace, conns: list[int], endpoints: list[str]) -> dict[str, Any]:
+    """wrk against the app that is already running at ``ns.url``; returns the summary."""
+    ids = session_ids(Path(ns.sessions_from), ns.sessions)
+    tmp = Path(tempfile.mkdtemp(prefix="tdm-bench-", dir="/tmp"))
+    try:
+        results = drive("live", ns.url, conns, ns.duration, len(ids), tmp, endpoints, ids=ids, key=ns.api_key,
+                        table=LIVE_ENDPOINTS, warmup_s=ns.warmup)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    goals = {}
+    for name in endpoints:
+        met = [c for c in conns if (r := results[f"{name}@{c}"])["p99_ms"] is not None
+               and r["p99_ms"] <= LIVE_GOAL_P99_MS and r["rps"] >= LIVE_GOAL_RPS[name] and r["errors"] == 0]
+        goals[name] = {"rps_goal": LIVE_GOAL_RPS[name], "p99_goal_ms": LIVE_GOAL_P99_MS, "met_at_connections": met,
+                       "met": bool(met)}
+        print(f"goal {name}: p99 <= {LIVE_GOAL_P99_MS:g} ms at >= {LIVE_GOAL_RPS[name]:,.0f} rps, 0 errors: "
+              f"{'met at c=' + ','.join(map(str, met)) if met else 'NOT met'}")
+    return {"bench": "serve", "target": "live", "url": ns.url, "sessions": len(ids), "duration_s": ns.duration,
+            "connections": conns, "results": results, "goals": goals, "loadavg": os.getloadavg()}
+
+
 def main(argv: list[str] | None = None) -> int:
+    from serve.sizing import sizing, usable_cores
+
     parser = argparse.ArgumentParser(prog="python -m bench.serve", description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=20, help="seconds per wrk point")
-    parser.add_argument("--connections", default="1,32")
-    parser.add_argument("--sessions", type=int, default=10_000)
-    parser.add_argument("--ingress", choices=["python", "haproxy"], default="python")
+    parser.add_argument("--target", choices=["compare", "live"], default="compare",
+                        help="compare: own Serve app vs the bare app; live: the running app (make demo)")
+    parser.add_argument("--duration", type=int, default=None, help="seconds per wrk point (20; live: 60)")
+    parser.add_argument("--connections", default="2,4,8")
+    parser.add_argument("--sessions", type=int, default=None, help="distinct session ids (10,000; live: 50,000)")
+    parser.add_argument("--ingress", choices=["python", "haproxy"], default="haproxy")
     parser.add_argument("--endpoints", default="score,recommend", help="comma list of: score, recommend")
-    parser.add_argument("--replicas", type=int, default=1,
-                        help="Serve replicas for tandem, and as many uvicorn workers for the bare peer")
+    parser.add_argument("--replicas", type=int, default=sizing(usable_cores()).num_replicas,
+                        help="Serve replicas for tandem, and as many uvicorn workers for the bare peer "
+                             "(default: one per core, as jobs.deploy sizes the demo)")
+    parser.add_argument("--url", default=os.environ.get("TANDEM_SERVE_URL", "http://127.0.0.1:8000"),
+                        help="live: the app's base URL (default $TANDEM_SERVE_URL)")
+    parser.add_argument("--api-key", default=os.environ.get("TANDEM_DEMO_API_KEY", "demo-key"),
+                        help="live: an API key of the app (default $TANDEM_DEMO_API_KEY or demo-key)")
+    parser.add_argument("--sessions-from", default=str(ROOT / "data" / "demo" / "features" / "sessions"),
+                        help="live: session features to take session ids from")
+    parser.add_argument("--warmup", type=int, default=5, help="live: seconds of warm-up per endpoint (0: none)")
     ns = parser.parse_args(argv)
     if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed")
+        raise SystemExit("wrk is not installed (Debian: apt-get install wrk; `make up` installs it)")
     conns = [int(c) for c in ns.connections.split(",")]
     endpoints = [e for e in ns.endpoints.split(",") if e]
-    if "score" not in endpoints or set(endpoints) - set(ENDPOINTS):
-        raise SystemExit(f"--endpoints {ns.endpoints!r}: expected a comma list of {sorted(ENDPOINTS)} with score")
+    if set(endpoints) - set(ENDPOINTS) or not endpoints:
+        raise SystemExit(f"--endpoints {ns.endpoints!r}: expected a comma list of {sorted(ENDPOINTS)}")
+    if ns.target == "live":
+        ns.duration = ns.duration or 60
+        ns.sessions = ns.sessions or 50_000
+        print(json.dumps(live(ns, conns, endpoints)))
+        return 0
+    if "score" not in endpoints:
+        raise SystemExit("--endpoints: the compare target needs score (its ratio is on /v1/score)")
+    ns.duration = ns.duration or 20
+    ns.sessions = ns.sessions or 10_000
     tmp = Path(tempfile.mkdtemp(prefix="tdm-bench-", dir="/tmp"))
     token = tmp / "auth_token"
     token.write_text(secrets.token_hex(32))
@@ -156,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if ns.ingress == "haproxy":
         hp_dir = Path(tempfile.mkdtemp(prefix="thp-", dir="/tmp"))  # short: HAProxy's socket path limit
-        os.environ.update(haproxy_env(hp_dir))
+        os.environ.update(haproxy_env(hp_dir, free_port(), free_port()))
 
     redis_port = free_port()
     start_redis(redis_port, tmp / "redis", tmp / "redis.pid")
@@ -229,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
                "connections": conns,
                "results": results, "ratio": round(ratio, 3), "ratio_by_connections": by_conns,
                "ratio_at_equal_p99": at_equal_p99, "ratio_within_10ms_p99": ratio_10ms,
-               "goal_score_p99_10ms_at_1000rps": bool(meets), "goal_met_at_connections": meets}
+               "goal_score_p99_10ms_at_1000rps": bool(meets), "goal_met_at_connections": meets,
+               "loadavg": os.getloadavg()}
     print(f"ratio tandem/bare (cached /v1/score, c={max(conns)}): {ratio:.3f}; at equal p99 {at_equal_p99}; "
           f"best within a 10 ms p99: {ratio_10ms:.3f}")
     print(json.dumps(summary))

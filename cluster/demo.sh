@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The whole tandem pipeline on synthetic data, each step a Ray job on the local head
 # started by `make up`: generate -> features -> train (propensity + recommender)
-# -> precompute to Redis -> deploy the Serve app -> curl it.
+# -> precompute to Redis -> deploy the Serve app -> curl it -> 10 s of wrk against it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+RUN_DIR=${TANDEM_RUN_DIR:-$ROOT/.run}
 # shellcheck disable=SC1091
-source .run/env
+source "$RUN_DIR/env"
 
 EVENTS=${TANDEM_DEMO_EVENTS:-1000000}
 DATA=$ROOT/data/demo
@@ -23,12 +24,12 @@ submit() {
     set +e
     ray job submit --address "$RAY_ADDRESS" --working-dir . \
         --runtime-env-json '{"env_vars": {"PYTHONUNBUFFERED": "1", "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}}' \
-        -- "$@" 2>&1 | tee .run/last_submit.log \
+        -- "$@" 2>&1 | tee "$RUN_DIR/last_submit.log" \
       | grep --line-buffered -vE "packaging.py|dashboard_sdk.py|working_dir.py|sdk.py:|cli.py:|job_manager.py|worker.py:|streaming_executor|util.py:|dataset.py:|raylet|core_worker|Running Dataset|Tip:|^\s*$"
     rc=${PIPESTATUS[0]}
     set -e
     # The head's job agent can lag the dashboard right after `make up`: retry that case only.
-    grep -q "No available agent to submit job" .run/last_submit.log || break
+    grep -q "No available agent to submit job" "$RUN_DIR/last_submit.log" || break
     echo "the job agent is not ready yet; retrying in 5 s ($attempt/5)"
     sleep 5
   done
@@ -56,9 +57,10 @@ submit python -m jobs.precompute --features "$DATA/features" --registry "$REGIST
 submit python -m jobs.precompute --features "$DATA/features" --registry "$REGISTRY" --redis "$TANDEM_REDIS_URL" \
   --tables recs --recent-hours 24
 
-step "6/6 deploy the Serve application (serve deploy)"
+step "6/6 deploy the Serve application (serve deploy; HAProxy ingress, one replica per core)"
 python -m jobs.deploy --config serve/config.yaml --registry "$REGISTRY" --redis "$TANDEM_REDIS_URL" \
-  --api-key "$API_KEY=default" --address "$RAY_ADDRESS" --wait
+  --api-key "$API_KEY=default" --address "$RAY_ADDRESS" --http-port "$TANDEM_SERVE_PORT" \
+  --out "$RUN_DIR/serve.resolved.yaml" --wait
 
 SESSION=$(python - "$DATA/features/sessions" <<'EOF'
 import sys
@@ -72,10 +74,15 @@ step "try it"
 show() { echo "\$ $1"; eval "$1"; echo; }
 show "curl -s -X POST $TANDEM_SERVE_URL/v1/score -H 'X-API-Key: $API_KEY' -H 'Content-Type: application/json' -d '{\"session_id\": \"$SESSION\"}'"
 show "curl -s -X POST $TANDEM_SERVE_URL/v1/score -H 'X-API-Key: $API_KEY' -H 'Content-Type: application/json' -d '{\"session_id\": \"new-visitor-1\", \"deadline_ms\": 50, \"events\": [{\"item_id\": \"i12\", \"event_type\": \"view\", \"event_time\": \"2026-11-24T12:00:00Z\", \"price\": 19.9}, {\"item_id\": \"i12\", \"event_type\": \"cart\", \"event_time\": \"2026-11-24T12:01:10Z\", \"price\": 19.9}]}'"
-show "curl -s -X POST $TANDEM_SERVE_URL/v1/events -H 'X-API-Key: $API_KEY' -H 'Content-Type: application/json' -d '{\"session_id\": \"new-visitor-1\", \"events\": [{\"item_id\": \"i40\", \"event_type\": \"view\", \"event_time\": \"2026-11-24T12:02:00Z\"}]}'"
+show "curl -s -X POST $TANDEM_SERVE_URL/v1/events -H 'X-API-Key: $API_KEY' -H 'Content-Type: application/json' -d '{\"session_id\": \"new-visitor-1\", \"batch_id\": \"new-visitor-1-b1\", \"events\": [{\"item_id\": \"i40\", \"event_type\": \"view\", \"event_time\": \"2026-11-24T12:02:00Z\"}]}'"
 show "curl -s -X POST $TANDEM_SERVE_URL/v1/recommend -H 'X-API-Key: $API_KEY' -H 'Content-Type: application/json' -d '{\"session_id\": \"new-visitor-1\", \"k\": 5}'"
 show "curl -s -o /dev/null -w '%{http_code}\n' -X POST $TANDEM_SERVE_URL/v1/score -H 'X-API-Key: $API_KEY' -H 'Content-Type: application/json' -d '{\"session_id\": 42, \"deadline_ms\": -1}'"
 show "curl -s $TANDEM_SERVE_URL/v1/health"
+show "curl -s $TANDEM_SERVE_URL/v1/health -H 'X-API-Key: $API_KEY'"
+
+step "load: 10 s of wrk on /v1/score (4 connections, random known sessions)"
+python -m bench.serve --target live --url "$TANDEM_SERVE_URL" --api-key "$API_KEY" --endpoints score \
+  --connections 4 --duration 10 --warmup 2 --sessions-from "$DATA/features/sessions" | grep -v '^{'
 
 cat <<EOF
 Demo finished in $(( $(date +%s) - START )) s.
@@ -83,5 +90,6 @@ Demo finished in $(( $(date +%s) - START )) s.
   OpenAPI docs:    $TANDEM_SERVE_URL/docs
   Prometheus:      $TANDEM_METRICS_URL   (Ray + Serve + tandem metrics, scrape target)
   Submit a job:    source .run/env && ray job submit --working-dir . -- python -m jobs.features --help
+  Load test:       python -m bench.serve --target live   (60 s a point, /v1/score and /v1/recommend)
   Stop everything: make down
 EOF

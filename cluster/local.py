@@ -1,11 +1,19 @@
 """Local launcher: a Ray head and a real redis-server on loopback, stopped by pid file.
 
 ``python -m cluster.local up|down|status|env``. Everything it starts runs in its
-own process group recorded in ``.run/*.pid``; ``down`` signals exactly those
-groups, never ``ray stop`` or a kill by name, so other Rays on the machine are
-left alone. Token authentication stays on: ``up`` writes a fresh token to
-``.run/auth_token`` and ``.run/env`` exports ``RAY_AUTH_TOKEN_PATH`` for
-``ray job submit`` and ``serve deploy``.
+own process group recorded in ``.run/*.pid``, and carries a stack tag in its
+environment (``TANDEM_STACK_ID``, a fresh random id in ``.run/stack_id``) that every
+descendant inherits. ``down`` signals exactly those groups, then every process still
+carrying the tag: HAProxy, which Serve's HAProxy manager starts as a child of a Ray
+worker, outlives the head's process group otherwise and keeps the HTTP port. Never
+``ray stop`` or a kill by name, so other Rays on the machine are left alone.
+
+The default ingress is Serve's HAProxy ingress with Serve's throughput-optimized
+settings (``TANDEM_INGRESS=haproxy``); ``TANDEM_INGRESS=python`` is the fallback (Serve's
+Python proxy). Ray workers (the Serve replicas among them) run at nice 0, not Ray's
+default of 15, so a replica does not lose the CPU to every other process on the box.
+Token authentication stays on: ``up`` writes a fresh token to ``.run/auth_token`` and
+``.run/env`` exports ``RAY_AUTH_TOKEN_PATH`` for ``ray job submit`` and ``serve deploy``.
 """
 
 from __future__ import annotations
@@ -42,8 +50,10 @@ class LocalConfig:
     metrics_port: int = 8080
     agent_port: int = 52375  # not Ray's default 52365, which every other local Ray on the box takes
     client_port: int = 23001  # outside Ray's worker port range (10002-19999)
+    haproxy_stats_port: int = 8404  # HAProxy binds these on every start: private per stack
+    haproxy_metrics_port: int = 9101
     num_cpus: int | None = None
-    ingress: str = "python"  # "haproxy": Ray Serve's HAProxy ingress (needs `pip install -e '.[haproxy]'`)
+    ingress: str = "haproxy"  # "python": Serve's Python proxy, the fallback
 
     @classmethod
     def from_env(cls, **overrides: object) -> LocalConfig:
@@ -58,7 +68,9 @@ class LocalConfig:
             "metrics_port": int(env.get("TANDEM_METRICS_PORT", "8080")),
             "agent_port": int(env.get("TANDEM_AGENT_PORT", "52375")),
             "client_port": int(env.get("TANDEM_CLIENT_PORT", "23001")),
-            "ingress": env.get("TANDEM_INGRESS", "python"),
+            "haproxy_stats_port": int(env.get("TANDEM_HAPROXY_STATS_PORT", "8404")),
+            "haproxy_metrics_port": int(env.get("TANDEM_HAPROXY_METRICS_PORT", "9101")),
+            "ingress": env.get("TANDEM_INGRESS", "haproxy"),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
@@ -74,6 +86,10 @@ class LocalConfig:
         return f"/tmp/tandem-{digest}"
 
     @property
+    def stack_id_path(self) -> Path:
+        return self.run_dir / "stack_id"
+
+    @property
     def haproxy_dir(self) -> str:
         """HAProxy's config, sockets and state when ``ingress == "haproxy"`` (short: socket path limits)."""
         return self.ray_temp_dir.replace("/tmp/tandem-", "/tmp/thp-")
@@ -85,6 +101,11 @@ class LocalConfig:
     @property
     def redis_url(self) -> str:
         return f"redis://127.0.0.1:{self.redis_port}/0"
+
+
+WORKER_NICENESS_ENV = "RAY_worker_niceness"
+HAPROXY_RETRY_ON = "conn-failure empty-response junk-response response-timeout"
+STACK_ENV = "TANDEM_STACK_ID"
 
 
 # -- process helpers ---------------------------------------------------------
@@ -202,11 +223,11 @@ def redis_binary() -> str:
     return found
 
 
-def start_redis(port: int, workdir: Path, pid_file: Path) -> int:
+def start_redis(port: int, workdir: Path, pid_file: Path, env: dict[str, str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     cmd = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
            "--save", "", "--appendonly", "no", "--protected-mode", "yes", "--daemonize", "no"]
-    pid = spawn(cmd, workdir / "redis.log", pid_file)
+    pid = spawn(cmd, workdir / "redis.log", pid_file, env=env)
     wait_for(lambda: port_open(port), f"redis-server on 127.0.0.1:{port}", 20)
     return pid
 
@@ -220,13 +241,21 @@ def ensure_token(path: Path) -> str:
     return path.read_text().strip()
 
 
-def haproxy_env(state_dir: Path) -> dict[str, str]:
+def haproxy_env(state_dir: Path, stats_port: int, metrics_port: int) -> dict[str, str]:
     """Environment that turns on Serve's HAProxy ingress, with its files under ``state_dir``.
+
+    HAProxy binds a stats page and a Prometheus frontend on every start (Serve's defaults:
+    8404 and 9101 on all interfaces), so each stack on a machine needs its own two ports.
 
     Serve's defaults put HAProxy's config, sockets and state in /tmp/haproxy-serve, shared by
     every Ray on the machine; a private directory keeps clusters apart. Serve adds a 56-character
     hash directory below it, and HAProxy refuses socket paths over 97 bytes, so ``state_dir``
     must be short (``/tmp/thp-<8 hex>``). Raises when no HAProxy binary is installed.
+
+    HAProxy retries a request on another replica when the one it picked refused the connection
+    (Serve's default) or closed it without an answer (a replica killed mid-request): score and
+    recommend are reads, and an events batch with a ``batch_id`` is stored once however often
+    it is sent (``RAY_SERVE_HAPROXY_RETRY_ON``; an operator's own value wins).
 
     Serve's HAProxy metrics are off unless ``TANDEM_HAPROXY_REQUEST_METRICS=1``. Their
     per-request part sends one log datagram per request to the Python HAProxyManager actor,
@@ -252,6 +281,9 @@ def haproxy_env(state_dir: Path) -> dict[str, str]:
             "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(state_dir),
             "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(state_dir / "server-state"),
             "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(state_dir / "metrics.sock"),
+            "RAY_SERVE_HAPROXY_RETRY_ON": os.environ.get("RAY_SERVE_HAPROXY_RETRY_ON", HAPROXY_RETRY_ON),
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port),
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics_port),
             "RAY_SERVE_HAPROXY_METRICS_ENABLED": "1" if os.environ.get("TANDEM_HAPROXY_REQUEST_METRICS") == "1" else "0"}
 
 
@@ -260,7 +292,13 @@ def ray_env(cfg: LocalConfig) -> dict[str, str]:
     if cfg.ingress not in ("python", "haproxy"):
         raise ValueError(f"TANDEM_INGRESS={cfg.ingress!r}: expected 'python' or 'haproxy'")
     if cfg.ingress == "haproxy":
-        env.update(haproxy_env(Path(cfg.haproxy_dir)))
+        env.update(haproxy_env(Path(cfg.haproxy_dir), cfg.haproxy_stats_port, cfg.haproxy_metrics_port))
+    else:
+        for key in [k for k in env if k.startswith("RAY_SERVE_HAPROXY_") or k == "RAY_SERVE_ENABLE_HA_PROXY"]:
+            env.pop(key)
+    # Ray starts workers at nice 15 by default: a Serve replica would then lose the CPU to any
+    # nice-0 process on the box (an operator's own value wins).
+    env.setdefault(WORKER_NICENESS_ENV, "0")
     env.update({
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN_PATH": str(cfg.token_path),
@@ -271,6 +309,7 @@ def ray_env(cfg: LocalConfig) -> dict[str, str]:
     })
     use_train_local_env(env)
     env.pop("RAY_ADDRESS", None)
+    env[STACK_ENV] = stack_id(cfg)
     return env
 
 
@@ -313,32 +352,97 @@ def env_lines(cfg: LocalConfig) -> list[str]:
         "export RAY_AUTH_MODE=token",
         f"export RAY_AUTH_TOKEN_PATH={cfg.token_path}",
         f"export TANDEM_REDIS_URL={cfg.redis_url}",
+        f"export TANDEM_SERVE_PORT={cfg.serve_port}",
         f"export TANDEM_SERVE_URL=http://127.0.0.1:{cfg.serve_port}",
         f"export TANDEM_METRICS_URL=http://127.0.0.1:{cfg.metrics_port}/metrics",
     ]
 
 
+def stack_id(cfg: LocalConfig) -> str:
+    """This stack's tag (``.run/stack_id``), created on first use; see the module docstring."""
+    path = cfg.stack_id_path
+    if not path.exists() or not path.read_text().strip():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(16))
+    return path.read_text().strip()
+
+
+def tagged_pids(tag: str) -> list[int]:
+    """Live processes whose environment carries ``TANDEM_STACK_ID=tag`` (readable ones: our own user's)."""
+    needle = f"{STACK_ENV}={tag}".encode()
+    own = {os.getpid(), os.getppid()}
+    found: list[int] = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) in own:
+            continue
+        try:
+            environ = (proc / "environ").read_bytes()
+        except OSError:  # gone, or another user's
+            continue
+        if needle in environ.split(b"\0") and pid_alive(int(proc.name)):
+            found.append(int(proc.name))
+    return sorted(found)
+
+
+def stop_tagged(tag: str, timeout: float = 10.0) -> list[int]:
+    """SIGTERM every process tagged ``tag``, SIGKILL what is left after ``timeout``; returns their pids."""
+    pids = tagged_pids(tag)
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        for pid in tagged_pids(tag):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + wait
+        while time.time() < deadline and tagged_pids(tag):
+            time.sleep(0.2)
+        if not tagged_pids(tag):
+            break
+    if pids:
+        logger.info("stopped %d more process(es) of the stack: %s", len(pids), pids)
+    return pids
+
+
+def stack_ports(cfg: LocalConfig) -> dict[str, int]:
+    """Every port the stack binds, by the TANDEM_* variable that moves it."""
+    ports = {"TANDEM_RAY_PORT": cfg.ray_port, "TANDEM_DASHBOARD_PORT": cfg.dashboard_port,
+             "TANDEM_METRICS_PORT": cfg.metrics_port, "TANDEM_AGENT_PORT": cfg.agent_port,
+             "TANDEM_CLIENT_PORT": cfg.client_port, "TANDEM_SERVE_PORT": cfg.serve_port}
+    if cfg.ingress == "haproxy":
+        ports.update({"TANDEM_HAPROXY_STATS_PORT": cfg.haproxy_stats_port,
+                      "TANDEM_HAPROXY_METRICS_PORT": cfg.haproxy_metrics_port})
+    return ports
+
+
 def up(cfg: LocalConfig) -> None:
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    tag = stack_id(cfg)
     if read_pid(cfg.run_dir / "redis.pid") is None:
         if port_open(cfg.redis_port):
             raise RuntimeError(f"port {cfg.redis_port} is taken by another process; set TANDEM_REDIS_PORT")
-        start_redis(cfg.redis_port, cfg.run_dir / "redis", cfg.run_dir / "redis.pid")
+        start_redis(cfg.redis_port, cfg.run_dir / "redis", cfg.run_dir / "redis.pid",
+                    env={**os.environ, STACK_ENV: tag})
         logger.info("redis-server on %s", cfg.redis_url)
     if read_pid(cfg.run_dir / "ray.pid") is None:
-        for port in (cfg.ray_port, cfg.dashboard_port, cfg.metrics_port, cfg.agent_port, cfg.client_port):
+        for var, port in stack_ports(cfg).items():
             if port_open(port):
-                raise RuntimeError(f"port {port} is taken by another process; set TANDEM_RAY_PORT / "
-                                   "TANDEM_DASHBOARD_PORT")
+                raise RuntimeError(f"port {port} is taken by another process; stop it (`make down` if it is "
+                                   f"a previous stack) or set {var}")
         start_ray(cfg)
-        logger.info("Ray head up; dashboard %s", cfg.dashboard_url)
+        logger.info("Ray head up (%s ingress); dashboard %s", cfg.ingress, cfg.dashboard_url)
     (cfg.run_dir / "env").write_text("\n".join(env_lines(cfg)) + "\n")
 
 
 def down(cfg: LocalConfig) -> None:
-    stop_group(cfg.run_dir / "ray.pid", "ray head")
+    """Stop the head's and Redis's process groups, then every other process of the stack (its tag)."""
+    # the head's group takes ~30 s to leave on SIGTERM (dashboard modules); nothing in it keeps state
+    stop_group(cfg.run_dir / "ray.pid", "ray head", timeout=8.0)
     stop_group(cfg.run_dir / "redis.pid", "redis-server")
+    if cfg.stack_id_path.exists():
+        stop_tagged(cfg.stack_id_path.read_text().strip())
+        cfg.stack_id_path.unlink(missing_ok=True)
     shutil.rmtree(cfg.ray_temp_dir, ignore_errors=True)
+    shutil.rmtree(cfg.haproxy_dir, ignore_errors=True)
 
 
 def status(cfg: LocalConfig) -> dict[str, object]:
@@ -348,6 +452,9 @@ def status(cfg: LocalConfig) -> dict[str, object]:
         "dashboard": cfg.dashboard_url,
         "dashboard_up": dashboard_up(cfg),
         "redis_url": cfg.redis_url,
+        "ingress": cfg.ingress,
+        "stack_processes": len(tagged_pids(cfg.stack_id_path.read_text().strip()))
+        if cfg.stack_id_path.exists() else 0,
     }
 
 

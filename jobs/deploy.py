@@ -4,7 +4,10 @@
         --api-key KEY=TENANT [--api-key ...] [--address http://127.0.0.1:8265] [--wait] [--reload]
 
 The registry URI, Redis URL and API keys are written into the application's
-``args`` of a resolved copy (mode 0600, under ``.run/``), validated against
+``args`` of a resolved copy (mode 0600, under ``.run/``); a deployment's
+``num_replicas``, ``max_ongoing_requests`` and ``max_queued_requests`` left null in the
+config are set from the cores present (``serve.sizing``, ``--cores`` to override). The
+copy is validated against
 ``serve.schemas.AppArgs`` and the Serve deploy schema, then deployed. ``--reload``
 bumps ``user_config.generation`` so running replicas hot-swap to the registry's
 current champions through ``reconfigure`` without restarting.
@@ -23,13 +26,16 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from pipelines import entrypoint
+from store.redact import redact_text, safe_args, validation_summary
 
 logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
+DEPLOY_ATTEMPTS = 5
+TRANSIENT_DEPLOY_ERRORS = ("Failed to connect to Ray at address", "Request failed with status code 500")
 
 
 def parse_keys(pairs: list[str]) -> dict[str, str]:
@@ -37,18 +43,23 @@ def parse_keys(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, tenant = pair.partition("=")
         if not sep or not key or not tenant:
-            raise entrypoint.BadInput(f"--api-key must look like KEY=TENANT, got {pair!r}")
+            # never echo the argument: it holds a key
+            raise entrypoint.BadInput(f"--api-key must look like KEY=TENANT (argument {len(out) + 1} does not)")
         out[key] = tenant
     return out
 
 
 def render(config: dict[str, Any], registry: str, redis_url: str, api_keys: dict[str, str],
            generation: int | None = None, propensity_version: str | None = None,
-           recommender_version: str | None = None, http_port: int | None = None) -> dict[str, Any]:
-    """The config with the app args filled in and validated (errors name the field)."""
+           recommender_version: str | None = None, http_port: int | None = None,
+           cores: int | None = None) -> dict[str, Any]:
+    """The config with the app args and sizing filled in and validated (errors name the field)."""
     from ray.serve.schema import ServeDeploySchema
 
     from serve.schemas import AppArgs, ModelConfig
+    from serve.sizing import sizing, usable_cores
+
+    size = sizing(cores or usable_cores())
 
     app = config["applications"][0]
     if "://" not in registry:
@@ -57,6 +68,13 @@ def render(config: dict[str, Any], registry: str, redis_url: str, api_keys: dict
                    "api_keys": {**app.get("args", {}).get("api_keys", {}), **api_keys}}
     AppArgs.model_validate(app["args"])
     for dep in app.get("deployments", []):
+        for key in ("num_replicas", "max_ongoing_requests", "max_queued_requests"):
+            if dep.get(key) is not None:
+                continue
+            if key == "num_replicas" and dep.get("autoscaling_config"):
+                dep.pop(key, None)  # the autoscaler picks the count
+            else:
+                dep[key] = getattr(size, key)
         uc = dict(dep.get("user_config") or {})
         if generation is not None:
             uc["generation"] = generation
@@ -103,7 +121,10 @@ class Config(BaseModel, extra="forbid"):
     address: str | None = Field(None, description="Ray dashboard address (default: RAY_ADDRESS, else "
                                                   "http://127.0.0.1:8265)")
     out: str = str(ROOT / ".run" / "serve.resolved.yaml")
-    http_port: int | None = Field(None, ge=1, le=65535)
+    http_port: int | None = Field(None, ge=1, le=65535, description="default: TANDEM_SERVE_PORT (from .run/env), "
+                                  "else the config's port")
+    cores: int | None = Field(None, ge=1, description="size the replicas for this many cores (default: the cores "
+                              "present)")
     reload: bool = False
     propensity_version: str | None = None
     recommender_version: str | None = None
@@ -123,21 +144,33 @@ def run(cfg: Config) -> Result:
     address = cfg.address or os.environ.get("RAY_ADDRESS", "http://127.0.0.1:8265")
     config = yaml.safe_load(Path(cfg.config).read_text())
     generation = int(time.time()) if cfg.reload else None
-    resolved = render(config, cfg.registry, cfg.redis, parse_keys(cfg.api_key), generation,
-                      cfg.propensity_version, cfg.recommender_version, cfg.http_port)
+    http_port = cfg.http_port or (int(os.environ["TANDEM_SERVE_PORT"]) if os.environ.get("TANDEM_SERVE_PORT") else None)
+    try:
+        resolved = render(config, cfg.registry, cfg.redis, parse_keys(cfg.api_key), generation,
+                          cfg.propensity_version, cfg.recommender_version, http_port, cfg.cores)
+    except ValidationError as exc:  # pydantic's own message prints the values: keys, passwords
+        raise entrypoint.BadInput(f"{cfg.config}: {validation_summary(exc)}") from None
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.touch(mode=0o600, exist_ok=True)
     out.write_text(yaml.safe_dump(resolved, sort_keys=False))
     os.chmod(out, 0o600)  # it holds API keys
     app = resolved["applications"][0]
-    shown = {**app["args"], "api_keys": f"<{len(app['args']['api_keys'])} keys>"}
-    logger.info("resolved config %s: args %s", out, json.dumps(shown))
+    logger.info("resolved config %s: args %s", out, json.dumps(safe_args(app["args"])))
     result = Result(config=str(out), app=app["name"], deployed=False, generation=generation)
     if cfg.dry_run:
         return result
-    proc = subprocess.run([serve_cli(), "deploy", str(out), "-a", address], capture_output=True, text=True)
-    sys.stderr.write(proc.stdout + proc.stderr)
+    secrets = list(app["args"]["api_keys"])
+    for attempt in range(1, DEPLOY_ATTEMPTS + 1):
+        proc = subprocess.run([serve_cli(), "deploy", str(out), "-a", address], capture_output=True, text=True)
+        sys.stderr.write(redact_text(proc.stdout + proc.stderr, secrets))
+        # a busy head's dashboard can refuse a connection for a moment, or fail a request while it
+        # (re)starts the Serve controller: retry those cases only
+        if proc.returncode == 0 or not any(m in proc.stdout + proc.stderr for m in TRANSIENT_DEPLOY_ERRORS):
+            break
+        logger.warning("the dashboard at %s failed the deploy request (attempt %d/%d); retrying in 5 s",
+                       address, attempt, DEPLOY_ATTEMPTS)
+        time.sleep(5)
     if proc.returncode != 0:
         raise RuntimeError(f"serve deploy failed with exit code {proc.returncode}")
     if cfg.wait:
@@ -153,7 +186,8 @@ def flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-key", action="append", help="KEY=TENANT (repeatable)")
     p.add_argument("--address", help="Ray dashboard address (default: RAY_ADDRESS, else http://127.0.0.1:8265)")
     p.add_argument("--out", help="the resolved config (default .run/serve.resolved.yaml, mode 0600)")
-    p.add_argument("--http-port", type=int)
+    p.add_argument("--http-port", type=int, help="default: TANDEM_SERVE_PORT, else the config's port")
+    p.add_argument("--cores", type=int, help="size the replicas for this many cores (default: the cores present)")
     p.add_argument("--reload", action="store_true", help="hot-swap to the current champions")
     p.add_argument("--propensity-version")
     p.add_argument("--recommender-version")

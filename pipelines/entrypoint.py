@@ -37,6 +37,7 @@ from models.propensity.data import DataError as TableDataError
 from models.schema import SchemaError
 from models.session_rec.data import DataError as SessionDataError
 from pipelines import raycluster
+from store.redact import redact_config
 from store.registry import RegistryError
 
 logger = logging.getLogger(__name__)
@@ -190,7 +191,7 @@ def main(job: Job[C], argv: list[str] | None = None) -> int:
             tmp = Path(tempfile.mkdtemp(prefix=f"tdm-smoke-{job.prog.rsplit('.', 1)[-1]}-"))
             cleanup = job.smoke(values, tmp)
         cfg = job.config.model_validate(values)
-        logger.info("%s config: %s", job.prog, cfg.model_dump_json())
+        logger.info("%s config: %s", job.prog, json.dumps(redact_config(cfg.model_dump(mode="json"))))
         if job.ray is not None:
             started = raycluster.connect(**job.ray)
         result = job.run(cfg)
