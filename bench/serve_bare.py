@@ -1,10 +1,10 @@
 """The benchmark peer: the bare uvicorn FastAPI app a user would write instead of Serve.
 
-It does the same work per request as the Serve app (the same ``Engine``: same
-Redis lookups, same model, same fallbacks) in one uvicorn process, so the
-benchmark ratio measures what Serve's proxy, router and replica hop cost.
+It serves the same HTTP API (``serve.api``: the same guard, fast path and routes) with the
+same ``Engine`` (same Redis lookups, same model, same fallbacks) in uvicorn processes, so
+the benchmark ratio measures what Serve's proxy, router and replica hop cost.
 
-    python -m bench.serve_bare --args-json FILE --port P
+    python -m bench.serve_bare --args-json FILE --port P [--workers N]
 """
 
 from __future__ import annotations
@@ -13,45 +13,50 @@ import argparse
 import json
 import logging
 import os
-from typing import Annotated
+from typing import Any
 
-from fastapi import FastAPI, Header
+from fastapi import FastAPI
 
-from serve.deployments import tenant_for
+from serve import api as http
+from serve.deployments import gate_of
 from serve.engine import Engine, ModelBundle
 from serve.loader import load_bundle
-from serve.schemas import AppArgs, RecommendRequest, RecommendResponse, ScoreRequest, ScoreResponse
+from serve.schemas import AppArgs, HealthResponse
 from store.online import OnlineStore
 
 logger = logging.getLogger(__name__)
 
 
+class BareService:
+    """``serve.api.Service`` without Serve: one engine, models loaded once per tenant."""
+
+    def __init__(self, args: AppArgs):
+        self.args = args
+        self.gate = gate_of(args)
+        self.engine = Engine(args, OnlineStore(args.redis_url, args.cache))
+        self.bundles: dict[str, ModelBundle] = {}
+        self.models(args.default_tenant)
+
+    def models(self, tenant: str) -> ModelBundle:
+        if tenant not in self.bundles:
+            self.bundles[tenant] = load_bundle(tenant, self.args.registry_uri, self.args.tenants.get(tenant),
+                                               self.args.model_cache_dir, self.args.popular_k)
+        return self.bundles[tenant]
+
+    async def handle(self, endpoint: str, req: Any, tenant: str) -> Any:
+        if endpoint == "events":
+            return await self.engine.add_events(req, tenant)
+        if endpoint == "score":
+            return await self.engine.score(req, tenant, self.models(tenant))
+        return await self.engine.recommend(req, tenant, self.models(tenant))
+
+    async def health(self, detailed: bool) -> HealthResponse:
+        return HealthResponse(status="ok" if await self.engine.redis_state() == "up" else "degraded")
+
+
 def create_app(args: AppArgs) -> FastAPI:
-    app = FastAPI(title="tandem-bare")
-    cache = OnlineStore(args.redis_url, args.cache)
-    engine = Engine(args, cache)
-    bundles: dict[str, ModelBundle] = {}
-
-    def models(tenant: str) -> ModelBundle:
-        if tenant not in bundles:
-            bundles[tenant] = load_bundle(tenant, args.registry_uri, args.tenants.get(tenant),
-                                          args.model_cache_dir, args.popular_k)
-        return bundles[tenant]
-
-    models(args.default_tenant)
-
-    @app.post("/v1/score", response_model=ScoreResponse)
-    async def score(req: ScoreRequest, x_api_key: Annotated[str | None, Header()] = None) -> ScoreResponse:
-        tenant = tenant_for(x_api_key, args)
-        return await engine.score(req, tenant, models(tenant))
-
-    @app.post("/v1/recommend", response_model=RecommendResponse)
-    async def recommend(req: RecommendRequest,
-                        x_api_key: Annotated[str | None, Header()] = None) -> RecommendResponse:
-        tenant = tenant_for(x_api_key, args)
-        return await engine.recommend(req, tenant, models(tenant))
-
-    return app
+    http.bind(BareService(args))
+    return http.api
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models.features.item import popular_items
 from store import codec, fs, keys, publish
-from store.registry import Registry, load_predictor
+from store.registry import Registry, load_predictor, resolve
 
 logger = logging.getLogger(__name__)
 
@@ -152,10 +152,38 @@ def publish_popular(cfg: PrecomputeConfig, source: str, run_id: str) -> int:
     return len(tenants)
 
 
+def tenants_in(features: str) -> list[str]:
+    """The tenants of the session and sequence features (the default one where no column names any)."""
+    import pyarrow.dataset as pads
+
+    found: set[str] = set()
+    for table in ("sessions", "sequences"):
+        source = fs.join(features, table)
+        if not fs.exists(source):
+            continue
+        filesystem, path = fs.filesystem(source)
+        dataset = pads.dataset(path, filesystem=filesystem, format="parquet")
+        if "tenant" not in dataset.schema.names:
+            found.add(keys.DEFAULT_TENANT)
+            continue
+        values = dataset.to_table(columns=["tenant"]).column("tenant").unique().to_pylist()
+        found.update(publish.tenant_of(v) for v in values)
+    return sorted(found) or [keys.DEFAULT_TENANT]
+
+
 def run(cfg: PrecomputeConfig) -> dict[str, Any]:
-    """Publish every table whose inputs and model exist; log and skip the others."""
+    """Publish every table whose inputs and model exist; log and skip the others.
+
+    Models are per tenant (``store.registry.resolve``: a tenant's own, else the shared default).
+    Without ``cfg.tenant``, data holding a tenant with models of its own is published one tenant
+    at a time, each scored by its own models (``{"tenants": {tenant: report}}``); otherwise
+    every tenant's rows are scored by the shared models in one pass."""
+    if cfg.tenant is None:
+        tenants = tenants_in(fs.resolve(cfg.features))
+        if any(resolve(cfg.registry, model, t)[0] != cfg.registry for t in tenants
+               for model in ("propensity", "recommender")):
+            return {"tenants": {t: run(cfg.model_copy(update={"tenant": t})) for t in tenants}}
     features = fs.resolve(cfg.features)  # one version for every table, even if a newer one lands meanwhile
-    registry = Registry(cfg.registry)
     run_id = uuid.uuid4().hex[:6]
     report: dict[str, Any] = {"run_id": run_id}
     plan = (("score", "propensity", fs.join(features, "sessions")),
@@ -163,14 +191,16 @@ def run(cfg: PrecomputeConfig) -> dict[str, Any]:
     for table, model, source in plan:
         if table not in cfg.tables:
             continue
-        version = registry.champion(model)
+        uri, _ = resolve(cfg.registry, model, cfg.tenant)
+        version = Registry(uri).champion(model)
         if version is None or not fs.exists(source):
             logger.warning("skipping %s: %s", table, f"no {model} champion" if version is None
                            else f"{source} is missing")
             report[table] = "skipped"
             continue
-        report[table] = {"model_version": version, "rows": publish_model_table(cfg, table, model, source,
-                                                                              version, run_id)}
+        report[table] = {"model_version": version, "registry": uri,
+                         "rows": publish_model_table(cfg.model_copy(update={"registry": uri}), table, model,
+                                                     source, version, run_id)}
     if "popular" in cfg.tables:
         source = fs.join(features, "items")
         if fs.exists(source):

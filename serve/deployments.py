@@ -1,4 +1,4 @@
-"""The Serve deployment: a FastAPI ingress that parses, authenticates and delegates.
+"""The Serve deployment: binds a replica's models and engine to the HTTP API (``serve.api``).
 
 Tenant models come through Serve model multiplexing (model id ``tenant@generation``)
 and are hot-swapped by ``reconfigure``: a new ``user_config`` (see
@@ -6,44 +6,31 @@ and are hot-swapped by ``reconfigure``: a new ``user_config`` (see
 flips the generation, so requests in flight never see a half-loaded model.
 """
 
-# No ``from __future__ import annotations`` here: FastAPI must resolve the handler
-# annotations of a class-based Serve ingress at decoration time.
+# No ``from __future__ import annotations`` here: Serve inspects the class at decoration time.
 import asyncio
 import logging
 import time
-from typing import Annotated, Any
+from typing import Any, Literal
 
-from fastapi import FastAPI, Header, HTTPException
 from ray import serve
 
-from serve import hotpath
+from serve import api as http
 from serve.engine import Engine, ModelBundle
+from serve.guard import Gate
 from serve.loader import load_bundle, preload_modules
 from serve.metrics import ServeMetrics
 from serve.schemas import (
     AppArgs,
-    EventsRequest,
     EventsResponse,
     HealthResponse,
     ModelConfig,
-    RecommendRequest,
     RecommendResponse,
-    ScoreRequest,
     ScoreResponse,
     TenantConfig,
 )
 from store.online import OnlineStore
 
 logger = logging.getLogger(__name__)
-
-api = FastAPI(title="tandem", version="1", description="Real-time purchase propensity and session "
-              "recommendations behind a cache, with fallbacks (model -> precomputed -> popular).")
-
-# The bid-time endpoints skip FastAPI's router on their happy path (serve/hotpath.py); every
-# other request, and every error answer, still goes through FastAPI.
-api.add_middleware(hotpath.HotPathMiddleware,
-                   routes={"/v1/score": hotpath.Route("score", ScoreRequest),
-                           "/v1/recommend": hotpath.Route("recommend", RecommendRequest)})
 
 MAX_MULTIPLEXED = 16
 APP_LOGGERS = ("serve", "models")
@@ -66,17 +53,9 @@ def route_app_logs(names: tuple[str, ...] = APP_LOGGERS) -> None:
         app_logger.propagate = False
 
 
-def tenant_for(api_key: str | None, args: AppArgs) -> str:
-    """The tenant an API key belongs to; raises 401 for a missing or unknown key."""
-    if api_key is None:
-        if args.require_api_key:
-            raise HTTPException(status_code=401, detail="missing X-API-Key header",
-                                headers={"WWW-Authenticate": "ApiKey"})
-        return args.default_tenant
-    tenant = args.api_keys.get(api_key)
-    if tenant is None:
-        raise HTTPException(status_code=401, detail="unknown API key", headers={"WWW-Authenticate": "ApiKey"})
-    return tenant
+def gate_of(args: AppArgs) -> Gate:
+    return Gate(api_keys=dict(args.api_keys), require_api_key=args.require_api_key,
+                default_tenant=args.default_tenant, max_body_bytes=args.max_body_bytes, docs=args.docs)
 
 
 def effective_tenant_config(tenant: str, args: AppArgs, model_cfg: ModelConfig) -> TenantConfig:
@@ -88,31 +67,36 @@ def effective_tenant_config(tenant: str, args: AppArgs, model_cfg: ModelConfig) 
                         recommender_version=own.recommender_version or model_cfg.recommender_version)
 
 
-@serve.deployment(name="Tandem", max_ongoing_requests=64, max_queued_requests=256)
-@serve.ingress(api)
+@serve.deployment(name="Tandem", max_ongoing_requests=16, max_queued_requests=32)
+@serve.ingress(http.api)
 class TandemService:
-    """Thin ingress: typed request -> tenant -> models -> ``Engine`` -> typed response."""
+    """Thin: tenant -> models -> ``Engine`` -> typed response (routes: ``serve.api``)."""
 
     def __init__(self, args: dict[str, Any]):
         route_app_logs()
         self.args = AppArgs.model_validate(args)
+        self.gate = gate_of(self.args)
         preload_modules()
         self.store = OnlineStore(self.args.redis_url, self.args.cache)
         self.metrics = ServeMetrics()
         self.engine = Engine(self.args, self.store, self.metrics)
         self.model_cfg = ModelConfig()
         self.generation = 0
+        self._configs: dict[int, ModelConfig] = {0: self.model_cfg}   # generation -> the config it loads
+        self._strict: set[str] = set()   # model ids a swap loads: their failures fail the swap
+        self.swap_error: str | None = None
         self._active: set[str] = {self.args.default_tenant}
         self._warmed = False
-        hotpath.bind(self)
+        http.bind(self)
 
     # -- models ---------------------------------------------------------------
     @serve.multiplexed(max_num_models_per_replica=MAX_MULTIPLEXED)  # type: ignore[untyped-decorator]  # Ray's is untyped
     async def tenant_models(self, model_id: str) -> ModelBundle:
-        tenant = model_id.rpartition("@")[0]
-        cfg = effective_tenant_config(tenant, self.args, self.model_cfg)
+        tenant, _, generation = model_id.rpartition("@")
+        cfg = effective_tenant_config(tenant, self.args, self._configs.get(int(generation), self.model_cfg))
         return await asyncio.to_thread(load_bundle, tenant, self.args.registry_uri, cfg,
-                                       self.args.model_cache_dir, self.args.popular_k)
+                                       self.args.model_cache_dir, self.args.popular_k,
+                                       model_id in self._strict)
 
     async def models_for(self, tenant: str) -> ModelBundle:
         if not self._warmed:
@@ -128,24 +112,43 @@ class TandemService:
             return ModelBundle(tenant=tenant)
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Hot swap: load every active tenant's models for the new config, then flip the generation."""
+        """Hot swap: load every active tenant's models for the new config, then flip the generation.
+
+        A model the new config names that does not load (a bad pinned version, a broken
+        artifact) fails the whole swap: the replica keeps serving the generation it had, and
+        says so in ``/v1/health`` (``swap_error``) and in ``tandem_model_swap_failed``. Serve
+        is not told (the replica stays up and keeps its models). With no generation yet (a
+        replica's first config) there is nothing to keep: it starts cold, with the error shown."""
         cfg = ModelConfig.model_validate(user_config or {})
         if cfg == self.model_cfg and self.generation > 0:
             return
-        old = self.model_cfg
-        self.model_cfg = cfg
         generation = self.generation + 1
         if not self._warmed:
             self._warmed = True
             await self.store.warm()
+        self._configs[generation] = cfg
+        ids = [f"{tenant}@{generation}" for tenant in sorted(self._active)[: MAX_MULTIPLEXED // 2]]
+        self._strict.update(ids)
         try:
-            for tenant in sorted(self._active)[: MAX_MULTIPLEXED // 2]:
-                await self.tenant_models(f"{tenant}@{generation}")
-        except Exception:
-            self.model_cfg = old
-            logger.exception("hot swap to %s failed; keeping generation %d", cfg, self.generation)
-            raise
-        self.generation = generation
+            for model_id in ids:
+                await self.tenant_models(model_id)
+        except Exception as exc:  # noqa: BLE001 - reported in health and a metric, old models kept
+            self._configs.pop(generation, None)
+            self.swap_error = f"swap to {cfg.model_dump()} failed: {type(exc).__name__}: {exc}"[:500]
+            self.metrics.model_swap(ok=False)
+            if self.generation > 0:
+                logger.exception("hot swap failed; keeping generation %d", self.generation)
+                return
+            logger.exception("the first models failed to load; serving fallbacks")
+            self.model_cfg, self.generation = cfg, generation
+            self._configs[generation] = cfg
+            return
+        finally:
+            self._strict.difference_update(ids)
+        self.model_cfg, self.generation, self.swap_error = cfg, generation, None
+        for old in [g for g in self._configs if g < generation - 1]:
+            self._configs.pop(old, None)
+        self.metrics.model_swap(ok=True)
         logger.info("models swapped to generation %d (%s)", generation, cfg.model_dump())
 
     def check_health(self) -> None:
@@ -154,51 +157,29 @@ class TandemService:
             raise RuntimeError("engine not initialised")
         self.metrics.flush()  # counters summed in process reach Prometheus even when idle
 
-    # -- endpoints --------------------------------------------------------------
-    def _observe(self, endpoint: str, start: float) -> None:
+    # -- what serve.api calls ----------------------------------------------------
+    async def handle(self, endpoint: str, req: Any, tenant: str) -> Any:
+        """Score, recommend or record events for an authenticated tenant (both paths)."""
+        start = time.perf_counter()
+        out: ScoreResponse | RecommendResponse | EventsResponse
+        if endpoint == "events":
+            out = await self.engine.add_events(req, tenant)
+        else:
+            bundle = await self.models_for(tenant)
+            if endpoint == "score":
+                out = await self.engine.score(req, tenant, bundle)
+            else:
+                out = await self.engine.recommend(req, tenant, bundle)
         self.metrics.latency(endpoint, (time.perf_counter() - start) * 1000.0, 200)
         self.metrics.breaker(self.store.breaker_code)
-
-    def tenant_of_key(self, api_key: str) -> str | None:
-        """The tenant of a known API key, else None (the fast path's auth check)."""
-        return self.args.api_keys.get(api_key)
-
-    async def handle(self, endpoint: str, req: Any, tenant: str) -> Any:
-        """Score or recommend for an authenticated tenant: the one handler body of both paths."""
-        start = time.perf_counter()
-        bundle = await self.models_for(tenant)
-        out: ScoreResponse | RecommendResponse
-        if endpoint == "score":
-            out = await self.engine.score(req, tenant, bundle)
-        else:
-            out = await self.engine.recommend(req, tenant, bundle)
-        self._observe(endpoint, start)
         return out
 
-    @api.post("/v1/score", response_model=ScoreResponse)
-    async def score(self, req: ScoreRequest, x_api_key: Annotated[str | None, Header()] = None) -> ScoreResponse:
-        result: ScoreResponse = await self.handle("score", req, tenant_for(x_api_key, self.args))
-        return result
-
-    @api.post("/v1/recommend", response_model=RecommendResponse)
-    async def recommend(self, req: RecommendRequest,
-                        x_api_key: Annotated[str | None, Header()] = None) -> RecommendResponse:
-        result: RecommendResponse = await self.handle("recommend", req, tenant_for(x_api_key, self.args))
-        return result
-
-    @api.post("/v1/events", response_model=EventsResponse)
-    async def events(self, req: EventsRequest,
-                     x_api_key: Annotated[str | None, Header()] = None) -> EventsResponse:
-        start = time.perf_counter()
-        tenant = tenant_for(x_api_key, self.args)
-        out = await self.engine.add_events(req, tenant)
-        self._observe("events", start)
-        return out
-
-    @api.get("/v1/health", response_model=HealthResponse)
-    async def health(self) -> HealthResponse:
+    async def health(self, detailed: bool) -> HealthResponse:
         redis_state = await self.engine.redis_state()
+        status: Literal["ok", "degraded"] = "ok" if redis_state == "up" else "degraded"
+        if not detailed:
+            return HealthResponse(status=status)
         bundle = await self.models_for(self.args.default_tenant)
         models = {**bundle.versions, "generation": str(self.generation)}
-        return HealthResponse(status="ok" if redis_state == "up" else "degraded", redis=redis_state,
-                              breaker=self.store.breaker_state, models=models)
+        return HealthResponse(status=status, redis=redis_state, breaker=self.store.breaker_state, models=models,
+                              swap_error=self.swap_error)

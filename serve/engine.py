@@ -3,13 +3,26 @@
 ``Engine`` is plain async Python (no Serve imports), so it is exercised directly
 in tests; the deployment only parses requests, resolves the tenant and its
 models, and shapes responses. Every Redis failure turns into a fallback reason,
-never an exception out of ``score`` / ``recommend`` / ``add_events``.
+never an exception out of ``score`` / ``recommend``.
+
+Live events are never lost silently (``add_events``). A batch is either stored, in one
+atomic Redis script, in both the session's list (what the next score/recommend reads)
+and the tenant's event stream (``tandem:{tenant}:events``, capped at ``events_stream_max_len``
+entries, what batch features read), or not at all, and then the request fails with
+``EventsNotStored``, which the API answers 503 + ``Retry-After``: the client keeps the batch
+and sends it again. There is no buffer in the replica: a replica that dies holds nothing
+that was acknowledged. A retry of a batch whose first attempt did land (the answer was
+lost) would store it twice; a ``batch_id`` makes it idempotent (remembered for
+``events_batch_ttl_s``). Writes have their own connections and ``write_timeout_s`` (250 ms),
+not the read path's 20 ms: a slow write is better than a retry. Durability across a Redis
+restart is Redis's (AOF); an acknowledged batch is in Redis.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +79,15 @@ def event_json(event: Event) -> str:
     return codec.encode_event({"event_time": event.event_time.isoformat(), "item_id": event.item_id,
                                "event_type": event.event_type, "price": event.price, "category": event.category,
                                "user_id": event.user_id})
+
+
+class EventsNotStored(Exception):
+    """A batch of events could not be stored: the client must send it again after ``retry_after_s``."""
+
+    def __init__(self, reason: str, retry_after_s: int = 1):
+        super().__init__(f"events not stored ({reason}); retry after {retry_after_s} s")
+        self.reason = reason
+        self.retry_after_s = retry_after_s
 
 
 class Engine:
@@ -191,15 +213,16 @@ class Engine:
                                  fallback_reason=reason, tenant=tenant)
 
     async def add_events(self, req: EventsRequest, tenant: str) -> EventsResponse:
+        """Store the batch (session list + event stream, atomically) or raise ``EventsNotStored``."""
         try:
-            length = await self.store.append_session(tenant, req.session_id, [event_json(e) for e in req.events],
-                                                     self.args.session_ttl_s, self.args.session_max_events)
+            length, duplicate = await self.store.append_events(
+                tenant, req.session_id, [event_json(e) for e in req.events], req.batch_id, self.args.session_ttl_s,
+                self.args.session_max_events, self.args.events_stream_max_len, self.args.events_batch_ttl_s)
         except StoreUnavailable as exc:
             self.metrics.fallback("events", f"redis_{exc.reason}")
-            return EventsResponse(session_id=req.session_id, accepted=len(req.events), session_length=None,
-                                  stored=False, tenant=tenant)
+            raise EventsNotStored(exc.reason, max(1, math.ceil(self.store.config.breaker_reset_s))) from exc
         return EventsResponse(session_id=req.session_id, accepted=len(req.events), session_length=length,
-                              stored=True, tenant=tenant)
+                              stored=True, duplicate=duplicate, tenant=tenant)
 
     async def redis_state(self) -> str:
         """``up``, ``down`` or ``skipped`` (breaker open); never raises."""

@@ -8,7 +8,8 @@ import tempfile
 from models.contracts import PropensityScorer, Recommender
 from serve.engine import ModelBundle
 from serve.schemas import TenantConfig
-from store.registry import Registry, RegistryError, load_predictor
+from store.redact import redact_url
+from store.registry import Registry, RegistryError, load_predictor, resolve
 
 logger = logging.getLogger(__name__)
 
@@ -50,29 +51,46 @@ def popular_from(recommender: Recommender | None, k: int) -> list[tuple[str, flo
     return recommender.popular(k) if recommender is not None else []
 
 
+def _where(tenant: str, registry_uri: str, own_uri: str | None, name: str,
+           version: str | None) -> tuple[str, str | None]:
+    """(registry, version) of model ``name`` for ``tenant``: its configured registry as is, else
+    ``store.registry.resolve`` (its own namespace when it has one, else the shared default)."""
+    return (own_uri, version) if own_uri else resolve(registry_uri, name, tenant, version)
+
+
 def load_bundle(tenant: str, registry_uri: str, cfg: TenantConfig | None = None,
-                cache_dir: str | None = None, popular_k: int = 100) -> ModelBundle:
-    """Both models of ``tenant`` (pinned versions or champions). Failures are logged, never raised."""
+                cache_dir: str | None = None, popular_k: int = 100, strict: bool = False) -> ModelBundle:
+    """Both models of ``tenant`` (pinned versions or champions). Failures are logged and that model is
+    left out (a cold start), or, with ``strict`` (a hot swap), raised: a swap must not go cold.
+
+    Each model comes from the tenant's own registry namespace when it holds one (``store.registry.
+    resolve``), else from the shared default; a tenant's ``registry_uri`` replaces the lookup."""
     cfg = cfg or TenantConfig()
-    uri = cfg.registry_uri or registry_uri
     cache_dir = cache_dir or tempfile.mkdtemp(prefix="tdm-serve-")
     bundle = ModelBundle(tenant=tenant)
+    prop_uri, prop_version = _where(tenant, registry_uri, cfg.registry_uri, "propensity", cfg.propensity_version)
     try:
-        bundle.propensity = _propensity(uri, cfg.propensity_version, cache_dir)
+        bundle.propensity = _propensity(prop_uri, prop_version, cache_dir)
     except (RegistryError, OSError, ValueError, KeyError) as exc:
-        logger.error("could not load %s for tenant %s from %s: %s", "propensity", tenant, uri, exc)
+        logger.error("could not load propensity for tenant %s from %s: %s", tenant, redact_url(prop_uri), exc)
+        if strict:
+            raise
+    rec_uri, rec_version = _where(tenant, registry_uri, cfg.registry_uri, "recommender", cfg.recommender_version)
     try:
-        bundle.recommender = _recommender(uri, cfg.recommender_version, cache_dir)
+        bundle.recommender = _recommender(rec_uri, rec_version, cache_dir)
     except (RegistryError, OSError, ValueError, KeyError) as exc:
-        logger.error("could not load %s for tenant %s from %s: %s", "recommender", tenant, uri, exc)
+        logger.error("could not load recommender for tenant %s from %s: %s", tenant, redact_url(rec_uri), exc)
+        if strict:
+            raise
     bundle.popular = popular_from(bundle.recommender, popular_k)
     bundle.prior = float(bundle.propensity.base_rate or 0.0) if bundle.propensity is not None else 0.0
-    warm_up(bundle)
+    if not warm_up(bundle) and strict:
+        raise RuntimeError(f"the models of tenant {tenant} failed their warm-up call")
     logger.info("tenant %s models: %s", tenant, bundle.versions)
     return bundle
 
 
-def warm_up(bundle: ModelBundle) -> None:
+def warm_up(bundle: ModelBundle) -> bool:
     """Run each model once before it takes traffic: lazy indexes and first-call costs
     (seconds for a kNN index) must never land on a live request's deadline."""
     import pandas as pd
@@ -88,3 +106,5 @@ def warm_up(bundle: ModelBundle) -> None:
                 "event_type": ["view", "cart"], "price": [1.0, 1.0]}))
     except Exception:  # noqa: BLE001 - a failed warm-up must not stop the replica; the request path logs errors
         logger.exception("warm-up failed for tenant %s", bundle.tenant)
+        return False
+    return True

@@ -28,6 +28,8 @@ class NullMetrics:
 
     def breaker(self, code: int) -> None: ...
 
+    def model_swap(self, ok: bool) -> None: ...
+
     def flush(self) -> None: ...
 
 
@@ -44,6 +46,10 @@ class ServeMetrics(NullMetrics):
         self._fallbacks = Counter("tandem_fallbacks_total", description="Requests not served by their first "
                                   "choice, by reason", tag_keys=("endpoint", "reason"))  # type: ignore[arg-type]
         self._breaker = Gauge("tandem_redis_breaker_state", description="0 closed, 1 half-open, 2 open")
+        self._swaps = Counter("tandem_model_swaps_total", description="Model hot swaps by result",
+                              tag_keys=("result",))
+        self._swap_failed = Gauge("tandem_model_swap_failed", description="1 while the last model swap failed "
+                                  "(the replica kept its previous models), else 0")
         self._breaker_code: int | None = None
         self._flush_interval_s = flush_interval_s
         self._next_flush = time.monotonic() + flush_interval_s
@@ -72,6 +78,10 @@ class ServeMetrics(NullMetrics):
             for key, n in pending.items():
                 counter.inc(n, tags=dict(zip(names, key, strict=True)))
             pending.clear()
+
+    def model_swap(self, ok: bool) -> None:
+        self._swaps.inc(1, tags={"result": "ok" if ok else "failed"})
+        self._swap_failed.set(0 if ok else 1)
 
     def breaker(self, code: int) -> None:
         # called on every request: a gauge keeps its last value, so set it only on a change

@@ -1,71 +1,107 @@
 """Typed requests, responses and application arguments of the tandem Serve app.
 
-Requests forbid unknown fields, so a typo is a 422 that names the field rather
-than a silently ignored option.
+The published OpenAPI document is the contract, and the code enforces exactly it:
+
+- requests are strict (a bool is not a number, a number is not a string) and forbid unknown
+  fields, so a typo is a 422 that names the field rather than a silently ignored option;
+- every rule is in the schema: enums (``event_type``), patterns (ids, ``event_time``), bounds;
+- ids start with a letter or digit and hold printable ASCII without ``:`` (the Redis key
+  delimiter), so no id can address a reserved entity (``__meta__``, ``__all__``) or another
+  key space;
+- ``event_time`` is an RFC 3339 time between 1970 and 2099 (a zone-less time is UTC), written
+  as one regular expression that also checks month lengths and leap days, so the schema's
+  pattern and the server agree on every string;
+- numbers are finite (NaN and infinities are refused).
 """
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
 
-from models.schema import EVENT_TYPES
 from store.online import OnlineStoreConfig
 
-SessionId = Field(..., min_length=1, max_length=128, pattern=r"^[^\s:]+$")
+# Printable ASCII without ':'; the first character a letter or digit (no reserved "__x__" ids).
+ID_PATTERN = r"^[A-Za-z0-9][!-9;-~]{0,127}$"
+NAME_PATTERN = r"^[^\x00-\x1f\x7f]*$"  # free text without control characters
+_YEAR = r"(19[7-9][0-9]|20[0-9][0-9])"
+_LEAP_YEAR = r"(19(7[26]|8[048]|9[26])|20([02468][048]|[13579][26]))"
+_MONTH_DAY = r"((0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])|(0[13-9]|1[0-2])-(29|30)|(0[13578]|1[02])-31)"
+EVENT_TIME_PATTERN = (rf"^({_YEAR}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29)"
+                      r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])?$")
+_EVENT_TIME_RE = re.compile(EVENT_TIME_PATTERN)
+
+
+def _event_time(value: Any) -> Any:
+    """An RFC 3339 string matching ``EVENT_TIME_PATTERN`` -> an aware datetime (zone-less: UTC)."""
+    if isinstance(value, datetime):   # from Python callers; JSON only ever carries strings
+        parsed = value
+    elif isinstance(value, str) and _EVENT_TIME_RE.fullmatch(value):
+        parsed = datetime.fromisoformat(value)
+    else:
+        raise ValueError("must be an RFC 3339 date-time between 1970 and 2099, e.g. 2026-11-24T12:00:00Z")
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _integral(value: Any) -> Any:
+    """JSON Schema's integer includes 20.0: take an integral float as an int (a bool stays a bool)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Id = Annotated[str, Field(min_length=1, max_length=128, pattern=ID_PATTERN)]
+Int = Annotated[int, BeforeValidator(_integral)]
+EventTime = Annotated[datetime, BeforeValidator(_event_time),
+                      WithJsonSchema({"type": "string", "pattern": EVENT_TIME_PATTERN,
+                                      "description": "RFC 3339 date-time, 1970-2099; without an offset: UTC",
+                                      "examples": ["2026-11-24T12:00:00Z"]})]
+EventType = Literal["view", "cart", "remove_from_cart", "purchase"]  # == models.schema.EVENT_TYPES (tested)
 Source = Literal["model", "precomputed", "popular"]
+Deadline = Annotated[float | None, Field(None, gt=0, le=10_000, allow_inf_nan=False,
+                                         description="time budget in ms (default: the app's)")]
+STRICT = ConfigDict(extra="forbid", strict=True)
 
 
 class Event(BaseModel):
     """One shopper action in the canonical schema (session and tenant come from the request)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
-    item_id: str = Field(..., min_length=1, max_length=128)
-    event_type: str = Field("view")
-    event_time: datetime = Field(default_factory=lambda: datetime.now(UTC))
-    price: float | None = Field(None, ge=0)
-    category: str | None = Field(None, max_length=128)
-    user_id: str | None = Field(None, max_length=128)
-
-    @field_validator("event_type")
-    @classmethod
-    def _known_type(cls, value: str) -> str:
-        if value not in EVENT_TYPES:
-            raise ValueError(f"must be one of {list(EVENT_TYPES)}")
-        return value
-
-    @field_validator("event_time")
-    @classmethod
-    def _utc(cls, value: datetime) -> datetime:
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    item_id: Id
+    event_type: EventType = "view"
+    event_time: EventTime = Field(default_factory=lambda: datetime.now(UTC))
+    price: float | None = Field(None, ge=0, le=1e9, allow_inf_nan=False)
+    category: str | None = Field(None, max_length=128, pattern=NAME_PATTERN)
+    user_id: Id | None = None
 
 
 class ScoreRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
-    session_id: str = SessionId
+    session_id: Id
     events: list[Event] = Field(default_factory=list, max_length=500)
-    deadline_ms: float | None = Field(None, gt=0, le=10_000)
+    deadline_ms: Deadline = None
 
 
 class RecommendRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
-    session_id: str = SessionId
-    items: list[str] = Field(default_factory=list, max_length=500)
-    k: int = Field(20, ge=1, le=200)
+    session_id: Id
+    items: list[Id] = Field(default_factory=list, max_length=500)
+    k: Int = Field(20, ge=1, le=200)
     exclude_seen: bool = True
-    deadline_ms: float | None = Field(None, gt=0, le=10_000)
+    deadline_ms: Deadline = None
 
 
 class EventsRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
-    session_id: str = SessionId
+    session_id: Id
     events: list[Event] = Field(..., min_length=1, max_length=500)
+    batch_id: Id | None = Field(None, description="a client-chosen id of this batch: sent again (a retry "
+                                "after a 503 or a lost answer), it is stored once")
 
 
 class ScoreResponse(BaseModel):
@@ -92,18 +128,44 @@ class RecommendResponse(BaseModel):
 
 
 class EventsResponse(BaseModel):
+    """200 means stored: in the session and the tenant's event stream (otherwise the answer is 503)."""
+
     session_id: str
     accepted: int
-    session_length: int | None
-    stored: bool
+    session_length: int
+    stored: bool = True
+    duplicate: bool = Field(False, description="this batch_id was stored before; not stored twice")
     tenant: str
 
 
 class HealthResponse(BaseModel):
+    """Without an API key only ``status``; with one, the details."""
+
     status: Literal["ok", "degraded"]
-    redis: str
-    breaker: str
-    models: dict[str, str | None]
+    redis: str | None = None
+    breaker: str | None = None
+    models: dict[str, str | None] | None = None
+    swap_error: str | None = Field(default=None, description="the last model swap failed: the models above were kept")
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx/5xx the app itself answers, except field validation (``ValidationErrorResponse``)."""
+
+    detail: str
+
+
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+    input: str | None = Field(None, description="a short excerpt of the offending input")
+
+
+class ValidationErrorResponse(BaseModel):
+    """422: the first errors, each naming its field; ``errors`` counts them all."""
+
+    detail: list[FieldError]
+    errors: int
 
 
 class TenantConfig(BaseModel):
@@ -130,10 +192,15 @@ class AppArgs(BaseModel):
     deadline_ms: float = Field(10.0, gt=0, le=10_000)
     session_ttl_s: int = Field(1800, ge=1)
     session_max_events: int = Field(200, ge=1, le=10_000)
+    events_stream_max_len: int = Field(1_000_000, ge=1000, description="approximate cap of a tenant's event stream")
+    events_batch_ttl_s: int = Field(86_400, ge=60, description="how long a stored batch_id is remembered")
     popular_k: int = Field(100, ge=1, le=10_000)
     cache: OnlineStoreConfig = Field(default_factory=lambda: OnlineStoreConfig.model_validate({}))
     model_cache_dir: str | None = None
     max_tenant_models: int = Field(4, ge=1, le=64)
+    max_body_bytes: int = Field(256 * 1024, ge=1024, le=64 * 1024 * 1024,
+                                description="request bodies over this get 413 before they are read")
+    docs: bool = Field(True, description="serve /docs, /redoc and /openapi.json")
 
     @field_validator("api_keys")
     @classmethod

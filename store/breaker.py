@@ -26,7 +26,10 @@ class CircuitBreaker:
     ``closed``: calls pass; ``failure_threshold`` consecutive failures open it.
     ``open``: ``allow()`` is False until ``reset_timeout_s`` has passed, then one
     probe is let through (``half_open``). A probe success closes the breaker, a
-    probe failure opens it again for another ``reset_timeout_s``.
+    probe failure opens it again for another ``reset_timeout_s``. A probe that ends
+    without a verdict (cancelled, or cut by its caller's own deadline) must ``release()``
+    the half-open slot; one that never reports back is written off after
+    ``reset_timeout_s``, so the breaker can never stay half-open for good.
     """
 
     def __init__(self, failure_threshold: int = 3, reset_timeout_s: float = 1.0, clock: Clock = time.monotonic):
@@ -39,6 +42,7 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at = 0.0
         self._probe_in_flight = False
+        self._probe_started = 0.0
 
     @property
     def state(self) -> str:
@@ -51,11 +55,17 @@ class CircuitBreaker:
         state = self.state
         if state == CLOSED:
             return True
-        if state == HALF_OPEN and not self._probe_in_flight:
+        if state == HALF_OPEN and (not self._probe_in_flight
+                                   or self._clock() - self._probe_started >= self.reset_timeout_s):
             self._state = HALF_OPEN
             self._probe_in_flight = True
+            self._probe_started = self._clock()
             return True
         return False
+
+    def release(self) -> None:
+        """A call ended without telling whether the dependency works: free the probe slot, change nothing."""
+        self._probe_in_flight = False
 
     def record_success(self) -> None:
         if self._state != CLOSED:

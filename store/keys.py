@@ -7,6 +7,8 @@ one atomic ``SET`` of its pointer key, so readers never see a half-loaded table:
     tandem:{tenant}:{table}:{version}:{entity}       -> value          (with a TTL)
     tandem:{tenant}:{table}:{version}:__meta__       -> JSON manifest  (row count, model version)
     tandem:{tenant}:sess:{session_id}                -> list of JSON events (live session state)
+    tandem:{tenant}:events                           -> stream of every live event (capped by length)
+    tandem:{tenant}:batch:{batch_id}                 -> "1" while a stored event batch id is remembered
 
 ``table`` is one of ``TABLES``. The tenant is part of every key, so one tenant
 can never address another tenant's keys.
@@ -29,6 +31,11 @@ def _check(name: str, value: str) -> str:
     if not _SAFE.match(value):
         raise ValueError(f"{name} {value!r} must be 1-64 characters of letters, digits, '_', '.', '-'")
     return value
+
+
+def check_tenant(tenant: str) -> str:
+    """``tenant`` if it is a valid tenant name (it is part of keys and registry paths), else ValueError."""
+    return _check("tenant", tenant)
 
 
 def pointer_key(table: str, tenant: str = DEFAULT_TENANT) -> str:
@@ -54,6 +61,16 @@ def meta_key(table: str, version: str, tenant: str = DEFAULT_TENANT) -> str:
 
 def session_key(session_id: str, tenant: str = DEFAULT_TENANT) -> str:
     return f"{PREFIX}:{_check('tenant', tenant)}:sess:{session_id}"
+
+
+def events_stream_key(tenant: str = DEFAULT_TENANT) -> str:
+    """The tenant's stream of live events, for batch features to read (``XREAD``/``XRANGE``)."""
+    return f"{PREFIX}:{_check('tenant', tenant)}:events"
+
+
+def batch_key(batch_id: str, tenant: str = DEFAULT_TENANT) -> str:
+    """Marks an event batch as stored, so a retried batch with the same id is stored once."""
+    return f"{PREFIX}:{_check('tenant', tenant)}:batch:{batch_id}"
 
 
 def run_version(model_version: str, run_id: str) -> str:

@@ -8,7 +8,7 @@ in an in-process LRU; pointer keys are held only briefly.
 
 The interface: ``get_many`` / ``set_many`` (TTL) / ``delete`` / ``close``, ``get_row`` (one
 published table's row for an entity, plus the live session's events, in one call: the
-pointer, LRU and get-and-list protocol), ``append_session`` (live events), and ``ping`` /
+pointer, LRU and get-and-list protocol), ``append_events`` (live events: stored or refused), ``ping`` /
 ``warm`` for health and start-up. The low-level calls raise ``StoreUnavailable`` with a
 short reason; ``get_row`` reports it in ``Row.error`` instead, which the fallback chain records.
 Key and value formats come from ``store.keys`` and ``store.codec``.
@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from store import codec, keys
-from store.breaker import LRU, STATE_CODE, CircuitBreaker
+from store.breaker import CLOSED, LRU, STATE_CODE, CircuitBreaker
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,9 @@ class OnlineStoreConfig(BaseModel):
     max_connections: int = Field(32, ge=1, le=1024)
     pool_timeout_s: float = Field(0.005, gt=0, le=5)
     call_timeout_s: float = Field(0.02, gt=0, le=5)
+    write_timeout_s: float = Field(0.25, gt=0, le=10, description="budget of one live-events write (its own "
+                                   "connections: a slow write is better than a retry)")
+    write_connections: int = Field(8, ge=1, le=1024)
     connect_timeout_s: float = Field(0.25, gt=0, le=5)
     warm_connections: int = Field(4, ge=0, le=1024)
     breaker_failures: int = Field(3, ge=1)
@@ -45,6 +48,24 @@ class OnlineStoreConfig(BaseModel):
     lru_size: int = Field(50_000, ge=0)
     lru_ttl_s: float = Field(30.0, gt=0)
     pointer_ttl_s: float = Field(1.0, ge=0)
+
+
+# KEYS: session list, events stream, batch marker ("" for none)
+# ARGV: session TTL s, session max events, stream max length, batch marker TTL s, session id, batch id
+#       ("" for none), events...
+APPEND_EVENTS_LUA = """
+if KEYS[3] ~= "" and not redis.call("SET", KEYS[3], "1", "NX", "EX", ARGV[4]) then
+  return {redis.call("LLEN", KEYS[1]), 1}
+end
+for i = 7, #ARGV do
+  redis.call("RPUSH", KEYS[1], ARGV[i])
+  redis.call("XADD", KEYS[2], "MAXLEN", "~", ARGV[3], "*", "session_id", ARGV[5], "batch_id", ARGV[6],
+             "event", ARGV[i])
+end
+redis.call("LTRIM", KEYS[1], -tonumber(ARGV[2]), -1)
+redis.call("EXPIRE", KEYS[1], ARGV[1])
+return {redis.call("LLEN", KEYS[1]), 0}
+"""
 
 
 class StoreUnavailable(RuntimeError):
@@ -80,42 +101,72 @@ class OnlineStore:
         self.breaker = CircuitBreaker(self.config.breaker_failures, self.config.breaker_reset_s)
         self.lru = LRU(self.config.lru_size, self.config.lru_ttl_s)
         self._client: Any = None
+        self._write_client: Any = None
+        self._append_script: Any = None
 
     # -- client --------------------------------------------------------------
     def _redis(self) -> Any:
         """Created lazily, in the event loop that uses it (no connection at import or init)."""
         if self._client is None:
-            import redis.asyncio as aioredis
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
-
-            pool = aioredis.BlockingConnectionPool.from_url(
-                self.url, max_connections=self.config.max_connections, timeout=self.config.pool_timeout_s,
-                socket_timeout=self.config.call_timeout_s, socket_connect_timeout=self.config.connect_timeout_s,
-                retry=Retry(NoBackoff(), 0), health_check_interval=0,
-            )
-            self._client = aioredis.Redis(connection_pool=pool)
+            self._client = self._make_client(self.config.max_connections, self.config.call_timeout_s)
         return self._client
 
-    async def _run(self, coro_factory: Any, timeout_s: float | None, cap: bool = True) -> Any:
+    def _writer(self) -> Any:
+        """The client for live-event writes: its own pool, with ``write_timeout_s`` socket timeouts."""
+        if self._write_client is None:
+            self._write_client = self._make_client(self.config.write_connections, self.config.write_timeout_s)
+        return self._write_client
+
+    def _make_client(self, max_connections: int, socket_timeout_s: float) -> Any:
+        import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self.url, max_connections=max_connections, timeout=self.config.pool_timeout_s,
+            socket_timeout=socket_timeout_s, socket_connect_timeout=self.config.connect_timeout_s,
+            retry=Retry(NoBackoff(), 0), health_check_interval=0,
+        )
+        return aioredis.Redis(connection_pool=pool)
+
+    async def _run(self, coro_factory: Any, timeout_s: float | None, cap: bool = True, write: bool = False) -> Any:
+        """Run one Redis call under the breaker. Only Redis's own faults count against it: an error
+        from the server or the connection, or no answer within ``call_timeout_s``. A call cut
+        short by its caller (a deadline tighter than ``call_timeout_s``, a cancelled request) or
+        by this replica's own full pool says nothing about Redis and only frees the probe slot."""
+        probe = self.breaker.state != CLOSED
         if not self.breaker.allow():
             raise StoreUnavailable("breaker_open")
         budget = self.config.call_timeout_s if timeout_s is None else \
             (min(timeout_s, self.config.call_timeout_s) if cap else timeout_s)
-        if budget <= 0:
-            raise StoreUnavailable("deadline")
+        callers_deadline = cap and budget < self.config.call_timeout_s
+        settled = False   # whether this call told the breaker something about Redis
         try:
+            if budget <= 0:
+                raise StoreUnavailable("deadline")
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for wraps the call in a new Task
             async with asyncio.timeout(budget):
-                result = await coro_factory(self._redis())
+                result = await coro_factory(self._writer() if write else self._redis())
+            self.breaker.record_success()
+            settled = True
+            return result
         except TimeoutError as exc:
+            if callers_deadline:
+                raise StoreUnavailable("deadline") from exc
             self.breaker.record_failure()
+            settled = True
             raise StoreUnavailable("timeout") from exc
+        except StoreUnavailable:
+            raise
         except Exception as exc:  # noqa: BLE001 - any client error means "no cache", never a 5xx
+            if _pool_exhausted(exc):
+                raise StoreUnavailable("pool", type(exc).__name__) from exc
             self.breaker.record_failure()
+            settled = True
             raise StoreUnavailable("error", type(exc).__name__) from exc
-        self.breaker.record_success()
-        return result
+        finally:
+            if probe and not settled:   # cancelled, or cut by the caller: free the half-open slot
+                self.breaker.release()
 
     @property
     def breaker_state(self) -> str:
@@ -163,13 +214,17 @@ class OnlineStore:
         return ok
 
     async def close(self) -> None:
-        if self._client is not None:
-            client, self._client = self._client, None
+        for attr in ("_client", "_write_client"):
+            client = getattr(self, attr)
+            if client is None:
+                continue
+            setattr(self, attr, None)
             try:
                 await client.aclose()
                 await client.connection_pool.disconnect()
             except Exception:  # noqa: BLE001 - closing a broken client must not raise
                 logger.debug("error while closing the redis client", exc_info=True)
+        self._append_script = None
 
     # -- rows of published tables and live sessions ---------------------------
     async def get_row(self, table: str, tenant: str, entity: str, session_id: str | None = None,
@@ -211,21 +266,23 @@ class OnlineStore:
             return Row(version=ns, events=live, lookup="miss")
         return Row(value=codec.decode(value), version=ns, events=live, lookup="hit")
 
-    async def append_session(self, tenant: str, session_id: str, events: list[str], ttl_s: int, max_len: int,
-                             timeout_s: float | None = None) -> int:
-        """Append encoded events to a live session, keep its last ``max_len``, refresh its TTL; its length."""
-        key = keys.session_key(session_id, tenant)
-
-        async def op(r: Any) -> int:
-            pipe = r.pipeline(transaction=True)
-            pipe.rpush(key, *events)
-            pipe.ltrim(key, -max_len, -1)
-            pipe.expire(key, ttl_s)
-            pipe.llen(key)
-            res = await pipe.execute()
-            return int(res[-1])
-
-        return int(await self._run(op, timeout_s))
+    async def append_events(self, tenant: str, session_id: str, events: list[str], batch_id: str | None,
+                            ttl_s: int, max_len: int, stream_max_len: int, batch_ttl_s: int) -> tuple[int, bool]:
+        """Store a batch of live events in one atomic script: append them to the session's list (its
+        last ``max_len``, TTL refreshed) and to the tenant's event stream (``MAXLEN ~ stream_max_len``;
+        fields ``session_id``, ``batch_id`` ("" for none) and ``event``, the encoded event).
+        With a ``batch_id``, a batch already stored (within ``batch_ttl_s``) is not stored again.
+        Returns (session length, duplicate); raises ``StoreUnavailable`` when nothing was stored
+        for certain. The write has ``write_timeout_s`` on its own connections."""
+        if self._append_script is None:
+            self._append_script = self._writer().register_script(APPEND_EVENTS_LUA)
+        script = self._append_script
+        keys_ = [keys.session_key(session_id, tenant), keys.events_stream_key(tenant),
+                 keys.batch_key(batch_id, tenant) if batch_id else ""]
+        args = [ttl_s, max_len, stream_max_len, batch_ttl_s, session_id, batch_id or "", *events]
+        length, duplicate = await self._run(lambda r: script(keys=keys_, args=args, client=r),
+                                            self.config.write_timeout_s, cap=False, write=True)
+        return int(length), bool(duplicate)
 
     async def _get_and_list(self, keys_: list[str], list_key: str | None,
                             timeout_s: float | None = None) -> tuple[list[bytes | None], list[bytes]]:
@@ -252,3 +309,8 @@ class OnlineStore:
     def _remember_pointer(self, key: str, version: str | None) -> None:
         if version is not None and self.config.pointer_ttl_s > 0:
             self.lru.put(("ptr", key), version, self.config.pointer_ttl_s)
+
+
+def _pool_exhausted(exc: BaseException) -> bool:
+    """redis-py's BlockingConnectionPool had no free connection in time: this replica is busy, not Redis."""
+    return type(exc).__name__ == "ConnectionError" and "No connection available" in str(exc)

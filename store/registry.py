@@ -5,6 +5,12 @@ Layout under the registry URI::
     <root>/<model_name>/<version>/...          # the artifact files, copied verbatim
     <root>/<model_name>/<version>/meta.json     # metrics, data window, config, code version
     <root>/<model_name>/champion.json           # {"version": ..., "history": [...]}
+    <root>/tenants/<tenant>/<model_name>/...     # a tenant's own models, the same layout
+
+Models are namespaced by tenant: ``tenant_uri(root, tenant)`` is a registry of its own under
+``tenants/``, and the root holds the shared default, which the ``default`` tenant owns. A
+tenant without its own champion of a model is served the shared default's
+(``resolve``); a tenant with its own is never served anyone else's.
 
 A version directory is complete before it becomes visible: files are copied to a
 staging name first and the version is listed only once ``meta.json`` is written
@@ -33,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 META = "meta.json"
 CHAMPION = "champion.json"
+TENANTS_DIR = "tenants"
 
 
 class RegistryError(RuntimeError):
@@ -66,6 +73,8 @@ class Registry:
     def register(self, name: str, artifact_dir: str | os.PathLike[str], meta: dict[str, Any]) -> ModelVersion:
         """Copy ``artifact_dir`` into a new version of ``name`` and return it."""
         src = Path(artifact_dir)
+        if name == TENANTS_DIR:
+            raise RegistryError(f"{TENANTS_DIR!r} is reserved for tenant namespaces; name the model otherwise")
         if not src.is_dir():
             raise RegistryError(f"artifact directory {src} does not exist")
         version = time.strftime("v%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
@@ -179,6 +188,34 @@ class Registry:
         else:  # object stores replace a key in one PUT
             with self.fs.open_output_stream(path) as f:
                 f.write(data)
+
+
+def tenant_uri(uri: str, tenant: str | None) -> str:
+    """The registry of ``tenant``'s own models (the shared root for None or the default tenant)."""
+    from store.keys import DEFAULT_TENANT, check_tenant
+
+    if tenant is None or tenant == DEFAULT_TENANT:
+        return uri
+    return f"{uri.rstrip('/')}/{TENANTS_DIR}/{check_tenant(tenant)}"
+
+
+def resolve(uri: str, name: str, tenant: str | None, version: str | None = None) -> tuple[str, str | None]:
+    """(registry URI, version) that serve model ``name`` to ``tenant``.
+
+    A tenant with its own models of ``name`` gets its own: the pinned ``version`` when its
+    namespace holds it, else its champion (a pin of a shared version never reaches it). A tenant
+    without them gets the shared default at ``uri``, with ``version`` as pinned."""
+    own = tenant_uri(uri, tenant)
+    if own != uri and ("://" in own or Path(own).expanduser().is_dir()):  # no empty dirs for a lookup
+        reg = Registry(own)
+        if version is not None and version in reg.versions(name):
+            return own, version
+        if reg.champion(name) is not None:
+            if version is not None:
+                logger.info("tenant %s has its own %s models: the pinned %s (shared) is not used for it",
+                            tenant, name, version)
+            return own, None
+    return uri, version
 
 
 def _absolute(uri: str) -> str:

@@ -30,7 +30,8 @@ def test_get_row_follows_the_pointer_and_reads_the_live_session(redis_server: st
     async def scenario() -> list[Any]:
         store = OnlineStore(redis_server)
         try:
-            assert await store.append_session("default", "s1", [codec.encode_event({"item_id": "i9"})], 60, 10) == 1
+            assert await store.append_events("default", "s1", [codec.encode_event({"item_id": "i9"})], None, 60, 10,
+                                             1000, 60) == (1, False)
             first = await store.get_row("recs", "default", "s1", "s1", timeout_s=1.0)
             missing = await store.get_row("recs", "default", "nope", None, timeout_s=1.0)
             unpublished = await store.get_row("score", "default", "s1", None, timeout_s=1.0)

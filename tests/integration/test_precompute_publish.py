@@ -83,3 +83,27 @@ def test_failed_run_leaves_the_old_pointer_and_no_partial_namespace(ray_cluster:
         precompute.run(bad)
     assert redis_client.get(keys.pointer_key("recs", "default")) == before
     assert set(redis_client.keys("tandem:default:recs:*")) == keys_before
+
+
+def test_tenants_with_their_own_models_are_scored_by_them(ray_cluster: object, redis_client: object,
+                                                          redis_server: str, registry: str, tmp_path: Path) -> None:
+    """acme has its own recommender over its own catalogue: its rows never get shared items."""
+    from store.registry import tenant_uri
+
+    own = Registry(tenant_uri(registry, "acme"))
+    acme_sessions = [["a1", "a2"], ["a2", "a3"], ["a1"]]
+    own.set_champion("recommender", own.register("recommender", pop_artifact(tmp_path / "pop-acme", acme_sessions),
+                                                 {"model_type": "pop"}).version, "test")
+    features = _features(tmp_path / "features")
+    cfg = precompute.PrecomputeConfig(features=str(features), registry=registry, redis=redis_server, top_k=3,
+                                      tables=["recs"])
+    report = precompute.run(cfg)
+    assert set(report["tenants"]) == {"default", "acme"}
+    assert report["tenants"]["acme"]["recs"]["registry"] == tenant_uri(registry, "acme")
+    assert report["tenants"]["default"]["recs"]["registry"] == registry
+    for tenant, sids, catalogue in (("acme", ["s1", "s4"], {"a1", "a2", "a3"}),
+                                    ("default", ["s0", "s2", "s3"], {f"i{i}" for i in range(1, 7)})):
+        version = redis_client.get(keys.pointer_key("recs", tenant)).decode()
+        for sid in sids:
+            items = {i for i, _ in json.loads(redis_client.get(keys.entity_key("recs", version, sid, tenant)))}
+            assert items and items <= catalogue, (tenant, sid, items)

@@ -121,7 +121,7 @@ def test_score_serves_precomputed_then_prior_for_unknown_sessions(app: dict[str,
 
 
 def test_fast_path_answers_exactly_like_fastapi(app: dict[str, Any], redis_server: str) -> None:
-    """``application/json`` takes serve/hotpath.py; another media type takes FastAPI's route."""
+    """The fast path (serve/hotpath.py) answers like FastAPI, with or without a charset parameter."""
     publish_table(redis_server, "score", "default", {"s-fast": repr(0.1 + 0.2)}, "vprop-fp")
     publish_table(redis_server, "recs", "default", {"s-fast": json.dumps([["d2", 0.5], ["d9", 0.25]])}, "vrec-fp")
     time.sleep(1.2)  # replicas hold a table's version pointer for up to pointer_ttl_s (1 s)
@@ -163,14 +163,16 @@ def test_client_mistakes_get_4xx_naming_the_field(app: dict[str, Any]) -> None:
         no_key = post(c, app["url"], "/v1/score", {"session_id": "s"}, key=None)
         wrong_key = post(c, app["url"], "/v1/recommend", {"session_id": "s"}, key="key-nobody")
         docs = c.get(f"{app['url']}/openapi.json")
-        health = c.get(f"{app['url']}/v1/health")
+        health = c.get(f"{app['url']}/v1/health", headers={"X-API-Key": "key-default"})
+        public_health = c.get(f"{app['url']}/v1/health")
     assert bad_type.status_code == 422 and bad_type.json()["detail"][0]["loc"][-1] == "session_id"
     assert bad_deadline.status_code == 422 and bad_deadline.json()["detail"][0]["loc"][-1] == "deadline_ms"
     assert bad_event.status_code == 422 and "event_type" in bad_event.json()["detail"][0]["loc"]
-    assert not_json.status_code == 422
+    assert not_json.status_code == 400
     assert no_key.status_code == 401 and wrong_key.status_code == 401
     assert "/v1/score" in docs.json()["paths"]
     assert health.status_code == 200 and health.json()["redis"] == "up"
+    assert public_health.json() == {"status": "ok"}
 
 
 def test_tenants_never_see_each_others_data(app: dict[str, Any], redis_server: str) -> None:
@@ -239,6 +241,32 @@ def test_hot_swap_reaches_replicas_with_zero_errors(app: dict[str, Any]) -> None
     assert codes[200] > 20
 
 
+def test_a_swap_to_a_version_that_does_not_load_keeps_the_old_models(app: dict[str, Any]) -> None:
+    """A reconfigure naming a broken version: the replica keeps serving what it had, health says why."""
+    body = {"session_id": "swap-bad", "items": ["zz"], "k": 1}
+    key = {"X-API-Key": "key-default"}
+    with httpx.Client() as c:
+        before = post(c, app["url"], "/v1/recommend", body).json()
+        assert before["source"] == "model"
+        deploy("tandem-test", "/t", app["args"], {"generation": 7, "recommender_version": "v-no-such-version"})
+        deadline, health = time.time() + 60, {}
+        while time.time() < deadline:
+            health = c.get(f"{app['url']}/v1/health", headers=key).json()
+            if health.get("swap_error"):
+                break
+            time.sleep(0.3)
+        after = [post(c, app["url"], "/v1/recommend", body).json() for _ in range(10)]
+        assert "v-no-such-version" in health["swap_error"], health
+        assert health["models"]["recommender"] == before["model_version"]
+        assert {a["model_version"] for a in after} == {before["model_version"]}   # not a cold start
+        assert {a["source"] for a in after} == {"model"}
+        deploy("tandem-test", "/t", app["args"], {"generation": 8})              # a good config clears it
+        deadline = time.time() + 60
+        while time.time() < deadline and c.get(f"{app['url']}/v1/health", headers=key).json().get("swap_error"):
+            time.sleep(0.3)
+        assert "swap_error" not in c.get(f"{app['url']}/v1/health", headers=key).json()
+
+
 def test_redis_hung_then_killed_under_load_never_5xx(app: dict[str, Any], serve_http: str,
                                                      tmp_path: Path) -> None:
     import os
@@ -286,7 +314,7 @@ def test_redis_hung_then_killed_under_load_never_5xx(app: dict[str, Any], serve_
                 body = post(c, f"{serve_http}/k", "/v1/score", {"session_id": "k1"}).json()
                 recovered = body["source"] == "precomputed" and body["score"] == 0.75
                 time.sleep(0.2)
-            health = c.get(f"{serve_http}/k/v1/health").json()
+            health = c.get(f"{serve_http}/k/v1/health", headers={"X-API-Key": "key-default"}).json()
     finally:
         stop.set()
         for w in workers:

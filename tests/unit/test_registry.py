@@ -61,3 +61,32 @@ def test_fetch_returns_local_copy_of_champion(tmp_path: Path) -> None:
 def test_register_missing_dir_is_clear(tmp_path: Path) -> None:
     with pytest.raises(RegistryError, match="does not exist"):
         Registry(str(tmp_path / "reg")).register("x", tmp_path / "nope", {})
+
+
+def test_models_are_namespaced_by_tenant_with_a_shared_default(tmp_path: Path) -> None:
+    from store.registry import resolve, tenant_uri
+
+    root = str(tmp_path / "reg")
+    shared = Registry(root)
+    mv_shared = shared.register("recommender", _artifact(tmp_path, "s", "shared"), {})
+    shared.set_champion("recommender", mv_shared.version)
+    acme = Registry(tenant_uri(root, "acme"))
+    mv_acme = acme.register("recommender", _artifact(tmp_path, "a", "acme"), {})
+    assert tenant_uri(root, "default") == tenant_uri(root, None) == root
+    assert acme.champion("recommender") is None
+    own = tenant_uri(root, "acme")
+    assert resolve(root, "recommender", "acme") == (root, None)          # no own champion yet: shared
+    assert resolve(root, "recommender", "acme", mv_acme.version) == (own, mv_acme.version)  # pinned own
+    acme.set_champion("recommender", mv_acme.version)
+    assert resolve(root, "recommender", "acme") == (own, None)
+    # a pin of a shared version is for tenants on the shared default, never for one with its own
+    assert resolve(root, "recommender", "acme", mv_shared.version) == (own, None)
+    assert resolve(root, "recommender", "bolt", mv_shared.version) == (root, mv_shared.version)
+    assert resolve(root, "recommender", "default") == (root, None)
+    assert not (tmp_path / "reg" / "tenants" / "bolt").exists()          # a lookup creates nothing
+    assert shared.versions("recommender") == [mv_shared.version]         # namespaces do not mix
+    assert acme.versions("recommender") == [mv_acme.version]
+    with pytest.raises(ValueError, match="tenant"):
+        tenant_uri(root, "../etc")
+    with pytest.raises(RegistryError, match="reserved"):
+        shared.register("tenants", _artifact(tmp_path, "t", "x"), {})

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from fastapi import HTTPException
 from pydantic import ValidationError
 
 from serve import fallback as fb
-from serve.deployments import effective_tenant_config, tenant_for
+from serve.deployments import effective_tenant_config, gate_of
 from serve.engine import event_json, events_frame
 from serve.schemas import AppArgs, EventsRequest, ModelConfig, RecommendRequest, ScoreRequest, TenantConfig
 from store import keys
@@ -85,15 +84,14 @@ def test_deadline_counts_down_with_its_clock() -> None:
     assert dl.expired()
 
 
-def test_api_key_resolves_tenant_or_401() -> None:
-    args = AppArgs(registry_uri="r", redis_url="u", api_keys={"key-a": "acme", "key-b": "bolt"})
-    assert tenant_for("key-a", args) == "acme"
-    for bad in (None, "key-c", ""):
-        with pytest.raises(HTTPException) as exc:
-            tenant_for(bad, args)
-        assert exc.value.status_code == 401
-    open_args = AppArgs(registry_uri="r", redis_url="u", require_api_key=False)
-    assert tenant_for(None, open_args) == "default"
+def test_api_key_resolves_tenant_or_says_why_not() -> None:
+    gate = gate_of(AppArgs(registry_uri="r", redis_url="u", api_keys={"key-a": "acme", "key-b": "bolt"}))
+    assert gate.tenant("key-a") == ("acme", None)
+    assert gate.tenant(None) == (None, "missing X-API-Key header")
+    for bad in ("key-c", ""):
+        assert gate.tenant(bad) == (None, "unknown API key")
+    open_gate = gate_of(AppArgs(registry_uri="r", redis_url="u", require_api_key=False))
+    assert open_gate.tenant(None) == ("default", None)
 
 
 def test_user_config_pins_apply_only_to_shared_registry_tenants() -> None:

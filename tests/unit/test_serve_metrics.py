@@ -43,3 +43,20 @@ def test_counts_are_summed_then_flushed(monkeypatch: pytest.MonkeyPatch) -> None
     clock[0] = 1.5                                                # past the interval: the next call flushes
     m.cache_lookup("recs", "hit")
     assert lookups.calls[-1] == (2, {"table": "recs", "result": "hit"})
+
+
+def test_a_failed_model_swap_is_a_metric_until_the_next_good_one() -> None:
+    class Gauge:
+        def __init__(self) -> None:
+            self.values: list[float] = []
+
+        def set(self, value: float) -> None:
+            self.values.append(value)
+
+    m = ServeMetrics(flush_interval_s=3600)
+    swaps, failed = Sink(), Gauge()
+    m._swaps, m._swap_failed = swaps, failed  # type: ignore[assignment]
+    m.model_swap(ok=False)
+    m.model_swap(ok=True)
+    assert swaps.calls == [(1, {"result": "failed"}), (1, {"result": "ok"})]
+    assert failed.values == [1, 0]
