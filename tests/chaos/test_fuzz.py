@@ -27,6 +27,8 @@ def test_schemathesis_all_checks_finds_nothing(stack: Stack, tmp_path: Path) -> 
                           "--report", "junit", "--report-junit-path", str(tmp_path / "junit.xml")],
                          capture_output=True, text=True, timeout=1500, cwd=tmp_path)
     tail = out.stdout[-6000:] + out.stderr[-2000:]
+    summary = re.search(r"Test cases:\s*\n\s*(.+)", out.stdout)
+    print(f"\nschemathesis: {summary.group(1).strip() if summary else '?'}")
     generated = re.search(r"(\d+) generated", out.stdout)
     assert generated is not None, tail
     assert int(generated.group(1)) >= MIN_CASES, tail

@@ -80,7 +80,7 @@ def test_events_are_refused_with_a_retry_while_redis_is_hung_and_a_retry_stores_
     url = f"redis://127.0.0.1:{port}/0"
 
     async def go() -> dict[str, object]:
-        engine = _engine(url, call_timeout_s=0.05, write_timeout_s=0.1, breaker_failures=2, breaker_reset_s=0.5)
+        engine = _engine(url, call_timeout_s=0.2, write_timeout_s=0.5, breaker_failures=2, breaker_reset_s=0.5)
         out: dict[str, object] = {"ok": (await engine.add_events(_req("s", 1, "b0"), "t")).stored}
         _stop(pid_file, signal.SIGSTOP)                                       # hung: answers nothing
         refused = []
@@ -119,7 +119,7 @@ def test_tiny_client_deadlines_never_open_the_breaker_but_a_hung_redis_does(tmp_
 
     port, pid_file = free_port(), tmp_path / "redis.pid"
     start_redis(port, tmp_path / "redis", pid_file)
-    cache = OnlineStore(f"redis://127.0.0.1:{port}/0", OnlineStoreConfig(call_timeout_s=0.1, breaker_failures=3,
+    cache = OnlineStore(f"redis://127.0.0.1:{port}/0", OnlineStoreConfig(call_timeout_s=0.5, breaker_failures=3,
                                                                    breaker_reset_s=0.3))
 
     async def reason(timeout_s: float | None) -> str:
@@ -130,6 +130,7 @@ def test_tiny_client_deadlines_never_open_the_breaker_but_a_hung_redis_does(tmp_
             return exc.reason
 
     async def go() -> dict[str, object]:
+        await cache.warm()                                                    # connections up front (a busy box)
         out: dict[str, object] = {"warm": await reason(None)}
         out["tiny"] = {await reason(1e-6) for _ in range(50)}               # a client's own 1 µs deadline
         out["after_tiny"] = cache.breaker_state
