@@ -62,6 +62,7 @@ def flags(p: argparse.ArgumentParser) -> None:
                         "2 GiB of matrices, else Ray Data)")
     p.add_argument("--seed", type=int)
     p.add_argument("--registry", help="registry URI (local dir or s3://)")
+    p.add_argument("--tenant", help="train on this tenant's rows and register in its namespace (default: shared)")
     p.add_argument("--out", help="artifact directory (default: a temp dir)")
 
 

@@ -54,6 +54,7 @@ def flags(p: argparse.ArgumentParser) -> None:
                    help="torch threads per Train worker (default: cluster CPUs / workers; GRU4Rec on 2 cores: 1 is faster)")
     p.add_argument("--test-fraction", type=float, help="parquet / diginetica-views time split (default 0.1)")
     p.add_argument("--registry", help="registry URI (local dir or s3://)")
+    p.add_argument("--tenant", help="train on this tenant's rows and register in its namespace (default: shared)")
     p.add_argument("--promote", action="store_true", help="make this version the champion")
     p.add_argument("--artifact-dir", help="where to write the artifact (default: a temp dir)")
     p.add_argument("--storage", help="Ray Train storage path (default: $TANDEM_SCRATCH_URI, else under an s3:// "

@@ -125,6 +125,17 @@ def publish_model_table(cfg: PrecomputeConfig, table: str, kind: str, source: st
     return counts
 
 
+def own_popular(cfg: PrecomputeConfig, tenant: str) -> list[tuple[str, float]] | None:
+    """A tenant with a recommender of its own, when the items table is not split by tenant: its
+    model's training popularity, never the whole table's (which holds other tenants' items)."""
+    uri, _ = resolve(cfg.registry, "recommender", tenant)
+    if uri == cfg.registry:
+        return None
+    from models.session_rec.predictor import SessionRecPredictor
+
+    return load_predictor(SessionRecPredictor, uri).popular(cfg.popular_k)
+
+
 def publish_popular(cfg: PrecomputeConfig, source: str, run_id: str) -> int:
     import ray
 
@@ -141,6 +152,8 @@ def publish_popular(cfg: PrecomputeConfig, source: str, run_id: str) -> int:
             if "tenant" in items.columns:
                 part = items[items["tenant"].map(publish.tenant_of) == tenant]
             top = popular_items(part, cfg.popular_k)
+            if "tenant" not in items.columns:
+                top = own_popular(cfg, tenant) or top
             value = codec.encode_top_k(top)
             publish.write_rows(client, "popular", version, [(tenant, keys.POPULAR_ENTITY, value)], cfg.ttl)
             publish.commit(client, "popular", version, tenant, {"rows": len(top)}, cfg.ttl)

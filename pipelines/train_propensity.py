@@ -40,9 +40,10 @@ from models.propensity.select import STRATEGIES
 from pipelines.drift import feature_quantiles
 from pipelines.raycluster import train_storage
 from pipelines.reports.model import MODEL_REPORT, write_propensity_report
+from pipelines.tenancy import tenant_rows
 from pipelines.train_callbacks import callback_types, without_default_callbacks
 from store import fs
-from store.registry import Registry
+from store.registry import Registry, tenant_uri
 
 logger = logging.getLogger(__name__)
 
@@ -246,6 +247,8 @@ class TrainConfig(BaseModel):
     ingest: Ingest = "auto"
     seed: int = 0
     registry: str | None = None
+    tenant: str | None = Field(None, description="train on this tenant's rows only and register the model in "
+                               "its namespace of the registry (default: all rows, the shared default)")
     out: str | None = None
 
 
@@ -257,7 +260,10 @@ def train_and_register(cfg: TrainConfig) -> dict[str, Any]:
     calibration, threshold); this function gives it the Ray Train fit, then reads the test
     split once through the serving predictor (``models.propensity.report``)."""
     t0 = time.perf_counter()
-    prep = prepare(fs.resolve(cfg.features), cfg.label, cfg.time_column, cfg.seed, exclude=cfg.exclude)
+    features_path = fs.resolve(cfg.features)
+    if cfg.tenant is not None:
+        features_path = tenant_rows(features_path, cfg.tenant, Path(tempfile.mkdtemp(prefix="tdm-tenant-")))
+    prep = prepare(features_path, cfg.label, cfg.time_column, cfg.seed, exclude=cfg.exclude)
     parts, features, encoding = prep.parts, prep.features, prep.encoding
     base = PropensityConfig(kind=cfg.model, num_boost_round=cfg.rounds, seed=cfg.seed, keep_rate=cfg.keep_rate,
                             focal_alpha=cfg.focal_alpha, focal_gamma=cfg.focal_gamma)
@@ -308,9 +314,10 @@ def train_and_register(cfg: TrainConfig) -> dict[str, Any]:
         "columns": {"used": len(features), "categorical": encoding.categorical, "dropped": encoding.dropped},
         "artifact": str(out), "report": str(html), "seconds": round(time.perf_counter() - t0, 1)}
     if cfg.registry:
-        reg = Registry(cfg.registry)
+        reg = Registry(tenant_uri(cfg.registry, cfg.tenant))
         mv = reg.register(REGISTRY_NAME, out, {"metrics": art.metrics, "data_window": art.data_window,
-                                               "config": art.config, "kind": model.kind})
+                                               "config": art.config, "kind": model.kind, "tenant": cfg.tenant})
+        result["registry"] = reg.uri
         result["version"] = mv.version
         result["registry_report"] = f"{mv.uri}/{MODEL_REPORT}"  # copied into the registry with the artifact
         if reg.champion(REGISTRY_NAME) is None:

@@ -29,9 +29,10 @@ from models.session_rec.evaluate import BASELINES, evaluate_with_slices, fit_bas
 from models.session_rec.predictor import REGISTRY_NAME
 from pipelines import raycluster
 from pipelines.reports.model import MODEL_REPORT, write_recommender_report
+from pipelines.tenancy import tenant_rows
 from pipelines.train_callbacks import callback_types, without_default_callbacks
 from store import fs
-from store.registry import Registry
+from store.registry import Registry, tenant_uri
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,9 @@ class TrainConfig(BaseModel):
     threads: int | None = Field(None, ge=1, description="torch threads per Train worker")
     test_fraction: float = Field(0.1, gt=0, lt=1, description="parquet time split")
     registry: str | None = None
+    tenant: str | None = Field(None, description="train on this tenant's sessions only (format parquet: its "
+                               "rows; other formats hold one tenant's data) and register the model in its "
+                               "namespace of the registry (default: the shared default)")
     promote: bool = False
     artifact_dir: str | None = None
     storage: str | None = None
@@ -219,7 +223,12 @@ def train_and_register(opts: TrainConfig) -> dict[str, Any]:
     logger.info("resolved config: %s", cfg.model_dump_json())
     limits = SMOKE if opts.smoke_test else {}
     categories = read_item_categories(fs.resolve(opts.item_categories)) if opts.item_categories else None
-    data = load_dataset(fs.resolve(opts.train), fs.resolve(opts.test) if opts.test else None, opts.format,
+    train, test = fs.resolve(opts.train), fs.resolve(opts.test) if opts.test else None
+    if opts.tenant is not None and opts.format == "parquet":
+        tmp = Path(tempfile.mkdtemp(prefix="tdm-tenant-"))
+        train = tenant_rows(train, opts.tenant, tmp / "train")
+        test = tenant_rows(test, opts.tenant, tmp / "test") if test else None
+    data = load_dataset(train, test, opts.format,
                         test_fraction=opts.test_fraction, catalogue=sorted(categories) if categories else None,
                         **limits)
     item_category = category_index(data.items.ids, categories)[0] if categories else None  # type: ignore[attr-defined]
@@ -265,9 +274,10 @@ def train_and_register(opts: TrainConfig) -> dict[str, Any]:
     report["report"] = str(write_recommender_report({cfg.model: metrics}, out_dir / MODEL_REPORT, title="Recommender",
                                                     subtitle=f"{cfg.model}, {data.protocol}, full catalogue"))
     if opts.registry:
-        registry = Registry(opts.registry)
+        registry = Registry(tenant_uri(opts.registry, opts.tenant))
         mv = registry.register(REGISTRY_NAME, out_dir, {"model_type": model.model_type, "metrics": metrics,
-                                                       "data_window": data.window})
+                                                       "data_window": data.window, "tenant": opts.tenant})
+        report["registry"] = registry.uri
         if opts.promote or registry.champion(REGISTRY_NAME) is None:
             registry.set_champion(REGISTRY_NAME, mv.version, f"train_recommender {cfg.model} "
                                   f"recall@20={metrics.get('recall@20', 0):.4f}")

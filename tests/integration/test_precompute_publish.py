@@ -107,3 +107,44 @@ def test_tenants_with_their_own_models_are_scored_by_them(ray_cluster: object, r
         for sid in sids:
             items = {i for i, _ in json.loads(redis_client.get(keys.entity_key("recs", version, sid, tenant)))}
             assert items and items <= catalogue, (tenant, sid, items)
+
+
+def test_per_tenant_training_precompute_and_popular_stay_in_their_catalogue(
+        ray_cluster: object, redis_client: object, redis_server: str, tmp_path: Path) -> None:
+    """jobs.train_recommender --tenant trains each tenant on its own sessions into its namespace;
+    precompute then scores each tenant's rows with its own model, and its popular table (the items
+    table is not split by tenant) comes from its own model: no tenant is shown another's items."""
+    from pipelines.train_recommender import TrainConfig, train_and_register
+    from store.registry import tenant_uri
+
+    rng = __import__("random").Random(3)
+    rows = []
+    for i in range(120):
+        tenant = "acme" if i % 2 else "bolt"
+        prefix = "a" if tenant == "acme" else "b"
+        rows.append({"session_id": f"s{i}", "tenant": tenant, "last_time": pd.Timestamp("2026-11-01", tz="UTC")
+                     + pd.Timedelta(minutes=i), "items": [f"{prefix}{rng.randint(1, 6)}" for _ in range(3)]})
+    features = tmp_path / "features"
+    (features / "sequences").mkdir(parents=True)
+    (features / "items").mkdir(parents=True)
+    pd.DataFrame(rows).to_parquet(features / "sequences" / "part-0.parquet")
+    pd.DataFrame({"item_id": ["zz1", "zz2"], "views_7d": [100, 50], "purchases_7d": [5, 1]}).to_parquet(
+        features / "items" / "part-0.parquet")     # not split by tenant: must not reach either tenant
+    registry = str(tmp_path / "registry")
+    for tenant in ("acme", "bolt"):
+        report = train_and_register(TrainConfig(train=str(features / "sequences"), format="parquet", model="pop",
+                                                registry=registry, tenant=tenant, promote=True))
+        assert report["registry"] == tenant_uri(registry, tenant)
+    assert Registry(registry).champion("recommender") is None              # nothing in the shared default
+    out = precompute.run(precompute.PrecomputeConfig(features=str(features), registry=registry,
+                                                     redis=redis_server, top_k=5, tables=["recs", "popular"]))
+    assert set(out["tenants"]) == {"acme", "bolt"}
+    for tenant, prefix in (("acme", "a"), ("bolt", "b")):
+        version = redis_client.get(keys.pointer_key("recs", tenant)).decode()
+        recs = [k for k in redis_client.scan_iter(f"tandem:{tenant}:recs:{version}:s*")]
+        assert recs
+        for key in recs:
+            assert all(i.startswith(prefix) for i, _ in json.loads(redis_client.get(key))), key
+        pop_version = redis_client.get(keys.pointer_key("popular", tenant)).decode()
+        popular = json.loads(redis_client.get(keys.entity_key("popular", pop_version, keys.POPULAR_ENTITY, tenant)))
+        assert popular and all(i.startswith(prefix) for i, _ in popular), (tenant, popular)
