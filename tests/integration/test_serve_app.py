@@ -93,7 +93,7 @@ def app(serve_http: str, redis_server: str, tmp_path_factory: pytest.TempPathFac
             "tenants": {"acme": {"registry_uri": acme}, "bolt": {"registry_uri": bolt}},
             "model_cache_dir": str(tmp / "cache"), "deadline_ms": 2000,
             # generous Redis timeouts: these tests check behaviour, and CI boxes are loaded
-            "cache": {"call_timeout_s": 0.25, "pool_timeout_s": 0.25}}
+            "cache": {"call_timeout_s": 0.25, "pool_timeout_s": 0.25, "write_timeout_s": 2.0}}
     deploy("tandem-test", "/t", args)
     try:
         yield {"url": f"{serve_http}/t", "args": args, "registry": shared, "tmp": tmp}
