@@ -189,8 +189,12 @@ def select(x: np.ndarray, y: np.ndarray, feature_names: list[str], base: Propens
                     res["best_rounds"], time.perf_counter() - t)
         return res, time.perf_counter() - t
 
+    # the longest runs first (the results do not depend on the order): the tandem booster without
+    # reweighting and with focal loss usually run the most rounds, downsampling the fewest rows
+    first = {"none": 0, "focal": 1, REFERENCE: 2, "weight": 3, "downsample": 4}
     with ThreadPoolExecutor(workers, thread_name_prefix="cv") as pool:
-        results = list(pool.map(run, cands))
+        futures = {c.name: pool.submit(run, c) for c in sorted(cands, key=lambda c: first.get(c.name, 5))}
+        results = [futures[c.name].result() for c in cands]
     for c, (res, seconds) in zip(cands, results, strict=True):
         c.cfg = c.cfg.model_copy(update={"num_boost_round": int(res["best_rounds"]), "early_stopping_rounds": 0,
                                          "num_threads": base.num_threads})
