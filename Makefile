@@ -57,7 +57,7 @@ demo: up ## Run the whole pipeline on synthetic data, deploy the endpoints, curl
 	bash cluster/demo.sh
 
 test: venv system-deps chromium ## Run the test suite (unit + integration)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=12
 
 test-unit: venv ## Run the fast unit tests only
 	$(PY) -m pytest -q -m unit
