@@ -39,7 +39,7 @@ class Service(Protocol):
 
     async def handle(self, endpoint: str, req: Any, tenant: str) -> BaseModel: ...
 
-    async def health(self, detailed: bool) -> HealthResponse: ...
+    async def health(self, detailed: bool, tenant: str | None = None) -> HealthResponse: ...
 
 
 _service: Service | None = None
@@ -140,4 +140,5 @@ async def events(req: EventsRequest, request: Request, _: Key = None) -> Any:
 async def health(request: Request,
                  x_api_key: Annotated[str | None, Header(description="with a key: the details")] = None) -> Any:
     """``ok`` or ``degraded``; with an API key also Redis, the breaker and the model versions."""
-    return await bound().health(detailed=request.scope.get(TENANT) is not None)
+    tenant = request.scope.get(TENANT)
+    return await bound().health(detailed=tenant is not None, tenant=tenant)

@@ -16,8 +16,10 @@ from ray import serve
 
 from serve import api as http
 from serve.engine import Engine, ModelBundle
+from serve.experiments import Experiments
+from serve.exposures import ExposureLog
 from serve.guard import Gate
-from serve.loader import load_bundle, preload_modules
+from serve.loader import load_bundle, load_pinned, preload_modules
 from serve.metrics import ServeMetrics
 from serve.schemas import (
     AppArgs,
@@ -29,6 +31,7 @@ from serve.schemas import (
     TenantConfig,
 )
 from store.online import OnlineStore
+from store.registry import tenant_uri
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +90,23 @@ class TandemService:
         self.swap_error: str | None = None
         self._active: set[str] = {self.args.default_tenant}
         self._warmed = False
+        root = self.args.registry_uri
+        self.experiments = Experiments(root, self._load_pinned, self.args.experiments_poll_s,
+                                       registry_for=lambda tenant: [tenant_uri(root, tenant), root])
+        self.exposures = ExposureLog(self.args.redis_url, self.args.exposures)
         http.bind(self)
+
+    def _load_pinned(self, tenant: str, name: str, version: str) -> Any:
+        return load_pinned(tenant, self.args.registry_uri, name, version, self.args.model_cache_dir)
+
+    async def _start_experiments(self) -> None:
+        """Read the experiments once before the first request, then keep re-reading them in the background."""
+        if self.experiments.last_poll == 0.0:
+            try:
+                await self.experiments.refresh()
+            except Exception:  # noqa: BLE001 - the poller retries; serving never waits on the store
+                logger.exception("first read of the experiment store failed")
+        self.experiments.start()
 
     # -- models ---------------------------------------------------------------
     @serve.multiplexed(max_num_models_per_replica=MAX_MULTIPLEXED)  # type: ignore[untyped-decorator]  # Ray's is untyped
@@ -120,6 +139,7 @@ class TandemService:
         is not told (the replica stays up and keeps its models). With no generation yet (a
         replica's first config) there is nothing to keep: it starts cold, with the error shown."""
         cfg = ModelConfig.model_validate(user_config or {})
+        await self._start_experiments()
         if cfg == self.model_cfg and self.generation > 0:
             return
         generation = self.generation + 1
@@ -156,6 +176,10 @@ class TandemService:
         if self.engine is None:  # pragma: no cover - defensive
             raise RuntimeError("engine not initialised")
         self.metrics.flush()  # counters summed in process reach Prometheus even when idle
+        ex = self.exposures
+        self.metrics.exposures(ex.written, ex.dropped, ex.buffered, ex.write_errors)
+        for tenant, live in self.experiments.live.items():
+            self.metrics.experiment(tenant, live.experiment, not live.running)
 
     # -- what serve.api calls ----------------------------------------------------
     async def handle(self, endpoint: str, req: Any, tenant: str) -> Any:
@@ -166,20 +190,33 @@ class TandemService:
             out = await self.engine.add_events(req, tenant)
         else:
             bundle = await self.models_for(tenant)
+            exp = self.experiments.assign(tenant, req.session_id, req.visitor_id)
+            if exp is not None and exp.arm.pins:
+                bundle = self.experiments.variant_bundle(bundle, tenant, exp)
             if endpoint == "score":
-                out = await self.engine.score(req, tenant, bundle)
+                out = await self.engine.score(req, tenant, bundle, exp)
             else:
-                out = await self.engine.recommend(req, tenant, bundle)
+                out = await self.engine.recommend(req, tenant, bundle, exp)
+                if exp is not None and exp.log and out.items:
+                    self.exposures.record(tenant, exp.experiment, exp.variant, req.session_id, req.visitor_id,
+                                          tuple(i.item_id for i in out.items), out.model_version, out.source,
+                                          endpoint)
         self.metrics.latency(endpoint, (time.perf_counter() - start) * 1000.0, 200)
         self.metrics.breaker(self.store.breaker_code)
         return out
 
-    async def health(self, detailed: bool) -> HealthResponse:
+    async def __del__(self) -> None:
+        """Serve calls this when it stops the replica: write the buffered exposures first."""
+        await self.exposures.close()
+
+    async def health(self, detailed: bool, tenant: str | None = None) -> HealthResponse:
         redis_state = await self.engine.redis_state()
         status: Literal["ok", "degraded"] = "ok" if redis_state == "up" else "degraded"
         if not detailed:
             return HealthResponse(status=status)
-        bundle = await self.models_for(self.args.default_tenant)
+        tenant = tenant or self.args.default_tenant
+        bundle = await self.models_for(tenant)
         models = {**bundle.versions, "generation": str(self.generation)}
         return HealthResponse(status=status, redis=redis_state, breaker=self.store.breaker_state, models=models,
-                              swap_error=self.swap_error)
+                              swap_error=self.swap_error, experiment=self.experiments.health(tenant),
+                              exposures=self.exposures.state())

@@ -31,6 +31,7 @@ import pandas as pd
 
 from models.contracts import PropensityScorer, Recommender
 from serve import fallback as fb
+from serve.experiments import Assignment
 from serve.metrics import NullMetrics
 from serve.schemas import (
     AppArgs,
@@ -126,14 +127,18 @@ class Engine:
             est.observe((time.perf_counter() - start) * 1000.0)
 
     # -- endpoints ----------------------------------------------------------
-    async def score(self, req: ScoreRequest, tenant: str, bundle: ModelBundle) -> ScoreResponse:
+    async def score(self, req: ScoreRequest, tenant: str, bundle: ModelBundle,
+                    exp: Assignment | None = None) -> ScoreResponse:
         dl = fb.Deadline(req.deadline_ms or self.args.deadline_ms)
         row = await self._read("score", req.session_id, tenant, dl, req.session_id)
         events = row.events + [json.loads(event_json(e)) for e in req.events]
         scorer = bundle.propensity
         has_model = scorer is not None
         reasons: list[str] = []
-        for step in fb.score_steps(bool(events), has_model):
+        steps = fb.score_steps(bool(events), has_model)
+        if exp is not None:
+            steps = fb.policy_steps(steps, exp.arm.policy, exp.arm.skips_precomputed("propensity"))
+        for step in steps:
             if step == fb.MODEL and scorer is not None:  # the chain offers MODEL only with a model
                 try:
                     frame = events_frame(events, req.session_id, tenant)
@@ -143,7 +148,7 @@ class Engine:
                         reasons.append("no_features")
                         continue
                     return self._score_resp(req, tenant, float(score), fb.MODEL, bundle.versions["propensity"],
-                                            reasons)
+                                            reasons, exp)
                 except TimeoutError:
                     reasons.append("deadline")
                 except Exception:  # noqa: BLE001 - a model failure is a fallback, not a 5xx
@@ -153,35 +158,40 @@ class Engine:
                 precomputed = codec.as_score(row.value)
                 if precomputed is not None and row.version is not None:
                     return self._score_resp(req, tenant, precomputed, fb.PRECOMPUTED,
-                                            keys.model_version_of(row.version), reasons)
+                                            keys.model_version_of(row.version), reasons, exp)
                 reasons.append(row.error or "no_precomputed")
             else:
-                if not has_model and events:
+                if not has_model and events and steps != [fb.POPULAR]:
                     reasons.insert(0, "no_model")
-                return self._score_resp(req, tenant, bundle.prior, fb.POPULAR, None, reasons)
+                return self._score_resp(req, tenant, bundle.prior, fb.POPULAR, None, reasons, exp)
         raise AssertionError("the fallback chain always ends with popular")  # pragma: no cover
 
     def _score_resp(self, req: ScoreRequest, tenant: str, score: float, source: str, version: str | None,
-                    reasons: list[str]) -> ScoreResponse:
+                    reasons: list[str], exp: Assignment | None) -> ScoreResponse:
         reason = reasons[0] if reasons else None
         if reason:
             self.metrics.fallback("score", reason)
         return ScoreResponse(session_id=req.session_id, score=score, source=source,
-                             model_version=version, fallback_reason=reason, tenant=tenant)
+                             model_version=version, fallback_reason=reason, tenant=tenant,
+                             experiment=exp.experiment if exp else None, variant=exp.variant if exp else None)
 
-    async def recommend(self, req: RecommendRequest, tenant: str, bundle: ModelBundle) -> RecommendResponse:
+    async def recommend(self, req: RecommendRequest, tenant: str, bundle: ModelBundle,
+                        exp: Assignment | None = None) -> RecommendResponse:
         dl = fb.Deadline(req.deadline_ms or self.args.deadline_ms)
         row = await self._read("recs", req.session_id, tenant, dl, req.session_id)
         prefix = [str(e["item_id"]) for e in row.events if e.get("item_id")] + list(req.items)
         recommender = bundle.recommender
         has_model = recommender is not None
         reasons: list[str] = []
-        for step in fb.recommend_steps(bool(prefix), has_model):
+        steps = fb.recommend_steps(bool(prefix), has_model)
+        if exp is not None:
+            steps = fb.policy_steps(steps, exp.arm.policy, exp.arm.skips_precomputed("recommender"))
+        for step in steps:
             if step == fb.MODEL and recommender is not None:  # the chain offers MODEL only with a model
                 try:
                     recs = self._timed(f"{tenant}/recommender", dl, recommender.recommend, prefix, req.k,
                                        req.exclude_seen)
-                    return self._rec_resp(req, tenant, recs, fb.MODEL, bundle.versions["recommender"], reasons)
+                    return self._rec_resp(req, tenant, recs, fb.MODEL, bundle.versions["recommender"], reasons, exp)
                 except TimeoutError:
                     reasons.append("deadline")
                 except Exception:  # noqa: BLE001
@@ -193,24 +203,25 @@ class Engine:
                     recs = fb.filter_recs(pairs, prefix, req.k, req.exclude_seen)
                     if recs:
                         return self._rec_resp(req, tenant, recs, fb.PRECOMPUTED,
-                                              keys.model_version_of(row.version), reasons)
+                                              keys.model_version_of(row.version), reasons, exp)
                 reasons.append(row.error or "no_precomputed")
             else:
-                if not has_model and prefix:
+                if not has_model and prefix and steps != [fb.POPULAR]:
                     reasons.insert(0, "no_model")
                 popular = await self._popular(tenant, bundle, dl)
                 recs = fb.top_popular(popular, prefix, req.k, req.exclude_seen)
-                return self._rec_resp(req, tenant, recs, fb.POPULAR, None, reasons)
+                return self._rec_resp(req, tenant, recs, fb.POPULAR, None, reasons, exp)
         raise AssertionError("the fallback chain always ends with popular")  # pragma: no cover
 
     def _rec_resp(self, req: RecommendRequest, tenant: str, recs: list[tuple[str, float]], source: str,
-                  version: str | None, reasons: list[str]) -> RecommendResponse:
+                  version: str | None, reasons: list[str], exp: Assignment | None) -> RecommendResponse:
         reason = reasons[0] if reasons else None
         if reason:
             self.metrics.fallback("recommend", reason)
         return RecommendResponse(session_id=req.session_id, items=[RecItem(item_id=i, score=s) for i, s in recs],
                                  source=source, model_version=version,
-                                 fallback_reason=reason, tenant=tenant)
+                                 fallback_reason=reason, tenant=tenant,
+                                 experiment=exp.experiment if exp else None, variant=exp.variant if exp else None)
 
     async def add_events(self, req: EventsRequest, tenant: str) -> EventsResponse:
         """Store the batch (session list + event stream, atomically) or raise ``EventsNotStored``."""

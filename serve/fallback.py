@@ -50,6 +50,17 @@ def recommend_steps(has_items: bool, has_model: bool) -> list[str]:
     return [PRECOMPUTED, POPULAR]
 
 
+def policy_steps(steps: list[str], policy: str | None, model_pinned: bool) -> list[str]:
+    """The chain under an A/B variant's policy: ``popular`` (the control) serves popular only;
+    a variant that pins this endpoint's model skips the precomputed step (those rows are the
+    champion's); ``model`` and no experiment keep the chain."""
+    if policy == "popular":
+        return [POPULAR]
+    if model_pinned:
+        return [s for s in steps if s != PRECOMPUTED]
+    return steps
+
+
 def skip_reason(step: str, has_events: bool, has_model: bool) -> str | None:
     """Why the model step was left out, for the response and metrics."""
     if step != MODEL:

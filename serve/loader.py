@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from pathlib import Path
+from typing import Any
 
 from models.contracts import PropensityScorer, Recommender
 from serve.engine import ModelBundle
@@ -33,6 +35,31 @@ def _recommender(registry_uri: str, version: str | None, cache_dir: str) -> Reco
         logger.info("no recommender champion at %s (cold start: popularity)", registry_uri)
         return None
     return load_predictor(SessionRecPredictor, registry_uri, version=version, cache_dir=cache_dir)
+
+
+def load_pinned(tenant: str, registry_uri: str, name: str, version: str, cache_dir: str | None) -> Any:
+    """An A/B variant's pinned ``name`` model ``version``: from the tenant's own registry namespace
+    when it holds it, else the shared one; loaded and warmed up; raises when it cannot."""
+    from store.registry import tenant_uri
+
+    for uri in dict.fromkeys((tenant_uri(registry_uri, tenant), registry_uri)):
+        if "://" not in uri and not Path(uri).is_dir():
+            continue
+        if version not in Registry(uri).versions(name):
+            continue
+        cache = cache_dir or tempfile.mkdtemp(prefix="tdm-serve-")
+        bundle = ModelBundle(tenant=tenant)
+        if name == "recommender":
+            bundle.recommender = _recommender(uri, version, cache)
+        else:
+            bundle.propensity = _propensity(uri, version, cache)
+        model = bundle.recommender or bundle.propensity
+        if model is None:
+            raise RegistryError(f"{name} {version}: its predictor cannot be imported")
+        if not warm_up(bundle):
+            raise RuntimeError(f"{name} {version} failed its warm-up call")
+        return model
+    raise RegistryError(f"tenant {tenant}: no {name} version {version!r} at {redact_url(registry_uri)}")
 
 
 def preload_modules() -> None:

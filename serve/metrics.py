@@ -30,6 +30,10 @@ class NullMetrics:
 
     def model_swap(self, ok: bool) -> None: ...
 
+    def exposures(self, written: int, dropped: int, buffered: int, write_errors: int) -> None: ...
+
+    def experiment(self, tenant: str, experiment: str, rolled_back: bool) -> None: ...
+
     def flush(self) -> None: ...
 
 
@@ -50,6 +54,17 @@ class ServeMetrics(NullMetrics):
                               tag_keys=("result",))
         self._swap_failed = Gauge("tandem_model_swap_failed", description="1 while the last model swap failed "
                                   "(the replica kept its previous models), else 0")
+        self._exp_written = Counter("tandem_exposures_written_total", description="Exposure records written to "
+                                    "the experiment log streams")
+        self._exp_dropped = Counter("tandem_exposures_dropped_total", description="Exposure records dropped: the "
+                                    "replica's buffer was full (Redis unreachable for minutes)")
+        self._exp_write_errors = Counter("tandem_exposure_write_errors_total", description="Exposure flushes "
+                                         "Redis refused or timed out (the records stayed buffered, retried)")
+        self._exp_buffered = Gauge("tandem_exposures_buffered", description="Exposure records waiting for Redis")
+        self._exp_rolled_back = Gauge("tandem_experiment_rolled_back", description="1 while the tenant's experiment "
+                                      "is rolled back to control (guardrail or kill switch), 0 while it runs",
+                                      tag_keys=("tenant", "experiment"))  # type: ignore[arg-type]
+        self._exp_totals = (0, 0, 0)
         self._breaker_code: int | None = None
         self._flush_interval_s = flush_interval_s
         self._next_flush = time.monotonic() + flush_interval_s
@@ -82,6 +97,21 @@ class ServeMetrics(NullMetrics):
     def model_swap(self, ok: bool) -> None:
         self._swaps.inc(1, tags={"result": "ok" if ok else "failed"})
         self._swap_failed.set(0 if ok else 1)
+
+    def exposures(self, written: int, dropped: int, buffered: int, write_errors: int) -> None:
+        """The exposure writer's running totals (read on each health check)."""
+        w0, d0, e0 = self._exp_totals
+        if written > w0:
+            self._exp_written.inc(written - w0)
+        if dropped > d0:
+            self._exp_dropped.inc(dropped - d0)
+        if write_errors > e0:
+            self._exp_write_errors.inc(write_errors - e0)
+        self._exp_totals = (written, dropped, write_errors)
+        self._exp_buffered.set(buffered)
+
+    def experiment(self, tenant: str, experiment: str, rolled_back: bool) -> None:
+        self._exp_rolled_back.set(1 if rolled_back else 0, tags={"tenant": tenant, "experiment": experiment})
 
     def breaker(self, code: int) -> None:
         # called on every request: a gauge keeps its last value, so set it only on a change

@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
 
+from serve.exposures import ExposureConfig
 from store.online import OnlineStoreConfig
 
 # Printable ASCII without ':'; the first character a letter or digit (no reserved "__x__" ids).
@@ -83,6 +84,8 @@ class ScoreRequest(BaseModel):
     session_id: Id
     events: list[Event] = Field(default_factory=list, max_length=500)
     deadline_ms: Deadline = None
+    visitor_id: Id | None = Field(default=None, description="the shopper across sessions: the unit of a visitor-level "
+                                  "A/B experiment (without it, the session is)")
 
 
 class RecommendRequest(BaseModel):
@@ -93,6 +96,8 @@ class RecommendRequest(BaseModel):
     k: Int = Field(20, ge=1, le=200)
     exclude_seen: bool = True
     deadline_ms: Deadline = None
+    visitor_id: Id | None = Field(default=None, description="the shopper across sessions: the unit of a visitor-level "
+                                  "A/B experiment (without it, the session is)")
 
 
 class EventsRequest(BaseModel):
@@ -111,6 +116,8 @@ class ScoreResponse(BaseModel):
     model_version: str | None
     fallback_reason: str | None = None
     tenant: str
+    experiment: str | None = Field(default=None, description="the tenant's A/B experiment, if one runs")
+    variant: str | None = Field(default=None, description="the experiment's variant this session (or visitor) is in")
 
 
 class RecItem(BaseModel):
@@ -125,6 +132,8 @@ class RecommendResponse(BaseModel):
     model_version: str | None
     fallback_reason: str | None = None
     tenant: str
+    experiment: str | None = Field(default=None, description="the tenant's A/B experiment, if one runs")
+    variant: str | None = Field(default=None, description="the experiment's variant this session (or visitor) is in")
 
 
 class EventsResponse(BaseModel):
@@ -146,6 +155,10 @@ class HealthResponse(BaseModel):
     breaker: str | None = None
     models: dict[str, str | None] | None = None
     swap_error: str | None = Field(default=None, description="the last model swap failed: the models above were kept")
+    experiment: dict[str, Any] | None = Field(default=None, description="the tenant's A/B experiment on this replica: "
+                                              "running or rolled_back (and why)")
+    exposures: dict[str, int | str | None] | None = Field(default=None, description="exposure log writer: buffered, "
+                                                          "dropped (records lost: Redis was down too long), written")
 
 
 class ErrorResponse(BaseModel):
@@ -201,6 +214,8 @@ class AppArgs(BaseModel):
     max_body_bytes: int = Field(256 * 1024, ge=1024, le=64 * 1024 * 1024,
                                 description="request bodies over this get 413 before they are read")
     docs: bool = Field(True, description="serve /docs, /redoc and /openapi.json")
+    experiments_poll_s: float = Field(2.0, gt=0, le=600, description="how often replicas re-read the experiments")
+    exposures: ExposureConfig = Field(default_factory=lambda: ExposureConfig.model_validate({}))
 
     @field_validator("api_keys")
     @classmethod

@@ -39,7 +39,7 @@ class FakeService:
         return EventsResponse(session_id=req.session_id, accepted=len(req.events), session_length=1, stored=True,
                               tenant=tenant)
 
-    async def health(self, detailed: bool) -> HealthResponse:
+    async def health(self, detailed: bool, tenant: str | None = None) -> HealthResponse:
         if detailed:
             return HealthResponse(status="ok", redis="up", breaker="closed", models={"recommender": "v1"})
         return HealthResponse(status="ok")
@@ -64,7 +64,8 @@ def test_fast_path_and_fastapi_answer_the_same(client: Any) -> None:
     assert fast.status_code == charset.status_code == 200
     assert fast.json() == charset.json() == {"session_id": "s1", "score": 0.30000000000000004,
                                              "source": "precomputed", "model_version": "v1",
-                                             "fallback_reason": None, "tenant": "acme"}
+                                             "fallback_reason": None, "tenant": "acme", "experiment": None,
+                                             "variant": None}
     assert fast.headers["content-type"] == "application/json"
     assert int(fast.headers["content-length"]) == len(fast.content)
     rec = c.post("/v1/recommend", content=json.dumps({"session_id": "s1", "k": 1}),
