@@ -89,7 +89,7 @@ def app(serve_http: str, redis_server: str, tmp_path_factory: pytest.TempPathFac
     register_pop(shared, [["d1", "d2"], ["d1"]], tmp)
     register_pop(acme, [["a1", "a2", "a3"], ["a1", "a2"], ["a1"]], tmp)
     register_pop(bolt, [["b1", "b2", "b3"], ["b1", "b2"], ["b1"]], tmp)
-    args = {"registry_uri": shared, "redis_url": redis_server, "api_keys": KEYS,
+    args = {"registry_uri": shared, "redis_url": redis_server, "api_keys": {**KEYS, "key-shop": "shop"},
             "tenants": {"acme": {"registry_uri": acme}, "bolt": {"registry_uri": bolt}},
             "model_cache_dir": str(tmp / "cache"), "deadline_ms": 2000,
             # generous Redis timeouts: these tests check behaviour, and CI boxes are loaded
@@ -193,6 +193,83 @@ def test_tenants_never_see_each_others_data(app: dict[str, Any], redis_server: s
     assert b_rec["source"] == "popular" and len(b_rec["items"]) == 3         # acme's event is invisible to bolt
     assert {i["item_id"] for i in a_rec["items"]} == {"a2", "a3"}           # acme saw its own event
     assert inject.status_code == 422                                         # ids cannot reach other key spaces
+
+
+def _wait_experiment(c: httpx.Client, url: str, key: str, want: Any, timeout_s: float = 30.0) -> float:
+    """Seconds until ``/v1/health`` of ``key``'s tenant shows an experiment for which ``want`` is true."""
+    t0 = time.monotonic()
+    while True:
+        exp = c.get(f"{url}/v1/health", headers={"X-API-Key": key}, timeout=10).json().get("experiment")
+        if want(exp or {}):
+            return time.monotonic() - t0
+        assert time.monotonic() - t0 < timeout_s, f"the replica did not take the experiment: {exp}"
+        time.sleep(0.1)
+
+
+def test_experiment_assigns_serves_the_variant_logs_exposures_and_obeys_the_kill_switch(
+        app: dict[str, Any], redis_server: str, tmp_path: Path) -> None:
+    """A/B on a live replica: each response names the experiment and the unit's variant; control is
+    popular, ``model`` the champion, ``chal`` a pinned challenger; each shown page is an exposure the
+    drain job writes to Parquet; the kill switch sends everyone to control within the poll interval
+    (2 s by default) and stops the exposures."""
+    from jobs import drain_exposures
+    from models.experiments.assignment import Assigner
+    from models.experiments.config import ExperimentConfig
+    from pipelines import exposures
+    from store.experiments import ExperimentStore
+
+    challenger = register_pop(app["registry"], [["c1", "c2"], ["c1"]], app["tmp"], promote=False)
+    cfg = ExperimentConfig.model_validate({
+        "tenant": "shop", "experiment_id": "e-live", "salt": "s1", "variants": [
+            {"name": "control", "policy": "popular", "share": 0.34},
+            {"name": "model", "policy": "model", "share": 0.33},
+            {"name": "chal", "policy": "version", "model_version": challenger, "share": 0.33}]})
+    store = ExperimentStore(app["registry"])
+    store.put(cfg, reason="test", by="test")
+    assigner = Assigner(cfg)
+    unit = {v: next(f"ab-{i}" for i in range(1000) if assigner.assign(f"ab-{i}") == v)
+            for v in ("control", "model", "chal")}
+    url, key = app["url"], "key-shop"
+    try:
+        with httpx.Client() as c:
+            _wait_experiment(c, url, key, lambda e: e.get("state") == "running")
+            champion = c.get(f"{url}/v1/health", headers={"X-API-Key": key}).json()["models"]["recommender"]
+            recs = {v: post(c, url, "/v1/recommend", {"session_id": s, "items": ["zz"], "k": 2}, key=key).json()
+                    for v, s in unit.items()}
+            score = post(c, url, "/v1/score", {"session_id": unit["chal"]}, key=key).json()
+            other = post(c, url, "/v1/recommend", {"session_id": unit["chal"], "k": 2}).json()  # tenant default
+            assert {v: (r["experiment"], r["variant"]) for v, r in recs.items()} == {v: ("e-live", v) for v in unit}
+            assert recs["control"]["source"] == "popular"
+            assert (recs["model"]["source"], recs["model"]["model_version"]) == ("model", champion)
+            assert (recs["chal"]["source"], recs["chal"]["model_version"]) == ("model", challenger)
+            assert recs["chal"]["items"][0]["item_id"] == "c1"
+            assert (score["experiment"], score["variant"]) == ("e-live", "chal")
+            assert (other["experiment"], other["variant"]) == (None, None)  # another tenant: no experiment
+
+            logs = str(tmp_path / "logs")
+            argv = ["--redis", redis_server, "--registry", app["registry"], "--logs", logs, "--tenant", "shop"]
+            deadline = time.monotonic() + 10  # replicas flush every 50 ms
+            while True:
+                assert drain_exposures.main(argv) == 0
+                shown = exposures.read_logs(logs, "shop").exposures.to_pylist()
+                if len(shown) >= 3 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            assert sorted((r["variant"], r["session_id"], r["model_version"]) for r in shown) == sorted(
+                (v, unit[v], recs[v]["model_version"]) for v in unit)
+            assert {r["experiment"] for r in shown} == {"e-live"}
+
+            store.kill("shop", "test: kill switch")  # what `python -m jobs.experiment kill` does
+            took = _wait_experiment(c, url, key, lambda e: e.get("state") == "rolled_back")
+            after = [post(c, url, "/v1/recommend", {"session_id": f"k-{i}", "k": 2}, key=key).json()
+                     for i in range(20)]
+            assert took < 10.0, f"the kill switch took {took:.1f} s"
+            assert {(a["variant"], a["source"]) for a in after} == {("control", "popular")}
+            time.sleep(0.3)
+            assert drain_exposures.main(argv) == 0
+            assert exposures.read_logs(logs, "shop").exposures.num_rows == 3  # none while rolled back
+    finally:
+        store.end("shop", "test done")
 
 
 def _hammer(url: str, body: dict[str, Any], stop: threading.Event, codes: Counter, sources: Counter,
