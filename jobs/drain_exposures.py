@@ -3,8 +3,10 @@
 
     python -m jobs.drain_exposures --redis URL --registry URI --logs URI [--tenant T] [--every S] [--json]
 
-At least once, idempotent: each batch is written durably (``<logs>/<tenant>/<kind>/date=.../``)
-before it is acknowledged and removed from its stream; a drain that dies in between writes it
+Exposures come from the replicas' exposure streams, outcomes (clicks, carts, purchases with
+revenue) from the tenant's live-event stream that ``/v1/events`` writes. At least once,
+idempotent: each batch is written durably (``<logs>/<tenant>/<kind>/date=.../``) before it is
+acknowledged (and, for exposures, removed from its stream); a drain that dies in between writes it
 again next time and readers drop the duplicate stream ids. The tenants are those with an
 experiment in the registry (``--tenant`` for one). ``--every S`` keeps draining every S seconds
 (``--max-runs`` bounds it); without it, one pass.
@@ -81,7 +83,7 @@ def fill_smoke(values: dict[str, Any], tmp: Path) -> Callable[[], None] | None:
     """A private redis-server with a few exposures and outcomes of a fresh experiment."""
     from models.experiments.config import ExperimentConfig
     from pipelines import smoke
-    from store import explog
+    from store import explog, keys
     from store.publish import connect
 
     stop = None
@@ -100,8 +102,8 @@ def fill_smoke(values: dict[str, Any], tmp: Path) -> Callable[[], None] | None:
         explog.append(client, "exposures", "default", (explog.exposure(
             "default", "smoke", "control" if i % 2 else "model", f"s{i}", None, ["i1", "i2"], None, "popular",
             "recommend", now, "smoke", i) for i in range(20)), maxlen=1000)
-        explog.append(client, "outcomes", "default", (explog.outcome(
-            "default", f"s{i}", None, "purchase", "i1", 10.0, now, now, "smoke", i) for i in range(5)), maxlen=1000)
+        for i in range(5):  # outcomes are the tenant's live events, as /v1/events stores them
+            client.xadd(keys.events_stream_key("default"), explog.event_entry(f"s{i}", "i1", "purchase", now, 10.0))
         client.close()
     return stop
 

@@ -1,23 +1,31 @@
-"""Drain the experiment log streams (exposures, outcomes) from Redis to Parquet, and read them back.
+"""Drain the experiment logs (exposures, outcomes) from Redis to Parquet, and read them back.
 
-``drain(client, logs_uri, tenants)`` reads each tenant's streams (``store.keys.log_stream``)
-through a consumer group and writes each batch as one Parquet file::
+``drain(client, logs_uri, tenants)`` reads two streams per tenant through a consumer group
+(``GROUP``) and writes each batch as one Parquet file::
 
     <logs_uri>/<tenant>/<kind>/date=YYYY-MM-DD/<first id>_<last id>.parquet
 
+- exposures: ``keys.log_stream("exposures", tenant)``, written by the serving replicas
+  (``serve.exposures``); drained entries are deleted (Redis holds only what is not drained);
+- outcomes: the tenant's live-event stream ``keys.events_stream_key(tenant)``, which
+  ``/v1/events`` writes (stored with the session or answered 503); other readers share it, so
+  entries are only acknowledged, never deleted, and its length is capped by the app
+  (``events_stream_max_len``). Views become clicks, purchases carry their price as revenue.
+
 At least once, with idempotent writes:
 
-- a batch is acknowledged (``XACK``) and removed from the stream (``XDEL``, so Redis holds only
-  what is not drained yet) only after its file is durably written: a local file is written
-  under a temporary name, fsynced, renamed and its directory fsynced; an object store
-  replaces a key in one PUT;
+- a batch is acknowledged (``XACK``, and for exposures removed with ``XDEL``) only after its
+  file is durably written: a local file is written under a temporary name, fsynced, renamed
+  and its directory fsynced; an object store replaces a key in one PUT;
 - a drain that dies between the write and the ack leaves the entries pending in the group;
   the next drain reads its pending entries first (``XREADGROUP ... 0``) and writes them again,
   under the same name when the batch is the same, else as a second file;
 - readers (``read_logs``) drop duplicate ``stream_id`` rows, so a re-drained entry counts once.
 
-``read_logs`` also counts records lost on the way (gaps in each writer's ``seq``, see
-``store.explog``), which the KPI report and the guardrail check print loudly.
+Loss is counted, never silent: ``read_logs`` finds exposures lost on the way (gaps in each
+writer's ``seq``, see ``store.explog``), and each drain counts stream entries trimmed away
+before it read them (the group's ``entries-read`` counter moved by more than it read), which
+the KPI report and the guardrail check print loudly.
 """
 
 from __future__ import annotations
@@ -55,13 +63,14 @@ class StreamDrain:
     files: list[str] = field(default_factory=list)
     redelivered: int = 0
     quarantined: dict[str, int] = field(default_factory=dict)
-    backlog: int = 0   # entries still in the stream after the drain
+    backlog: int = 0   # entries not drained yet (exposures: still in the stream; outcomes: the group's lag)
+    trimmed: int | None = 0   # entries trimmed from the stream before this drain read them (None: unknown)
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"tenant": self.tenant, "kind": self.kind, "read": self.read, "written": self.written,
                 "files": len(self.files), "redelivered": self.redelivered, "quarantined": self.quarantined,
-                "backlog": self.backlog, "error": self.error}
+                "backlog": self.backlog, "trimmed": self.trimmed, "error": self.error}
 
 
 # -- filesystem ------------------------------------------------------------------------
@@ -112,18 +121,44 @@ def _safe(stream_id: str) -> str:
 
 # -- drain -----------------------------------------------------------------------------
 def _ensure_group(client: Any, key: str, group: str) -> None:
+    """The drain's group, created at the start of what the stream holds; its read counter starts
+    there too, so entries trimmed before the group existed are not counted as lost."""
     import redis
 
+    if _group_info(client, key, group) if client.exists(key) else False:
+        return
     try:
-        client.xgroup_create(key, group, id="0", mkstream=True)
+        if client.exists(key):
+            info = client.xinfo_stream(key)
+            done = max(0, int(info.get("entries-added", 0)) - int(info.get("length", 0)))
+            client.xgroup_create(key, group, id="0", entries_read=done)
+        else:
+            client.xgroup_create(key, group, id="0", mkstream=True, entries_read=0)
     except redis.ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
 
 
+def _source(kind: str, tenant: str) -> tuple[str, bool]:
+    """(stream key, delete drained entries) of a log."""
+    if kind == "exposures":
+        return keys.log_stream("exposures", tenant), True
+    if kind == "outcomes":
+        return keys.events_stream_key(tenant), False
+    raise ValueError(f"unknown log {kind!r}; expected one of {keys.LOG_KINDS}")
+
+
+def _group_info(client: Any, key: str, group: str) -> dict[str, Any]:
+    for g in client.xinfo_groups(key):
+        if _id(g.get("name")) == group:
+            return dict(g)
+    return {}
+
+
 def _write_batch(fs: pafs.FileSystem, root: str, tenant: str, kind: str,
-                 entries: list[tuple[Any, Any]], result: StreamDrain, prefix: str = "") -> None:
-    table, bad = explog.to_table(kind, entries)
+                 entries: list[tuple[Any, Any]], result: StreamDrain, prefix: str = "",
+                 from_events: bool = False) -> None:
+    table, bad = (explog.outcomes_from_events(tenant, entries) if from_events else explog.to_table(kind, entries))
     for reason, n in bad.items():
         result.quarantined[reason] = result.quarantined.get(reason, 0) + n
     if table.num_rows == 0:
@@ -143,11 +178,12 @@ def _write_batch(fs: pafs.FileSystem, root: str, tenant: str, kind: str,
 def drain_stream(client: Any, logs_uri: str, tenant: str, kind: str, *, group: str = GROUP,
                  consumer: str | None = None, batch: int = DEFAULT_BATCH, max_entries: int = 2_000_000) -> StreamDrain:
     """Drain one tenant's stream of ``kind`` up to ``max_entries``; see the module docstring."""
-    key = keys.log_stream(kind, tenant)
+    key, delete = _source(kind, tenant)
     consumer = consumer or "drain"
     fs, root = filesystem(logs_uri)
     result = StreamDrain(tenant, kind)
     _ensure_group(client, key, group)
+    last_id: Any = None
     start = "0"  # this consumer's pending entries first: a previous drain wrote them but died before the ack
     while result.read < max_entries:
         got = client.xreadgroup(group, consumer, {key: start}, count=batch)
@@ -159,17 +195,52 @@ def drain_stream(client: Any, logs_uri: str, tenant: str, kind: str, *, group: s
             break
         if start == "0":
             result.redelivered += len(entries)
+        else:
+            last_id = entries[-1][0]
         result.read += len(entries)
-        _write_batch(fs, root, tenant, kind, entries, result)
+        _write_batch(fs, root, tenant, kind, entries, result, from_events=kind == "outcomes")
         ids = [e[0] for e in entries]
         pipe = client.pipeline(transaction=True)
         pipe.xack(key, group, *ids)
-        pipe.xdel(key, *ids)
+        if delete:
+            pipe.xdel(key, *ids)
         pipe.execute()
         if start == "0" and len(entries) < batch:
             start = ">"
-    result.backlog = int(client.xlen(key))
+    result.trimmed, result.backlog = _account_trimmed(client, key, group, last_id, delete)
+    if result.trimmed:
+        logger.error("tenant %s: %d %s entries were trimmed from %s before the drain read them (lost)", tenant,
+                     result.trimmed, kind, key)
     return result
+
+
+def _account_trimmed(client: Any, key: str, group: str, last_id: Any, deleted: bool) -> tuple[int | None, int]:
+    """(entries trimmed away unread since the last accounting, entries after ``last_id`` not drained yet).
+
+    In one snapshot: ``entries-added`` counts every entry ever added; the group's ``entries-read``
+    counts those delivered to it; the entries after the last one this drain read are still to
+    come. What is in neither was trimmed unread. The group's counter is then moved past them
+    (``XGROUP SETID ... ENTRIESREAD``) so each loss is counted once."""
+    if last_id is None:
+        info = _group_info(client, key, group)
+        last_id = info.get("last-delivered-id")
+    pipe = client.pipeline(transaction=True)
+    pipe.xinfo_stream(key)
+    pipe.xinfo_groups(key)
+    pipe.xrange(key, min=f"({_id(last_id)}", count=100_001)
+    stream, groups, after = pipe.execute()
+    group_info = next((dict(g) for g in groups if _id(g.get("name")) == group), {})
+    read = group_info.get("entries-read")
+    if read is None or len(after) > 100_000:
+        return None, len(after)
+    trimmed = max(0, int(stream.get("entries-added", 0)) - int(read) - len(after))
+    if trimmed:
+        client.xgroup_setid(key, group, _id(last_id), entries_read=int(read) + trimmed)
+    return trimmed, len(after) if not deleted else int(stream.get("length", 0))
+
+
+def _id(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
 def drain(client: Any, logs_uri: str, tenants: list[str], **kw: Any) -> list[StreamDrain]:

@@ -2,9 +2,9 @@
 
 A response that shows items calls ``ExposureLog.record``: one tuple appended to a deque (about
 a microsecond; no I/O, no encoding, never raises). A background task takes up to ``batch``
-records every ``flush_interval_s`` (50 ms), encodes them (``store.explog``) and writes each
-tenant's share as ONE stream entry (a JSON array: one ``XADD ... MAXLEN ~ stream_max_len`` per
-tenant and flush, not one per exposure) on its own connection (``write_timeout_s``), so the
+records every ``flush_interval_s`` (50 ms), encodes them (``store.explog.encode_batch``: field
+names and tenant once per flush) and writes each tenant's share as ONE stream entry (one
+``XADD ... MAXLEN ~ stream_max_len`` per tenant and flush, not one per exposure) on its own connection (``write_timeout_s``), so the
 request path's Redis pool and deadlines never see it.
 
 **When Redis is down** the records stay in the buffer and the flush retries with backoff (up to
@@ -125,16 +125,16 @@ class ExposureLog:
         n = min(len(self._buf), self.config.batch)
         if n == 0:
             return 0
-        by_tenant: dict[str, list[dict[str, Any]]] = {}
+        by_tenant: dict[str, list[tuple[Any, ...]]] = {}
         for i in range(n):
             r = self._buf[i]
-            by_tenant.setdefault(r[0], []).append(
-                explog.exposure(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], self.writer, r[10]))
+            by_tenant.setdefault(r[0], []).append(r[1:])  # explog.BATCH_FIELDS order
         cfg = self.config
         try:
             pipe = self._redis().pipeline(transaction=False)
-            for tenant, recs in by_tenant.items():
-                pipe.xadd(keys.log_stream("exposures", tenant), {explog.FIELD: explog.encode(recs)},
+            for tenant, rows in by_tenant.items():
+                pipe.xadd(keys.log_stream("exposures", tenant),
+                          {explog.FIELD: explog.encode_batch(tenant, self.writer, rows)},
                           maxlen=cfg.stream_max_len, approximate=True)
             async with asyncio.timeout(cfg.write_timeout_s):
                 await pipe.execute()

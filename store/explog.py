@@ -2,16 +2,19 @@
 writes to Parquet. Defined once here, for the writer (``serve.exposures``) and the reader
 (``pipelines.exposures``).
 
-Each stream entry has one field ``d``: a compact JSON object, or a JSON array of them (the
-serving replicas write each flush's records of a tenant as one entry; a row's ``stream_id`` is
-then ``<entry id>:<index>``).
-
 - exposure (one per response that showed items): ``tenant, experiment, variant, session_id,
-  visitor_id, items, positions, model_version, source, endpoint, time`` (epoch ms);
-- outcome (a ``/v1/events`` event of a tenant with an experiment): ``tenant, session_id,
-  visitor_id, event_type`` (``click`` for a ``view`` of an item, ``cart``, ``purchase``),
-  ``item_id, revenue`` (the purchase's price), ``time`` (the event's time, epoch ms),
-  ``logged_at`` (epoch ms).
+  visitor_id, items, positions, model_version, source, endpoint, time`` (epoch ms). The
+  replicas write them to ``keys.log_stream("exposures", tenant)``: each entry has one field
+  ``d``, a compact JSON object, a JSON array of them, or a replica's flush (``encode_batch``:
+  ``{"tenant", "writer", "rows": [[experiment, variant, session_id, visitor_id, items,
+  model_version, source, endpoint, time, seq], ...]}``, positions being the items' order). A
+  row of a multi-record entry has ``stream_id`` ``<entry id>:<index>``.
+- outcome: ``tenant, session_id, visitor_id, event_type`` (``click`` for a ``view`` of an item,
+  ``cart``, ``purchase``), ``item_id, revenue`` (the purchase's price), ``time`` (the event's
+  time, epoch ms), ``logged_at`` (epoch ms). Outcomes are not written a second time: they are
+  read from the tenant's live-event stream (``keys.events_stream_key``), which ``/v1/events``
+  writes atomically with the session list or answers 503 (``outcomes_from_events``), so they
+  follow the events endpoint's rule exactly and cost its hot path nothing.
 
 Both carry ``writer`` (one id per replica process) and ``seq`` (that writer's counter of records of
 this tenant and kind, taken when the record is made): a gap in a writer's ``seq`` in the drained logs is a record
@@ -58,6 +61,32 @@ def encode(record: dict[str, Any] | list[dict[str, Any]]) -> bytes:
     return json.dumps(record, separators=(",", ":")).encode()
 
 
+BATCH_FIELDS = ("experiment", "variant", "session_id", "visitor_id", "items", "model_version", "source", "endpoint",
+                "time", "seq")
+
+
+def encode_batch(tenant: str, writer: str, rows: list[tuple[Any, ...]]) -> bytes:
+    """One stream entry for a replica's flush of a tenant's exposures (rows in ``BATCH_FIELDS`` order)."""
+    return json.dumps({"tenant": tenant, "writer": writer, "rows": rows}, separators=(",", ":")).encode()
+
+
+def _expand(value: Any) -> list[Any]:
+    """The records of one entry's JSON: an object, an array of objects, or a flush batch."""
+    if isinstance(value, dict) and isinstance(value.get("rows"), list):
+        base = {"tenant": value.get("tenant"), "writer": value.get("writer")}
+        out: list[Any] = []
+        for row in value["rows"]:
+            if not isinstance(row, list) or len(row) != len(BATCH_FIELDS):
+                out.append(None)
+                continue
+            rec = {**base, **dict(zip(BATCH_FIELDS, row, strict=True))}
+            items = rec.get("items")
+            rec["positions"] = list(range(len(items))) if isinstance(items, list) else None
+            out.append(rec)
+        return out
+    return value if isinstance(value, list) else [value]
+
+
 def exposure(tenant: str, experiment: str, variant: str, session_id: str, visitor_id: str | None,
              items: Sequence[str], model_version: str | None, source: str, endpoint: str, time_ms: int,
              writer: str, seq: int) -> dict[str, Any]:
@@ -98,8 +127,9 @@ def to_table(kind: str, entries: Iterable[tuple[Any, dict[Any, Any] | None]]) ->
             bad["not JSON"] += 1
             continue
         entry_id = _id(raw_id)
-        many = isinstance(value, list)
-        for i, rec in enumerate(value if many else [value]):
+        records = _expand(value)
+        many = len(records) != 1 or isinstance(value, list) or (isinstance(value, dict) and "rows" in value)
+        for i, rec in enumerate(records):
             if not isinstance(rec, dict):
                 bad["not a JSON object"] += 1
                 continue
@@ -135,6 +165,55 @@ def _row_by_row(kind: str, cols: dict[str, list[Any]]) -> tuple[pa.Table, Counte
             bad[f"bad value for {f.name}"] += 1
     arrays = {f.name: pa.array([cols[f.name][i] for i in keep], type=f.type) for f in schema}
     return pa.table(arrays, schema=schema), bad
+
+
+def event_entry(session_id: str, item_id: str, event_type: str, time_ms: int, price: float | None = None,
+                user_id: str | None = None) -> dict[str, str]:
+    """A live-event stream entry as ``/v1/events`` stores it (``serve.cache``'s script): for imports,
+    smoke tests and benchmarks that feed the drain without the app."""
+    from datetime import UTC, datetime
+
+    when = datetime.fromtimestamp(time_ms / 1000, UTC).isoformat()
+    return {"session_id": session_id, "event": json.dumps(
+        {"event_time": when, "item_id": item_id, "event_type": event_type, "price": price, "category": None,
+         "user_id": user_id}, separators=(",", ":"))}
+
+
+def outcomes_from_events(tenant: str, entries: Iterable[tuple[Any, dict[Any, Any] | None]]
+                         ) -> tuple[pa.Table, Counter[str]]:
+    """Outcome rows from live-event stream entries (fields ``session_id`` and ``event``, the JSON
+    ``/v1/events`` stored). Events that are not outcomes (``remove_from_cart``) are skipped, not
+    counted; unreadable entries are counted by reason."""
+    from datetime import datetime
+
+    def field(fields: dict[Any, Any], name: str) -> Any:
+        raw = fields.get(name.encode(), fields.get(name))
+        return raw.decode() if isinstance(raw, bytes) else raw
+
+    records: list[tuple[Any, dict[Any, Any]]] = []
+    bad: Counter[str] = Counter()
+    for raw_id, fields in entries:
+        if not fields:
+            bad["deleted entry"] += 1
+            continue
+        try:
+            ev = json.loads(field(fields, "event"))
+            kind = OUTCOME_OF_EVENT.get(ev["event_type"])
+            if kind is None:
+                continue
+            when = int(datetime.fromisoformat(ev["event_time"]).timestamp() * 1000)
+        except (TypeError, ValueError, KeyError):
+            bad["unreadable event"] += 1
+            continue
+        entry_id = _id(raw_id)
+        revenue = float(ev.get("price") or 0.0) if kind == "purchase" else 0.0
+        rec = outcome(tenant, field(fields, "session_id"), ev.get("user_id"), kind, ev.get("item_id"), revenue,
+                      when, stream_id_ms(entry_id), "", -1)
+        rec["writer"], rec["seq"] = None, None  # written by /v1/events: no writer sequence
+        records.append((raw_id, {FIELD: encode(rec)}))
+    table, more = to_table("outcomes", records)
+    bad.update(more)
+    return table, bad
 
 
 def stream_id_ms(stream_id: str) -> int:

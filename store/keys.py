@@ -85,11 +85,12 @@ def model_version_of(ns_version: str) -> str:
 
 
 LOG_KINDS = ("exposures", "outcomes")
+"""The experiment logs the drain writes to Parquet (outcomes are read from ``events_stream_key``)."""
 
 
 def log_stream(kind: str, tenant: str = DEFAULT_TENANT) -> str:
-    """``tandem:{tenant}:log:{kind}``: the Redis Stream of a tenant's experiment log (``exposures`` or
-    ``outcomes``), written by the serving replicas and drained to Parquet (``pipelines.exposures``)."""
-    if kind not in LOG_KINDS:
-        raise ValueError(f"unknown log {kind!r}; expected one of {LOG_KINDS}")
+    """``tandem:{tenant}:log:exposures``: the Redis Stream of a tenant's exposures, written by the serving
+    replicas and drained to Parquet (``pipelines.exposures``)."""
+    if kind != "exposures":
+        raise ValueError(f"no log stream {kind!r}: outcomes are read from the live-event stream")
     return f"{PREFIX}:{_check('tenant', tenant)}:log:{kind}"

@@ -14,7 +14,7 @@ from models.experiments.config import ExperimentConfig
 from models.experiments.simulator import Arm, VisitorModel, simulate_experiment, to_logs
 from pipelines import experiments
 from pipelines.experiment_checks import ExperimentCheck
-from store import explog
+from store import explog, keys
 from store.experiments import ExperimentStore
 
 pytestmark = pytest.mark.integration
@@ -41,9 +41,12 @@ def push_simulation(client: Any, tenant: str, quality: float, n: int, seed: int)
         tenant, r.experiment, r.variant, r.session_id, None, r.items, "v1", "model", "recommend", int(t), "w", i)
         for i, (r, t) in enumerate(zip(exp.itertuples(), ms, strict=True))), maxlen=10_000_000)
     oms = (out["time"].astype("int64") // 1_000_000).to_numpy()
-    explog.append(client, "outcomes", tenant, (explog.outcome(
-        tenant, r.session_id, None, r.event_type, r.item_id, float(r.revenue), int(t), int(t), "w", i)
-        for i, (r, t) in enumerate(zip(out.itertuples(), oms, strict=True))), maxlen=10_000_000)
+    pipe = client.pipeline(transaction=False)
+    for r, t in zip(out.itertuples(), oms, strict=True):  # clicks arrive as views, as /v1/events stores them
+        kind = "view" if r.event_type == "click" else r.event_type
+        pipe.xadd(keys.events_stream_key(tenant), explog.event_entry(r.session_id, r.item_id, kind, int(t),
+                                                                   float(r.revenue) if kind == "purchase" else None))
+    pipe.execute()
 
 
 def test_check_rolls_back_the_harmful_experiment_only(redis_client: Any, tmp_path: Path) -> None:

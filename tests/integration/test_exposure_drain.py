@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pyarrow.compute as pc
 import pytest
 
 from pipelines import exposures
@@ -26,28 +27,32 @@ def _add(client: Any, tenant: str, n: int, writer: str = "w1", skip: frozenset[i
         pipe.xadd(keys.log_stream("exposures", tenant), {explog.FIELD: explog.encode(explog.exposure(
             tenant, "e1", "control" if i % 2 else "model", f"s{i}", None, [f"i{i}", "i0"], "v1", "model",
             "recommend", T0 + i, writer, i))})
-        pipe.xadd(keys.log_stream("outcomes", tenant), {explog.FIELD: explog.encode(explog.outcome(
-            tenant, f"s{i}", None, "purchase", "i0", 12.5, T0 + i, T0 + i, writer, i))})
+        pipe.xadd(keys.events_stream_key(tenant), explog.event_entry(f"s{i}", "i0", "purchase", T0 + i, 12.5))
     pipe.execute()
 
 
 def test_drain_writes_parquet_acks_and_empties_the_stream(redis_client: Any, tmp_path: Path) -> None:
     _add(redis_client, "acme", 250)
-    redis_client.xadd(keys.log_stream("outcomes", "acme"), {explog.FIELD: b"{not json"})
+    redis_client.xadd(keys.events_stream_key("acme"), {"session_id": "s1", "event": "{not json"})
+    redis_client.xadd(keys.events_stream_key("acme"), explog.event_entry("s1", "i0", "remove_from_cart", T0))
+    redis_client.xadd(keys.events_stream_key("acme"), explog.event_entry("s1", "i7", "view", T0))
     out = exposures.drain(redis_client, str(tmp_path / "logs"), ["acme"], batch=100)
     by_kind = {r.kind: r for r in out}
     assert by_kind["exposures"].read == 250 and by_kind["exposures"].written == 250
     assert len(by_kind["exposures"].files) == 3  # 100 + 100 + 50
-    assert by_kind["outcomes"].quarantined == {"not JSON": 1} and by_kind["outcomes"].written == 250
-    assert all(r.backlog == 0 and r.error is None for r in out)
+    assert by_kind["outcomes"].quarantined == {"unreadable event": 1} and by_kind["outcomes"].written == 251
+    assert all(r.backlog == 0 and r.error is None and r.trimmed == 0 for r in out)
     assert redis_client.xlen(keys.log_stream("exposures", "acme")) == 0  # acked entries are deleted
     logs = exposures.read_logs(str(tmp_path / "logs"), "acme")
-    assert logs.exposures.num_rows == 250 and logs.outcomes.num_rows == 250
+    assert logs.exposures.num_rows == 250 and logs.outcomes.num_rows == 251  # 250 purchases + 1 view
     assert logs.duplicates == {"exposures": 0, "outcomes": 0} and logs.missing == {"exposures": 0, "outcomes": 0}
     row = logs.exposures.slice(3, 1).to_pylist()[0]
     assert (row["session_id"], row["items"], row["positions"], row["variant"]) == ("s3", ["i3", "i0"], [0, 1],
                                                                                  "control")
     assert logs.outcomes.column("revenue").to_pylist()[0] == 12.5
+    assert logs.outcomes.filter(pc.equal(logs.outcomes["event_type"], "click")).column("item_id").to_pylist() == ["i7"]
+    # the live-event stream is shared: drained outcome entries are acknowledged, not deleted
+    assert redis_client.xlen(keys.events_stream_key("acme")) == 253
     files = list((tmp_path / "logs" / "acme" / "exposures").rglob("*"))
     assert not [f for f in files if ".tmp" in f.name]
     now = datetime.now(UTC)  # partitioned by the day of the entries' server time (just now)
@@ -106,4 +111,16 @@ def test_lost_records_are_counted_and_one_bad_tenant_does_not_stop_the_others(re
     assert [r.tenant for r in errors] == ["bad:tenant", "bad:tenant"]
     logs = exposures.read_logs(str(tmp_path / "logs"), "gappy")
     assert logs.exposures.num_rows == 47
-    assert logs.missing == {"exposures": 3, "outcomes": 3}
+    assert logs.missing["exposures"] == 3  # gaps in the writers' seq
+
+
+def test_entries_trimmed_before_the_drain_are_counted(redis_client: Any, tmp_path: Path) -> None:
+    key = keys.events_stream_key("trim")
+    for i in range(50):  # older than the experiment: not counted when the group is made
+        redis_client.xadd(key, explog.event_entry(f"old{i}", "i1", "view", T0), maxlen=20, approximate=False)
+    first = exposures.drain_stream(redis_client, str(tmp_path / "logs"), "trim", "outcomes")
+    assert (first.read, first.trimmed) == (20, 0)
+    for i in range(100):  # the app's MAXLEN trims 70 of these before the next drain
+        redis_client.xadd(key, explog.event_entry(f"s{i}", "i1", "purchase", T0 + i, 5.0), maxlen=30, approximate=False)
+    second = exposures.drain_stream(redis_client, str(tmp_path / "logs"), "trim", "outcomes")
+    assert (second.read, second.trimmed, second.backlog) == (30, 70, 0)

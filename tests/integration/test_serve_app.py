@@ -209,8 +209,8 @@ def _wait_experiment(c: httpx.Client, url: str, key: str, want: Any, timeout_s: 
 def test_experiment_assigns_serves_the_variant_logs_exposures_and_obeys_the_kill_switch(
         app: dict[str, Any], redis_server: str, tmp_path: Path) -> None:
     """A/B on a live replica: each response names the experiment and the unit's variant; control is
-    popular, ``model`` the champion, ``chal`` a pinned challenger; each shown page is an exposure the
-    drain job writes to Parquet; the kill switch sends everyone to control within the poll interval
+    popular, ``model`` the champion, ``chal`` a pinned challenger; each shown page is an exposure and
+    each ``/v1/events`` purchase an outcome the drain job writes to Parquet; the kill switch sends everyone to control within the poll interval
     (2 s by default) and stops the exposures."""
     from jobs import drain_exposures
     from models.experiments.assignment import Assigner
@@ -238,6 +238,9 @@ def test_experiment_assigns_serves_the_variant_logs_exposures_and_obeys_the_kill
                     for v, s in unit.items()}
             score = post(c, url, "/v1/score", {"session_id": unit["chal"]}, key=key).json()
             other = post(c, url, "/v1/recommend", {"session_id": unit["chal"], "k": 2}).json()  # tenant default
+            bought = post(c, url, "/v1/events", {"session_id": unit["model"], "events": [
+                {"item_id": "d1", "event_type": "purchase", "price": 12.5}]}, key=key)
+            assert bought.status_code == 200, bought.text
             assert {v: (r["experiment"], r["variant"]) for v, r in recs.items()} == {v: ("e-live", v) for v in unit}
             assert recs["control"]["source"] == "popular"
             assert (recs["model"]["source"], recs["model"]["model_version"]) == ("model", champion)
@@ -258,6 +261,9 @@ def test_experiment_assigns_serves_the_variant_logs_exposures_and_obeys_the_kill
             assert sorted((r["variant"], r["session_id"], r["model_version"]) for r in shown) == sorted(
                 (v, unit[v], recs[v]["model_version"]) for v in unit)
             assert {r["experiment"] for r in shown} == {"e-live"}
+            outcomes = exposures.read_logs(logs, "shop").outcomes.to_pylist()  # from the live-event stream
+            assert [(o["session_id"], o["event_type"], o["revenue"]) for o in outcomes] == [
+                (unit["model"], "purchase", 12.5)]
 
             store.kill("shop", "test: kill switch")  # what `python -m jobs.experiment kill` does
             took = _wait_experiment(c, url, key, lambda e: e.get("state") == "rolled_back")

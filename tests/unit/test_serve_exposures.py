@@ -4,7 +4,6 @@ Redis is down and writes them in order when it returns, drops only when full and
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from serve.exposures import ExposureConfig, ExposureLog
@@ -40,7 +39,11 @@ def _rec(log: ExposureLog, tenant: str, i: int) -> bool:
 
 
 def _rows(redis: FakeRedis) -> list[dict[str, Any]]:
-    return [r for _, f, _ in redis.entries for r in json.loads(f[explog.FIELD])]
+    """The records as the drain reads them back (``store.explog.to_table``)."""
+    entries = [(f"{i}-0", f) for i, (_, f, _) in enumerate(redis.entries)]
+    table, bad = explog.to_table("exposures", entries)
+    assert not bad
+    return table.to_pylist()  # type: ignore[no-any-return]
 
 
 def test_records_are_batched_per_tenant_and_written_in_order() -> None:
