@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole tandem pipeline on synthetic data, each step a Ray job on the local head
 # started by `make up`: generate -> features -> train (propensity + recommender)
-# -> precompute to Redis -> deploy the Serve app -> curl it -> 10 s of wrk against it.
+# -> precompute to Redis -> deploy the Serve app -> curl it -> 10 s of wrk against it
+# -> an A/B experiment with simulated visitors and its KPI report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -84,6 +85,24 @@ step "load: 10 s of wrk on /v1/score (4 connections, random known sessions)"
 python -m bench.serve --target live --url "$TANDEM_SERVE_URL" --api-key "$API_KEY" --endpoints score \
   --connections 4 --duration 10 --warmup 2 --sessions-from "$DATA/features/sessions" | grep -v '^{'
 
+step "A/B experiment: popular (control) vs the models, simulated visitors with a known +30 % lift, KPI report"
+# Stored next to the models; every replica re-reads it within 2 s. Responses name the variant, each
+# shown page is an exposure (Redis stream), outcomes are the visitors' /v1/events; drained to Parquet.
+EXP_LOGS=$DATA/experiment_logs
+rm -rf "$EXP_LOGS"
+python -m jobs.experiment create --registry "$REGISTRY" --experiment cluster/demo_experiment.yaml --reason demo
+for _ in $(seq 60); do  # until the replicas serve it (/v1/health names it), then one more poll interval
+  curl -s "$TANDEM_SERVE_URL/v1/health" -H "X-API-Key: $API_KEY" | grep -q demo-personalisation && break
+  sleep 0.5
+done
+sleep 2
+python -m jobs.simulate --url "$TANDEM_SERVE_URL" --api-key "$API_KEY" --sessions "${TANDEM_DEMO_AB_SESSIONS:-2000}" \
+  --concurrency 8 --conversion 0.1 --lift model=0.3 --session-prefix "demo$START"
+python -m jobs.drain_exposures --redis "$TANDEM_REDIS_URL" --registry "$REGISTRY" --logs "$EXP_LOGS" | tail -1
+KPI_REPORT=$(python -m jobs.kpi_report --registry "$REGISTRY" --logs "$EXP_LOGS" --screenshot \
+  --out "$ROOT/artifacts/reports/kpi-demo-personalisation.html" | tail -1)
+echo "$KPI_REPORT"
+
 cat <<EOF
 Demo finished in $(( $(date +%s) - START )) s.
   Ray dashboard:   $RAY_ADDRESS   (jobs, Serve, metrics; the token is in .run/auth_token)
@@ -91,5 +110,7 @@ Demo finished in $(( $(date +%s) - START )) s.
   Prometheus:      $TANDEM_METRICS_URL   (Ray + Serve + tandem metrics, scrape target)
   Submit a job:    source .run/env && ray job submit --working-dir . -- python -m jobs.features --help
   Load test:       python -m bench.serve --target live   (60 s a point, /v1/score and /v1/recommend)
+  $KPI_REPORT
+  Kill switch:     python -m jobs.experiment kill --registry $REGISTRY --reason "..."   (all traffic to control)
   Stop everything: make down
 EOF
