@@ -19,7 +19,7 @@ from serve.engine import Engine, ModelBundle
 from serve.experiments import Experiments
 from serve.exposures import ExposureLog
 from serve.guard import Gate
-from serve.loader import load_bundle, load_pinned, preload_modules
+from serve.loader import load_bundle, load_pinned, pinned_registries, preload_modules
 from serve.metrics import ServeMetrics
 from serve.schemas import (
     AppArgs,
@@ -31,7 +31,6 @@ from serve.schemas import (
     TenantConfig,
 )
 from store.online import OnlineStore
-from store.registry import tenant_uri
 
 logger = logging.getLogger(__name__)
 
@@ -90,14 +89,17 @@ class TandemService:
         self.swap_error: str | None = None
         self._active: set[str] = {self.args.default_tenant}
         self._warmed = False
-        root = self.args.registry_uri
-        self.experiments = Experiments(root, self._load_pinned, self.args.experiments_poll_s,
-                                       registry_for=lambda tenant: [tenant_uri(root, tenant), root])
+        self.experiments = Experiments(self.args.registry_uri, self._load_pinned, self.args.experiments_poll_s,
+                                       registry_for=self._registries)
         self.exposures = ExposureLog(self.args.redis_url, self.args.exposures)
         http.bind(self)
 
+    def _registries(self, tenant: str) -> list[str]:
+        own = self.args.tenants.get(tenant)
+        return pinned_registries(tenant, self.args.registry_uri, own.registry_uri if own else None)
+
     def _load_pinned(self, tenant: str, name: str, version: str) -> Any:
-        return load_pinned(tenant, self.args.registry_uri, name, version, self.args.model_cache_dir)
+        return load_pinned(tenant, self._registries(tenant), name, version, self.args.model_cache_dir)
 
     async def _start_experiments(self) -> None:
         """Read the experiments once before the first request, then keep re-reading them in the background."""

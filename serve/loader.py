@@ -37,12 +37,18 @@ def _recommender(registry_uri: str, version: str | None, cache_dir: str) -> Reco
     return load_predictor(SessionRecPredictor, registry_uri, version=version, cache_dir=cache_dir)
 
 
-def load_pinned(tenant: str, registry_uri: str, name: str, version: str, cache_dir: str | None) -> Any:
-    """An A/B variant's pinned ``name`` model ``version``: from the tenant's own registry namespace
-    when it holds it, else the shared one; loaded and warmed up; raises when it cannot."""
+def pinned_registries(tenant: str, registry_uri: str, own_registry: str | None = None) -> list[str]:
+    """Where an A/B variant's pinned version of ``tenant`` is looked up, in order: the tenant's
+    configured registry, its namespace in the shared one, the shared one."""
     from store.registry import tenant_uri
 
-    for uri in dict.fromkeys((tenant_uri(registry_uri, tenant), registry_uri)):
+    return list(dict.fromkeys(u for u in (own_registry, tenant_uri(registry_uri, tenant), registry_uri) if u))
+
+
+def load_pinned(tenant: str, registries: list[str], name: str, version: str, cache_dir: str | None) -> Any:
+    """An A/B variant's pinned ``name`` model ``version`` from the first of ``registries`` that
+    holds it (``pinned_registries``); loaded and warmed up; raises when it cannot."""
+    for uri in registries:
         if "://" not in uri and not Path(uri).is_dir():
             continue
         if version not in Registry(uri).versions(name):
@@ -59,7 +65,8 @@ def load_pinned(tenant: str, registry_uri: str, name: str, version: str, cache_d
         if not warm_up(bundle):
             raise RuntimeError(f"{name} {version} failed its warm-up call")
         return model
-    raise RegistryError(f"tenant {tenant}: no {name} version {version!r} at {redact_url(registry_uri)}")
+    raise RegistryError(f"tenant {tenant}: no {name} version {version!r} at "
+                        f"{', '.join(redact_url(u) for u in registries)}")
 
 
 def preload_modules() -> None:

@@ -143,3 +143,11 @@ def test_requests_get_the_variant_and_its_pinned_models(registry: tuple[str, str
         assert exps.variant_bundle(swapped, "acme", got["chal"]) is not chal  # a hot swap rebuilds it
         exps._task.cancel()  # type: ignore[union-attr]
     asyncio.run(go())
+
+
+def test_pinned_versions_are_looked_up_in_the_tenants_registries_first() -> None:
+    from serve.loader import pinned_registries
+
+    assert pinned_registries("acme", "/reg", "/reg-acme") == ["/reg-acme", "/reg/tenants/acme", "/reg"]
+    assert pinned_registries("acme", "/reg") == ["/reg/tenants/acme", "/reg"]
+    assert pinned_registries("default", "/reg") == ["/reg"]  # the default tenant's namespace is the shared root
