@@ -140,8 +140,14 @@ def to_table(kind: str, entries: Iterable[tuple[Any, dict[Any, Any] | None]]) ->
             rec["stream_id"] = f"{entry_id}:{i}" if many else entry_id
             for n in names:
                 cols[n].append(rec.get(n))
+    return _table(kind, cols, bad)
+
+
+def _table(kind: str, cols: dict[str, list[Any]], bad: Counter[str]) -> tuple[pa.Table, Counter[str]]:
+    """Columns as an Arrow table of ``SCHEMAS[kind]`` (rows that do not fit are counted in ``bad``)."""
+    schema = SCHEMAS[kind]
     try:
-        table = pa.table({n: pa.array(cols[n], type=schema.field(n).type) for n in names}, schema=schema)
+        table = pa.table({f.name: pa.array(cols[f.name], type=f.type) for f in schema}, schema=schema)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
         table, more = _row_by_row(kind, cols)
         bad.update(more)
@@ -190,7 +196,8 @@ def outcomes_from_events(tenant: str, entries: Iterable[tuple[Any, dict[Any, Any
         raw = fields.get(name.encode(), fields.get(name))
         return raw.decode() if isinstance(raw, bytes) else raw
 
-    records: list[tuple[Any, dict[Any, Any]]] = []
+    names = [f.name for f in OUTCOME_SCHEMA]
+    cols: dict[str, list[Any]] = {n: [] for n in names}
     bad: Counter[str] = Counter()
     for raw_id, fields in entries:
         if not fields:
@@ -202,18 +209,20 @@ def outcomes_from_events(tenant: str, entries: Iterable[tuple[Any, dict[Any, Any
             if kind is None:
                 continue
             when = int(datetime.fromisoformat(ev["event_time"]).timestamp() * 1000)
+            session_id = field(fields, "session_id")
+            if not session_id:
+                raise KeyError("session_id")
         except (TypeError, ValueError, KeyError):
             bad["unreadable event"] += 1
             continue
         entry_id = _id(raw_id)
         revenue = float(ev.get("price") or 0.0) if kind == "purchase" else 0.0
-        rec = outcome(tenant, field(fields, "session_id"), ev.get("user_id"), kind, ev.get("item_id"), revenue,
-                      when, stream_id_ms(entry_id), "", -1)
-        rec["writer"], rec["seq"] = None, None  # written by /v1/events: no writer sequence
-        records.append((raw_id, {FIELD: encode(rec)}))
-    table, more = to_table("outcomes", records)
-    bad.update(more)
-    return table, bad
+        rec = outcome(tenant, session_id, ev.get("user_id"), kind, ev.get("item_id"), revenue, when,
+                      stream_id_ms(entry_id), "", -1)
+        rec["writer"], rec["seq"], rec["stream_id"] = None, None, entry_id  # /v1/events: no writer sequence
+        for n in names:
+            cols[n].append(rec.get(n))
+    return _table("outcomes", cols, bad)
 
 
 def stream_id_ms(stream_id: str) -> int:
