@@ -86,6 +86,8 @@ class Job(Generic[C]):
 
 def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
+    for chatty in ("httpx", "httpcore"):  # one INFO line per HTTP request (jobs.simulate sends thousands)
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 def load_config_file(path: str) -> dict[str, Any]:
