@@ -96,10 +96,11 @@ for _ in $(seq 60); do  # until the replicas serve it (/v1/health names it), the
   sleep 0.5
 done
 sleep 2
-python -m jobs.simulate --url "$TANDEM_SERVE_URL" --api-key "$API_KEY" --sessions "${TANDEM_DEMO_AB_SESSIONS:-2000}" \
-  --concurrency 8 --conversion 0.1 --lift model=0.3 --session-prefix "demo$START"
+python -m jobs.simulate --url "$TANDEM_SERVE_URL" --api-key "$API_KEY" --sessions "${TANDEM_DEMO_AB_SESSIONS:-1200}" \
+  --concurrency 8 --conversion 0.2 --lift model=0.3 --session-prefix "demo$START"
 python -m jobs.drain_exposures --redis "$TANDEM_REDIS_URL" --registry "$REGISTRY" --logs "$EXP_LOGS" | tail -1
-KPI_REPORT=$(python -m jobs.kpi_report --registry "$REGISTRY" --logs "$EXP_LOGS" --screenshot \
+# 6-second ticks for the plots over time (the refresh loop's are 5 minutes; this run lasts about a minute)
+KPI_REPORT=$(python -m jobs.kpi_report --registry "$REGISTRY" --logs "$EXP_LOGS" --screenshot --tick-minutes 0.1 \
   --out "$ROOT/artifacts/reports/kpi-demo-personalisation.html" | tail -1)
 echo "$KPI_REPORT"
 
