@@ -223,10 +223,33 @@ def redis_binary() -> str:
     return found
 
 
-def start_redis(port: int, workdir: Path, pid_file: Path, env: dict[str, str] | None = None) -> int:
+# Redis settings a shop can trust (README "Running it for real"):
+# - AOF with fsync every second: a restart (or a crash) reloads the precomputed tables, pointers
+#   and live sessions, losing at most the last second of writes; RDB snapshots stay off.
+# - a memory cap with ``noeviction``: precomputed tables and live sessions share this Redis, and
+#   every eviction policy would drop data silently (volatile-* takes live sessions and rows of the
+#   live table, which all carry TTLs; allkeys-* can take a pointer). With noeviction a full Redis
+#   refuses writes with an error instead: /v1/events answers stored=false (the caller retries),
+#   a refresh tick fails its publication and keeps the old tables live, reads go on, and GC's
+#   UNLINKs (allowed when full) make room for the next tick.
+REDIS_MAXMEMORY = "1gb"
+REDIS_POLICY = "noeviction"
+
+
+def redis_settings(maxmemory: str | None = None, policy: str | None = None) -> list[str]:
+    """The persistence and memory flags every tandem redis-server runs with."""
+    maxmemory = maxmemory or os.environ.get("TANDEM_REDIS_MAXMEMORY", REDIS_MAXMEMORY)
+    policy = policy or os.environ.get("TANDEM_REDIS_POLICY", REDIS_POLICY)
+    return ["--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+            "--maxmemory", maxmemory, "--maxmemory-policy", policy]
+
+
+def start_redis(port: int, workdir: Path, pid_file: Path, env: dict[str, str] | None = None,
+                maxmemory: str | None = None) -> int:
+    """redis-server on 127.0.0.1:``port`` with its AOF under ``workdir`` (reloaded when restarted there)."""
     workdir.mkdir(parents=True, exist_ok=True)
     cmd = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
-           "--save", "", "--appendonly", "no", "--protected-mode", "yes", "--daemonize", "no"]
+           *redis_settings(maxmemory), "--protected-mode", "yes", "--daemonize", "no"]
     pid = spawn(cmd, workdir / "redis.log", pid_file, env=env)
     wait_for(lambda: port_open(port), f"redis-server on 127.0.0.1:{port}", 20)
     return pid

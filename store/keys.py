@@ -9,6 +9,9 @@ one atomic ``SET`` of its pointer key, so readers never see a half-loaded table:
     tandem:{tenant}:sess:{session_id}                -> list of JSON events (live session state)
     tandem:{tenant}:events                           -> stream of every live event (capped by length)
     tandem:{tenant}:batch:{batch_id}                 -> "1" while a stored event batch id is remembered
+    tandem:{tenant}:ptrfence:{table}                 -> fencing token of the run that last flipped it
+    tandem:{tenant}:ptrprev:{table}                  -> the namespace the pointer held before
+    tandem:{tenant}:nsidx:{table}                    -> sorted set: namespace -> last live or created (unix s)
 
 ``table`` is one of ``TABLES``. The tenant is part of every key, so one tenant
 can never address another tenant's keys.
@@ -27,8 +30,13 @@ META_ENTITY = "__meta__"
 _SAFE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 
+def is_key_part(value: object) -> bool:
+    """True for a string that can be a tenant, version or run id in a key."""
+    return isinstance(value, str) and _SAFE.match(value) is not None
+
+
 def _check(name: str, value: str) -> str:
-    if not _SAFE.match(value):
+    if not is_key_part(value):
         raise ValueError(f"{name} {value!r} must be 1-64 characters of letters, digits, '_', '.', '-'")
     return value
 
@@ -42,6 +50,27 @@ def pointer_key(table: str, tenant: str = DEFAULT_TENANT) -> str:
     if table not in TABLES:
         raise ValueError(f"unknown table {table!r}; expected one of {TABLES}")
     return f"{PREFIX}:{_check('tenant', tenant)}:ptr:{table}"
+
+
+def pointer_fence_key(table: str, tenant: str = DEFAULT_TENANT) -> str:
+    return pointer_key(table, tenant).replace(":ptr:", ":ptrfence:", 1)
+
+
+def previous_key(table: str, tenant: str = DEFAULT_TENANT) -> str:
+    return pointer_key(table, tenant).replace(":ptr:", ":ptrprev:", 1)
+
+
+def index_key(table: str, tenant: str = DEFAULT_TENANT) -> str:
+    """Sorted set of the tenant's namespaces of ``table`` (written before their rows: GC finds partial ones)."""
+    return pointer_key(table, tenant).replace(":ptr:", ":nsidx:", 1)
+
+
+def parse_namespace_key(key: str) -> tuple[str, str, str] | None:
+    """``(tenant, table, version)`` of a row or manifest key, or None for any other key."""
+    parts = key.split(":", 4)
+    if len(parts) < 5 or parts[0] != PREFIX or parts[2] not in TABLES:
+        return None
+    return parts[1], parts[2], parts[3]
 
 
 def namespace(table: str, version: str, tenant: str = DEFAULT_TENANT) -> str:

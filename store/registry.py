@@ -152,14 +152,18 @@ class Registry:
         if (target / META).exists():
             return target
         tmp = target.with_name(target.name + f".tmp{uuid.uuid4().hex[:6]}")
-        tmp.mkdir(parents=True, exist_ok=True)
-        pafs.copy_files(self._p(name, mv.version), str(tmp), source_filesystem=self.fs,
-                        destination_filesystem=pafs.LocalFileSystem())
+        self.copy_version(name, mv.version, tmp)
         try:
             tmp.rename(target)
         except OSError:  # another process fetched it first
             pass
         return target
+
+    def copy_version(self, name: str, version: str, dest: str | os.PathLike[str]) -> None:
+        """Copy one version's files into the local directory ``dest`` (created)."""
+        Path(dest).mkdir(parents=True, exist_ok=True)
+        pafs.copy_files(self._p(name, version), str(dest), source_filesystem=self.fs,
+                        destination_filesystem=pafs.LocalFileSystem())
 
     def state(self, name: str) -> dict[str, Any]:
         return self._champion_state(name)
