@@ -26,9 +26,12 @@ class Config(BaseModel, extra="forbid"):
     lateness_hours: float = Field(24.0, ge=0)
     gap_minutes: float | None = Field(None, gt=0)
     buckets: int = Field(16, ge=1)
+    now: str | None = Field(None, description="the job's clock for future-dated events (default: the wall clock)")
+    max_future_minutes: float = Field(10.0, ge=0, description="events later than now + this are quarantined "
+                                                             "as future_time")
     smoke_test: bool = False
 
-    @field_validator("as_of", "since")
+    @field_validator("as_of", "since", "now")
     @classmethod
     def _utc_time(cls, value: str | None) -> str | None:
         if value is not None:
@@ -53,7 +56,9 @@ def run(cfg: Config) -> Result:
                               as_of=pd.Timestamp(cfg.as_of, tz="UTC") if cfg.as_of else None,
                               since=pd.Timestamp(cfg.since, tz="UTC") if cfg.since else None,
                               incremental=cfg.incremental, lateness_hours=cfg.lateness_hours,
-                              gap_minutes=cfg.gap_minutes, buckets=cfg.buckets)
+                              gap_minutes=cfg.gap_minutes, buckets=cfg.buckets,
+                              now=pd.Timestamp(cfg.now, tz="UTC") if cfg.now else None,
+                              max_future_minutes=cfg.max_future_minutes)
     m = manifest
     return Result(rows_in=m["rows_in"], sessions=m["sessions"], sequences=m["sequences"], items=m["items"],
                   quarantined=m["quarantined"], quarantine_reasons=m["quarantine_reasons"], seconds=m["seconds"],
@@ -71,6 +76,9 @@ def flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gap-minutes", type=float,
                    help="re-sessionize by user with this inactivity gap (default: use the source session id)")
     p.add_argument("--buckets", type=int, help="session and user hash buckets (tasks of stages 2 and 3; default 16)")
+    p.add_argument("--now", help="the job's clock for future-dated events (default: the wall clock, UTC)")
+    p.add_argument("--max-future-minutes", type=float,
+                   help="events later than now + this are quarantined as future_time (default 10)")
 
 
 def fill_smoke(values: dict[str, Any], tmp: Path) -> None:

@@ -2,13 +2,16 @@
 
     python -m jobs.precompute --features DIR --registry URI --redis URL [--tenant T] [--ttl S]
 
-Ray Data ``map_batches`` runs the serving predictors over the feature tables and each table
-is published into a new Redis namespace whose pointer flips only when every block succeeded.
+The serving predictors score the feature tables and each table is published into a new Redis
+namespace whose pointer flips only when every block succeeded. The run holds the publication
+lease (``store.lease``): while a refresh loop (or another run) holds it, the job exits 3 naming
+the holder, or waits ``--lease-wait`` seconds for it.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,9 +21,11 @@ from pydantic import field_validator
 from pipelines import entrypoint, smoke
 from pipelines.precompute import PrecomputeConfig
 from pipelines.precompute import run as precompute
-from store.publish import DEFAULT_TTL_S
+from store.lease import LeaseError
 
-Result = dict[str, Any]  # run_id, and per table (score, recs, popular): its report or "skipped"
+logger = logging.getLogger(__name__)
+
+Result = dict[str, Any]  # run_id, per table (score, recs, popular) its report or "skipped"; failed tenants
 
 
 class Config(PrecomputeConfig, extra="forbid"):
@@ -33,7 +38,16 @@ class Config(PrecomputeConfig, extra="forbid"):
 
 
 def run(cfg: Config) -> Result:
-    return precompute(cfg)
+    try:
+        return precompute(cfg)
+    except LeaseError as exc:  # a refresh loop (or another publisher) holds the lease: try later or --lease-wait
+        logger.error("%s", exc)
+        return {"error": str(exc), "lease_held": True}
+
+
+def exit_code(result: Result) -> int:
+    """3: the lease is held by another run; 1: a tenant's commit failed (the others are live)."""
+    return 3 if result.get("lease_held") else 1 if result.get("failed") else 0
 
 
 def flags(p: argparse.ArgumentParser) -> None:
@@ -41,7 +55,11 @@ def flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--registry", help="model registry URI")
     p.add_argument("--redis", help="redis://host:port/db")
     p.add_argument("--tenant", help="publish only this tenant's rows")
-    p.add_argument("--ttl", type=int, help=f"TTL of published rows (s; default {DEFAULT_TTL_S})")
+    p.add_argument("--every", type=float, dest="cadence_s",
+                   help="how often you run this publication (s); rows live a few of these (default daily)")
+    p.add_argument("--ttl", type=int, help="TTL of published rows (s; default 4 x --every)")
+    p.add_argument("--lease-wait", type=float, dest="lease_wait_s",
+                   help="wait this many seconds for the publication lease (held by a running refresh loop)")
     p.add_argument("--top-k", type=int, help="default 20")
     p.add_argument("--popular-k", type=int, help="default 100")
     p.add_argument("--tables", help="comma-separated (default score,recs,popular)")
@@ -63,7 +81,7 @@ def fill_smoke(values: dict[str, Any], tmp: Path) -> Callable[[], None] | None:
 
 
 JOB = entrypoint.Job(prog="python -m jobs.precompute", description=__doc__.splitlines()[0], config=Config, run=run,
-                     flags=flags, ray={}, json="always", smoke=fill_smoke)
+                     flags=flags, ray={}, json="always", smoke=fill_smoke, exit_code=exit_code)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -35,6 +36,14 @@ EVENT_SCHEMA = pa.schema(
     ],
     metadata={"tandem.schema_version": str(SCHEMA_VERSION)},
 )
+
+# Event times outside these years are quarantined (``time_out_of_range``): a zero or a
+# milliseconds-read-as-seconds timestamp must not reach the features or the watermark.
+MIN_YEAR, MAX_YEAR = 2000, 2100
+# Default clock skew allowed for event times ahead of the job's ``now`` (``future_time``).
+MAX_FUTURE_S = 600.0
+# A tenant id must be usable as a Redis key part (``store.keys``): 1-64 of letters, digits, _ . -
+TENANT_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("event_time", "session_id", "item_id", "event_type")
 OPTIONAL_COLUMNS: tuple[str, ...] = ("user_id", "price", "category", "tenant")
@@ -107,19 +116,38 @@ def _cast_column(col: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedArray:
     return col.cast(target)
 
 
-def split_valid(table: pa.Table) -> Split:
+def split_valid(table: pa.Table, now: datetime | None = None, max_future_s: float = MAX_FUTURE_S) -> Split:
     """Separate contract-breaking rows (with a ``reason``) from valid ones.
 
     ``table`` must already have ``EVENT_SCHEMA`` (see ``conform``). The first
     failing rule names the reason, so every bad row is counted exactly once.
+    Event times outside ``MIN_YEAR``..``MAX_YEAR`` are ``time_out_of_range``; with
+    ``now``, times later than ``now + max_future_s`` are ``future_time`` (one
+    future-dated row must not move a watermark ahead of the data). A tenant that
+    cannot be a key part (``TENANT_PATTERN``) is ``invalid_tenant``; null or "" is
+    the default tenant.
     """
     n = table.num_rows
+    t_type = EVENT_SCHEMA.field("event_time").type
+    lo = pa.scalar(datetime(MIN_YEAR, 1, 1, tzinfo=UTC), t_type)
+    hi = pa.scalar(datetime(MAX_YEAR + 1, 1, 1, tzinfo=UTC), t_type)
+    times = table["event_time"]
+    tenant = table["tenant"]
     rules: list[tuple[str, pa.ChunkedArray | pa.Array]] = [
-        ("null_event_time", pc.is_null(table["event_time"])),
+        ("null_event_time", pc.is_null(times)),
+        ("time_out_of_range", pc.fill_null(pc.or_(pc.less(times, lo), pc.greater_equal(times, hi)), False)),
+    ]
+    if now is not None:
+        limit = now.astimezone(UTC) + timedelta(seconds=max_future_s)
+        rules.append(("future_time", pc.fill_null(pc.greater(times, pa.scalar(limit, t_type)), False)))
+    rules += [
         ("null_session_id", _blank(table["session_id"])),
         ("null_item_id", _blank(table["item_id"])),
         ("unknown_event_type", pc.invert(pc.is_in(table["event_type"], value_set=pa.array(EVENT_TYPES)))),
         ("negative_price", pc.fill_null(pc.less(table["price"], 0.0), False)),
+        ("invalid_tenant", pc.fill_null(pc.and_(pc.not_equal(tenant, ""),
+                                                pc.invert(pc.match_substring_regex(tenant, TENANT_PATTERN))),
+                                        False)),
     ]
     reason = pa.nulls(n, pa.string())
     for name, mask in rules:

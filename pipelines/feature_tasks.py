@@ -24,6 +24,7 @@ the shared store.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -37,7 +38,7 @@ from models.features.sequences import sequences_table, session_summaries_table
 from models.features.session import LABEL, events_to_arrow, session_features_table
 from models.features.sessionize import day_strings, hash_strings, sessionize_by_gap, sort_sessions
 from models.features.user import USER_FEATURES, user_features_at
-from models.schema import EVENT_SCHEMA, conform, split_valid
+from models.schema import EVENT_SCHEMA, MAX_FUTURE_S, SchemaError, conform, split_valid
 from store import fs
 
 logger = logging.getLogger(__name__)
@@ -46,27 +47,67 @@ LAYOUT = "session-buckets-v2"  # stored in the manifest; an incremental run need
 _IPC = pa.ipc.IpcWriteOptions(compression="lz4")
 
 
-def list_event_files(events: str, first_day: pd.Timestamp | None = None) -> list[str]:
-    """Parquet files under ``events`` (local or s3://; a published output's pointer is followed),
-    optionally only ``date=`` partitions >= first_day."""
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def partition_day(path: str) -> pd.Timestamp | None | str:
+    """The ``date=`` partition day of a file path: a Timestamp, None (no such partition), or the
+    malformed partition value itself (e.g. ``"2026-13-45"``, ``"garbage"``)."""
+    part = next((p for p in path.split("/") if p.startswith("date=")), None)
+    if part is None:
+        return None
+    value = part[5:]
+    if not _DAY.match(value):
+        return value
+    try:
+        return pd.Timestamp(value, tz="UTC")
+    except ValueError:
+        return value
+
+
+def scan_event_files(events: str, first_day: pd.Timestamp | None = None) -> tuple[list[str], list[str]]:
+    """(Parquet files under ``events``, files under malformed ``date=`` partitions), local or s3://
+    (a published output's pointer is followed).
+
+    With ``first_day`` only partitions on or after it are listed. Files of a malformed partition
+    are never read: the job quarantines them by path, and the other partitions go on."""
     root = fs.resolve(events)
     kind = fs.info(root).type
     if kind == fs.pafs.FileType.NotFound:
         raise FileNotFoundError(f"{events}: no such file or directory")
     if kind == fs.pafs.FileType.File:
-        return [root]
-    out = []
+        return [root], []
+    out: list[str] = []
+    malformed: list[str] = []
     for path in fs.list_files(root, suffix=".parquet"):
-        if first_day is not None:
-            part = next((p for p in path.split("/") if p.startswith("date=")), None)
-            if part is not None and pd.Timestamp(part[5:], tz="UTC") < first_day:
-                continue
+        day = partition_day(path)
+        if isinstance(day, str):
+            malformed.append(path)
+            continue
+        if first_day is not None and day is not None and day < first_day:
+            continue
         out.append(path)
-    return out
+    if malformed:
+        logger.warning("%d event files under malformed date= partitions are quarantined, e.g. %s", len(malformed),
+                       malformed[0])
+    return out, malformed
+
+
+def list_event_files(events: str, first_day: pd.Timestamp | None = None) -> list[str]:
+    """Parquet files under ``events`` (local or s3://), optionally only ``date=`` partitions >= first_day."""
+    return scan_event_files(events, first_day)[0]
 
 
 def _open(path: str) -> pq.ParquetFile:
     return pq.ParquetFile(fs.open_input_file(path))
+
+
+def file_rows(path: str) -> int:
+    """Rows of a Parquet file from its footer (0 when it cannot be read)."""
+    try:
+        return int(_open(path).metadata.num_rows)
+    except (OSError, pa.ArrowException):
+        return 0
 
 
 def plan_reads(files: list[str], rows_per_task: int) -> list[dict[str, Any]]:
@@ -80,13 +121,35 @@ def plan_reads(files: list[str], rows_per_task: int) -> list[dict[str, Any]]:
             group.append(i)
             rows += meta.row_group(i).num_rows
             if rows >= rows_per_task:
-                tasks.append({"path": path, "row_groups": group})
+                tasks.append({"path": path, "row_groups": group, "rows": rows})
                 group, rows = [], 0
         if group or meta.num_row_groups == 0:
-            tasks.append({"path": path, "row_groups": group})
+            tasks.append({"path": path, "row_groups": group, "rows": rows})
     for i, t in enumerate(tasks):
         t["task"] = i
     return tasks
+
+
+def pack_reads(tasks: list[dict[str, Any]], rows_per_task: int) -> list[dict[str, Any]]:
+    """Stage-1 tasks with consecutive small slices packed together up to ``rows_per_task`` rows.
+
+    A refresh loop adds one small file per ingest batch; one task per file would make a day
+    of 5-minute batches 288 tasks of a few hundred rows each."""
+    packed: list[dict[str, Any]] = []
+    pieces: list[dict[str, Any]] = []
+    rows = 0
+    for t in tasks:
+        n = int(t.get("rows", 0))
+        if pieces and rows + n > rows_per_task:
+            packed.append({"pieces": pieces})
+            pieces, rows = [], 0
+        pieces.append({"path": t["path"], "row_groups": t["row_groups"]})
+        rows += n
+    if pieces:
+        packed.append({"pieces": pieces})
+    for i, t in enumerate(packed):
+        t["task"] = i
+    return packed
 
 
 def bucket_of(keys: pa.Array | pa.ChunkedArray, buckets: int) -> np.ndarray:
@@ -152,12 +215,33 @@ def _node() -> str:
     return str(ray.get_runtime_context().get_node_id())
 
 
+def _read_pieces(task: dict[str, Any]) -> tuple[list[pa.Table], dict[str, list[str]]]:
+    """The conformed tables of a task's slices; a file that cannot be read or conformed is
+    quarantined by path (``unreadable_file`` / ``schema_error``) and the others are read."""
+    tables: list[pa.Table] = []
+    bad: dict[str, list[str]] = {}
+    for piece in task.get("pieces") or [task]:
+        path = piece["path"]
+        try:
+            tables.append(conform(_open(path).read_row_groups(piece["row_groups"]), path))
+        except SchemaError as exc:
+            logger.error("quarantined %s: %s", path, exc)
+            bad.setdefault("schema_error", []).append(path)
+        except (OSError, pa.ArrowException) as exc:
+            logger.error("quarantined %s: cannot read it: %s", path, exc)
+            bad.setdefault("unreadable_file", []).append(path)
+    return tables, bad
+
+
 def bucket_events(task: dict[str, Any], stage: str, buckets: int, as_of: pd.Timestamp | None,
-                  by_user: bool) -> list[Any]:
-    """Stage 1 for one slice of one file: ``[counts, part of bucket 0, ..., part of bucket B-1]``."""
-    path, idx = task["path"], int(task["task"])
-    table = conform(_open(path).read_row_groups(task["row_groups"]), path)
-    split = split_valid(table)
+                  by_user: bool, now: pd.Timestamp | None = None, max_future_s: float = MAX_FUTURE_S) -> list[Any]:
+    """Stage 1 for one task's slices: ``[counts, part of bucket 0, ..., part of bucket B-1]``.
+
+    ``now``: events later than ``now + max_future_s`` are quarantined as ``future_time``."""
+    idx = int(task["task"])
+    tables, bad_files = _read_pieces(task)
+    table = pa.concat_tables(tables) if tables else EVENT_SCHEMA.empty_table()
+    split = split_valid(table, now.to_pydatetime() if now is not None else None, max_future_s)
     valid, bad = split.valid, split.quarantined
     if as_of is not None:
         valid = valid.filter(pc.less(valid["event_time"], pa.scalar(as_of.to_pydatetime(), EVENT_SCHEMA.field(0).type)))
@@ -170,8 +254,26 @@ def bucket_events(task: dict[str, Any], stage: str, buckets: int, as_of: pd.Time
         parts = _split(valid, bucket_of(key, buckets), buckets)
     samples = [{k: str(v) for k, v in r.items()} for r in bad.slice(0, 3).to_pylist()]
     info = {"rows_in": valid.num_rows + bad.num_rows, "quarantine": split.reason_counts(), "samples": samples,
-            "node": _node(), "part_bytes": [0 if p is None else p.size for p in parts]}
+            "node": _node(), "part_bytes": [0 if p is None else p.size for p in parts], "bad_files": bad_files}
     return [info, *parts]
+
+
+def drop_duplicate_events(ev: pa.Table) -> tuple[pa.Table, int]:
+    """``ev`` without exact duplicate rows (at-least-once ingestion); returns (table, rows dropped).
+
+    Duplicates share session and time, so only rows whose (session, time) repeats are compared
+    in full: a sort, and a small pandas ``duplicated`` over those few rows."""
+    srt = sort_sessions(ev)
+    same = np.r_[False, (np.diff(srt.session) == 0) & (np.diff(srt.t_us) == 0)]
+    if not same.any():
+        return ev, 0
+    rows = srt.order[same | np.r_[same[1:], False]]
+    dup = ev.take(pa.array(rows)).to_pandas().duplicated(keep="first").to_numpy()
+    if not dup.any():
+        return ev, 0
+    keep = np.ones(ev.num_rows, dtype=bool)
+    keep[rows[dup]] = False
+    return ev.filter(pa.array(keep)), int(dup.sum())
 
 
 def _write_by_day(table: pa.Table, days: np.ndarray, root: str, name: str, bucket: int) -> None:
@@ -192,10 +294,12 @@ def session_bucket(bucket: int, stage: str, emit_from: pd.Timestamp | None, gap_
     summaries for each user bucket, then the feature rows for each user bucket."""
     root = stage
     ev = _read_parts(parts)
-    out: dict[str, Any] = {"events": 0, "sessions": 0, "sequences": 0, "max_time": None, "node": _node()}
+    out: dict[str, Any] = {"events": 0, "sessions": 0, "sequences": 0, "max_time": None, "node": _node(),
+                           "duplicates": 0}
     empty: list[Part] = [None] * (0 if sessions_only else 2 * buckets)
     if ev is None or ev.num_rows == 0:
         return [out, *empty] if empty else out
+    ev, out["duplicates"] = drop_duplicate_events(ev)
     if gap_minutes:
         ev = events_to_arrow(sessionize_by_gap(ev.to_pandas(), gap_minutes))
     srt = sort_sessions(ev)
@@ -284,5 +388,5 @@ def user_bucket(bucket: int, stage: str, prior: list[str], emit_from: pd.Timesta
     return {"sessions": sess.num_rows, "node": _node()}
 
 
-__all__ = ["LAYOUT", "USER_FEATURES", "bucket_events", "list_event_files", "part_bytes", "plan_reads",
-           "session_bucket", "user_bucket"]
+__all__ = ["LAYOUT", "USER_FEATURES", "bucket_events", "drop_duplicate_events", "file_rows", "list_event_files", "pack_reads",
+           "part_bytes", "plan_reads", "scan_event_files", "session_bucket", "user_bucket"]

@@ -34,11 +34,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from models.features.item import items_from_daily
+from models.schema import MAX_FUTURE_S
 from pipelines.feature_tasks import (
     LAYOUT,
     bucket_events,
-    list_event_files,
+    file_rows,
+    pack_reads,
     plan_reads,
+    scan_event_files,
     session_bucket,
     user_bucket,
 )
@@ -63,18 +66,25 @@ def previous_manifest(out: str | Path) -> dict[str, Any] | None:
 
 def run(events: str, out: str | Path, as_of: pd.Timestamp | None = None, since: pd.Timestamp | None = None,
         incremental: bool = False, lateness_hours: float = 24.0, gap_minutes: float | None = None,
-        buckets: int = 16, sessions_only: bool = False, rows_per_task: int = 250_000) -> dict[str, Any]:
+        buckets: int = 16, sessions_only: bool = False, rows_per_task: int = 250_000,
+        now: pd.Timestamp | None = None, max_future_minutes: float = MAX_FUTURE_S / 60) -> dict[str, Any]:
     """Build the feature tables and atomically publish them at ``out`` (local or s3://); return the manifest.
 
     ``sessions_only`` computes just sessions, session features and labels (the benchmark's
     unit of work): no user features, sequences or item tables. ``buckets`` sets the tasks of
     stages 2 and 3 (memory per task is about the input over ``buckets``); ``rows_per_task``
-    sets the input slice of a stage-1 task.
+    sets the input slice of a stage-1 task (small files are packed together up to it).
+
+    Bad data is quarantined, never fatal: rows (``models.schema.split_valid``; events later
+    than ``now`` (default: the wall clock) plus ``max_future_minutes`` are ``future_time``),
+    files under malformed ``date=`` partitions, and files that cannot be read. An incremental
+    run that finds no new files keeps the previous output and returns its manifest.
     """
     import ray
 
     t0 = time.perf_counter()
     started = time.time()
+    now = pd.Timestamp.now(tz="UTC") if now is None else now
     pub = fs.Publication(out)
     prior = pub.current()
     prev = previous_manifest(out) if prior else None
@@ -82,6 +92,8 @@ def run(events: str, out: str | Path, as_of: pd.Timestamp | None = None, since: 
         logger.warning("features: previous output has layout %s, not %s; running in full",
                        prev.get("layout"), LAYOUT)
         incremental = False
+    if incremental and prev and not prev.get("watermark"):
+        incremental = False  # the previous run kept no event (all quarantined)
     if incremental and prev and since is None:
         since = pd.Timestamp(prev["watermark"]) - pd.Timedelta(hours=lateness_hours)
     if prev and incremental:
@@ -89,8 +101,11 @@ def run(events: str, out: str | Path, as_of: pd.Timestamp | None = None, since: 
     if not (prev and incremental):
         prior = None
     first_day = since.floor("D") if since is not None else None
-    files = list_event_files(events, first_day - pd.Timedelta(days=1) if first_day is not None else None)
+    files, malformed = scan_event_files(events, first_day - pd.Timedelta(days=1) if first_day is not None else None)
     if not files:
+        if incremental and prev:
+            logger.info("features: no event files at or after %s; the previous output stays", first_day)
+            return {**prev, "unchanged": True}
         raise FileNotFoundError(f"{events}: no event files (Parquet) found" +
                                 (f" at or after {first_day.date()}" if first_day is not None else ""))
     run_id = fs.new_run_id()
@@ -98,10 +113,11 @@ def run(events: str, out: str | Path, as_of: pd.Timestamp | None = None, since: 
     timings: dict[str, float] = {}
     try:
         t = time.perf_counter()
-        reads = plan_reads(files, rows_per_task)
+        reads = pack_reads(plan_reads(files, rows_per_task), rows_per_task)
         task: Any = ray.remote(num_cpus=1, max_retries=3)
         one = [task(bucket_events).options(num_returns=1 + buckets).remote(r, stage, buckets, as_of,
-                                                                           bool(gap_minutes)) for r in reads]
+                                                                           bool(gap_minutes), now,
+                                                                           max_future_minutes * 60) for r in reads]
         read = ray.get([r[0] for r in one])
         timings["stage1_s"] = time.perf_counter() - t
         t = time.perf_counter()
@@ -130,8 +146,10 @@ def run(events: str, out: str | Path, as_of: pd.Timestamp | None = None, since: 
             "sessions": sum(r["sessions"] for r in (sessions if sessions_only else users)),
             "sequences": sum(r["sequences"] for r in sessions), "timings": timings,
             "shuffle": shuffle_bytes(read, sessions, users),
+            "duplicates": sum(int(r.get("duplicates", 0)) for r in sessions),
+            "bad_files": _bad_files(read, malformed),
         }
-        manifest = _finish(stage, results, files, buckets, as_of, since, run_id, t0)
+        manifest = _finish(stage, results, files, buckets, as_of, since, run_id, t0, now)
         pub.commit(stage)  # the pointer is written last: the version is visible whole, or not at all
     except BaseException:
         pub.abort(stage)
@@ -165,6 +183,14 @@ def _prior_summaries(prior: str | None, buckets: int) -> list[list[str]]:
     return out
 
 
+def _bad_files(read: list[dict[str, Any]], malformed: list[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {"malformed_partition": list(malformed)} if malformed else {}
+    for r in read:
+        for reason, paths in r.get("bad_files", {}).items():
+            out.setdefault(reason, []).extend(paths)
+    return out
+
+
 def _carry_over(prior: str, stage: str, first_day: pd.Timestamp) -> None:
     """Copy the unchanged date partitions (before ``first_day``) of the previous output: hard links
     on a local path, server-side copies on object storage."""
@@ -177,7 +203,8 @@ def _carry_over(prior: str, stage: str, first_day: pd.Timestamp) -> None:
 
 
 def _finish(stage: str, results: dict[str, Any], files: list[str], buckets: int,
-            as_of: pd.Timestamp | None, since: pd.Timestamp | None, run_id: str, t0: float) -> dict[str, Any]:
+            as_of: pd.Timestamp | None, since: pd.Timestamp | None, run_id: str, t0: float,
+            now: pd.Timestamp | None = None) -> dict[str, Any]:
     daily = [pq.read_table(fs.open_input_file(p)) for p in fs.list_files(fs.join(stage, "item_daily"), ".parquet")]
     wm = results["max_time"]
     items = pd.DataFrame()
@@ -189,6 +216,8 @@ def _finish(stage: str, results: dict[str, Any], files: list[str], buckets: int,
     for counts in results["quarantine"]:
         for k, v in counts.items():
             reasons[k] = reasons.get(k, 0) + v
+    for reason, paths in results["bad_files"].items():  # whole files, counted by the rows their footers hold
+        reasons[reason] = reasons.get(reason, 0) + sum(file_rows(p) for p in paths)
     rows_in = results["rows_in"]
     seconds = time.perf_counter() - t0
     manifest = {
@@ -198,6 +227,8 @@ def _finish(stage: str, results: dict[str, Any], files: list[str], buckets: int,
         "sequences": results["sequences"], "items": len(items),
         "quarantined": sum(reasons.values()), "quarantine_reasons": reasons,
         "quarantine_samples": results["samples"][:10], "shuffle_bytes": results["shuffle"],
+        "quarantined_files": {k: v[:20] for k, v in results["bad_files"].items()},
+        "duplicates_dropped": results["duplicates"], "now": str(now),
         "timings": {k: round(v, 2) for k, v in results["timings"].items()}, "seconds": round(seconds, 2), "events_per_s": round(rows_in / seconds, 1) if seconds else None,
     }
     fs.write_json(fs.join(stage, MANIFEST), manifest)

@@ -19,7 +19,7 @@ from serve.engine import Engine, ModelBundle
 from serve.experiments import Experiments
 from serve.exposures import ExposureLog
 from serve.guard import Gate
-from serve.loader import load_bundle, load_pinned, pinned_registries, preload_modules
+from serve.loader import clean_model_cache, load_bundle, load_pinned, pinned_registries, preload_modules
 from serve.metrics import ServeMetrics
 from serve.schemas import (
     AppArgs,
@@ -79,6 +79,7 @@ class TandemService:
         self.args = AppArgs.model_validate(args)
         self.gate = gate_of(self.args)
         preload_modules()
+        clean_model_cache(self.args.model_cache_dir)
         self.store = OnlineStore(self.args.redis_url, self.args.cache)
         self.metrics = ServeMetrics()
         self.engine = Engine(self.args, self.store, self.metrics)

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import logging
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from models.contracts import PropensityScorer, Recommender
 from serve.engine import ModelBundle
 from serve.schemas import TenantConfig
+from store.modelcache import ModelCache
 from store.redact import redact_url
 from store.registry import Registry, RegistryError, load_predictor, resolve
 
 logger = logging.getLogger(__name__)
 
 
-def _propensity(registry_uri: str, version: str | None, cache_dir: str) -> PropensityScorer | None:
+def _propensity(registry_uri: str, version: str | None, cache_dir: str | None) -> PropensityScorer | None:
     try:
         from models.propensity.predictor import PropensityPredictor
     except ImportError:
@@ -28,7 +28,7 @@ def _propensity(registry_uri: str, version: str | None, cache_dir: str) -> Prope
     return load_predictor(PropensityPredictor, registry_uri, version=version, cache_dir=cache_dir)
 
 
-def _recommender(registry_uri: str, version: str | None, cache_dir: str) -> Recommender | None:
+def _recommender(registry_uri: str, version: str | None, cache_dir: str | None) -> Recommender | None:
     from models.session_rec.predictor import SessionRecPredictor
 
     if version is None and Registry(registry_uri).champion("recommender") is None:
@@ -53,12 +53,11 @@ def load_pinned(tenant: str, registries: list[str], name: str, version: str, cac
             continue
         if version not in Registry(uri).versions(name):
             continue
-        cache = cache_dir or tempfile.mkdtemp(prefix="tdm-serve-")
-        bundle = ModelBundle(tenant=tenant)
+        bundle = ModelBundle(tenant=tenant)  # files from the node's shared model cache, never a temp dir
         if name == "recommender":
-            bundle.recommender = _recommender(uri, version, cache)
+            bundle.recommender = _recommender(uri, version, cache_dir)
         else:
-            bundle.propensity = _propensity(uri, version, cache)
+            bundle.propensity = _propensity(uri, version, cache_dir)
         model = bundle.recommender or bundle.propensity
         if model is None:
             raise RegistryError(f"{name} {version}: its predictor cannot be imported")
@@ -80,6 +79,14 @@ def preload_modules() -> None:
             logger.warning("cannot import %s: %s", module, exc)
 
 
+def clean_model_cache(cache_dir: str | None) -> None:
+    """On replica start: drop copies left by dead processes and keep the cache under its cap."""
+    try:
+        ModelCache(cache_dir).clean()
+    except OSError as exc:  # a cache problem must not stop the replica; loads will report it
+        logger.warning("model cache %s: clean-up failed: %s", cache_dir, exc)
+
+
 def popular_from(recommender: Recommender | None, k: int) -> list[tuple[str, float]]:
     """Top-k items by the recommender's training popularity (the in-process fallback)."""
     return recommender.popular(k) if recommender is not None else []
@@ -98,9 +105,10 @@ def load_bundle(tenant: str, registry_uri: str, cfg: TenantConfig | None = None,
     left out (a cold start), or, with ``strict`` (a hot swap), raised: a swap must not go cold.
 
     Each model comes from the tenant's own registry namespace when it holds one (``store.registry.
-    resolve``), else from the shared default; a tenant's ``registry_uri`` replaces the lookup."""
+    resolve``), else from the shared default; a tenant's ``registry_uri`` replaces the lookup.
+    Model files come from the node's shared model cache (``store.modelcache``; ``cache_dir`` or
+    its default root), one copy per version, never a new temp dir per load."""
     cfg = cfg or TenantConfig()
-    cache_dir = cache_dir or tempfile.mkdtemp(prefix="tdm-serve-")
     bundle = ModelBundle(tenant=tenant)
     prop_uri, prop_version = _where(tenant, registry_uri, cfg.registry_uri, "propensity", cfg.propensity_version)
     try:

@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import re
 
+from models.schema import TENANT_PATTERN
+
 PREFIX = "tandem"
 DEFAULT_TENANT = "default"
 TABLES = ("score", "recs", "popular")
 POPULAR_ENTITY = "__all__"
 META_ENTITY = "__meta__"
 
-_SAFE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_SAFE = re.compile(TENANT_PATTERN)  # tenants, versions and run ids: one rule, shared with the event schema
 
 
 def is_key_part(value: object) -> bool:

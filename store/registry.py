@@ -20,10 +20,10 @@ last. The champion pointer is replaced in one write, and its history makes
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -34,6 +34,7 @@ import pyarrow.fs as pafs
 
 from models.provenance import code_version
 from store import fs as store_fs
+from store.modelcache import ModelCache
 
 logger = logging.getLogger(__name__)
 
@@ -80,15 +81,18 @@ class Registry:
         version = time.strftime("v%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
         dest = self._p(name, version)
         self.fs.create_dir(dest, recursive=True)
+        digest = hashlib.sha256()
         for path in sorted(src.rglob("*")):
             if path.is_file():
                 rel = path.relative_to(src).as_posix()
                 if rel == META:
                     continue
+                digest.update(rel.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
                 self.fs.create_dir(os.path.dirname(f"{dest}/{rel}"), recursive=True)
                 pafs.copy_files(str(path), f"{dest}/{rel}", destination_filesystem=self.fs)
         full_meta = {"name": name, "version": version, "registered_at": time.time(),
-                     "code_version": meta.get("code_version") or code_version(), **meta}
+                     "code_version": meta.get("code_version") or code_version(),
+                     "content_sha256": digest.hexdigest(), **meta}
         self._write_json(f"{dest}/{META}", full_meta)  # written last: marks the version complete
         logger.info("registered %s/%s at %s", name, version, self.version_uri(name, version))
         return ModelVersion(name, version, self.version_uri(name, version), full_meta)
@@ -242,11 +246,12 @@ P = TypeVar("P", bound=_Loadable)
 def load_predictor(cls: type[P], registry_uri: str, version: str | None = None, cache_dir: str | None = None) -> P:
     """The champion (or ``version``) of ``cls.registry_name`` loaded as ``cls`` (a predictor class).
 
-    The version is resolved once and the local copy is named after it, so the predictor's
-    ``version`` is the one fetched even if the champion moves meanwhile."""
-    cache = cache_dir or tempfile.mkdtemp(prefix=f"tdm-{cls.registry_name}-")
-    local = Registry(registry_uri).fetch(cls.registry_name, version, cache)
-    return cls(str(local), version=local.name)
+    The files come from the node's content-addressed model cache (``store.modelcache``; root
+    ``cache_dir`` or its default, shared by serve and precompute), one copy per version however
+    often it is loaded. The version is resolved once, so the predictor's ``version`` is the one
+    fetched even if the champion moves meanwhile."""
+    local, resolved = ModelCache(cache_dir).fetch(Registry(registry_uri), cls.registry_name, version)
+    return cls(str(local), version=resolved)
 
 
 MODEL_NAMES = ("propensity", "recommender")

@@ -5,9 +5,10 @@ immutable versioned value, reads the live session in the same call, and reports 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
-from store import codec, keys, publish
+from store import codec, gc, keys, publish
 from store.online import OnlineStore, OnlineStoreConfig
 
 
@@ -82,14 +83,18 @@ def test_a_dead_server_is_a_row_error_and_opens_the_breaker() -> None:
     assert rows[0].error in ("redis_error", "redis_timeout") and rows[-1].error == "redis_breaker_open"
 
 
-def test_gc_keeps_the_live_namespace_and_the_newest_before_it(redis_server: str, redis_client: Any) -> None:
+def test_gc_keeps_the_live_and_previous_namespaces_and_the_one_being_written(redis_server: str,
+                                                                              redis_client: Any) -> None:
     for i in range(4):
         _publish(redis_server, "recs", f"m{i}.r{i}", {"s1": codec.encode_top_k([("i1", float(i))])})
     client = publish.connect(redis_server)
     try:
         publish.write_rows(client, "recs", "m9.r9", [("default", "s1", "[]")])  # being written: no manifest
-        assert sorted(publish.gc(client, "recs", keep=1)) == ["m0.r0", "m1.r1"]
-        assert publish.gc(client, "recs", keep=1) == []
+        assert gc.collect(client, ["recs"], grace_s=60, protect=["m9.r9"]).deleted == []  # retired just now
+        later = time.time() + 61
+        report = gc.collect(client, ["recs"], grace_s=60, now=later, protect=["m9.r9"])
+        assert sorted(report.deleted) == ["default/recs/m0.r0", "default/recs/m1.r1"]
+        assert gc.collect(client, ["recs"], grace_s=60, now=later, protect=["m9.r9"]).deleted == []
     finally:
         client.close()
     left = {k.decode().split(":")[3] for k in redis_client.scan_iter(match="tandem:default:recs:*")}

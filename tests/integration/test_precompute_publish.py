@@ -11,7 +11,7 @@ import pytest
 from models.session_rec.artifact import pop_artifact
 from models.session_rec.predictor import SessionRecPredictor
 from pipelines import precompute
-from store import keys
+from store import keys, publish
 from store.registry import Registry, load_predictor
 
 pytestmark = pytest.mark.integration
@@ -43,11 +43,13 @@ def registry(tmp_path: Path) -> str:
     return uri
 
 
+@pytest.mark.parametrize("engine", ["local", "ray_data"])
 def test_precompute_publishes_recs_equal_to_online_and_popular(ray_cluster: object, redis_client: object,
                                                                redis_server: str, registry: str,
-                                                               tmp_path: Path) -> None:
+                                                               tmp_path: Path, engine: str) -> None:
     features = _features(tmp_path / "features")
-    cfg = precompute.PrecomputeConfig(features=str(features), registry=registry, redis=redis_server, top_k=3)
+    cfg = precompute.PrecomputeConfig(features=str(features), registry=registry, redis=redis_server, top_k=3,
+                                      engine=engine, model_cache_dir=str(tmp_path / "cache"))
     report = precompute.run(cfg)
     assert report["score"] == "skipped"  # no sessions/ table and no propensity champion
     assert report["recs"]["rows"] == {"default": 3, "acme": 2}
@@ -61,7 +63,7 @@ def test_precompute_publishes_recs_equal_to_online_and_popular(ray_cluster: obje
             assert batch == online.recommend(SESSIONS[int(sid[1:])], k=3)
         meta = json.loads(redis_client.get(keys.meta_key("recs", version, tenant)))
         assert meta["rows"] == len(sids)
-        assert redis_client.ttl(keys.entity_key("recs", version, sids[0], tenant)) > 0
+        assert 0 < redis_client.ttl(keys.entity_key("recs", version, sids[0], tenant)) <= cfg.ttl_s
     # a tenant's rows live only under its own namespace
     assert redis_client.get(keys.entity_key("recs", version, "s0", "acme")) is None
     pop_version = redis_client.get(keys.pointer_key("popular", "default")).decode()
@@ -98,9 +100,9 @@ def test_tenants_with_their_own_models_are_scored_by_them(ray_cluster: object, r
     cfg = precompute.PrecomputeConfig(features=str(features), registry=registry, redis=redis_server, top_k=3,
                                       tables=["recs"])
     report = precompute.run(cfg)
-    assert set(report["tenants"]) == {"default", "acme"}
-    assert report["tenants"]["acme"]["recs"]["registry"] == tenant_uri(registry, "acme")
-    assert report["tenants"]["default"]["recs"]["registry"] == registry
+    assert set(report["recs"]["rows"]) == {"default", "acme"}
+    assert report["recs"]["own_models"]["acme"]["registry"] == tenant_uri(registry, "acme")
+    assert set(report["recs"]["own_models"]) == {"acme"}  # default: the shared model
     for tenant, sids, catalogue in (("acme", ["s1", "s4"], {"a1", "a2", "a3"}),
                                     ("default", ["s0", "s2", "s3"], {f"i{i}" for i in range(1, 7)})):
         version = redis_client.get(keys.pointer_key("recs", tenant)).decode()
@@ -138,7 +140,7 @@ def test_per_tenant_training_precompute_and_popular_stay_in_their_catalogue(
     assert Registry(registry).champion("recommender") is None              # nothing in the shared default
     out = precompute.run(precompute.PrecomputeConfig(features=str(features), registry=registry,
                                                      redis=redis_server, top_k=5, tables=["recs", "popular"]))
-    assert set(out["tenants"]) == {"acme", "bolt"}
+    assert set(out["recs"]["rows"]) == {"acme", "bolt"} == set(out["recs"]["own_models"])
     for tenant, prefix in (("acme", "a"), ("bolt", "b")):
         version = redis_client.get(keys.pointer_key("recs", tenant)).decode()
         recs = [k for k in redis_client.scan_iter(f"tandem:{tenant}:recs:{version}:s*")]
@@ -148,3 +150,47 @@ def test_per_tenant_training_precompute_and_popular_stay_in_their_catalogue(
         pop_version = redis_client.get(keys.pointer_key("popular", tenant)).decode()
         popular = json.loads(redis_client.get(keys.entity_key("popular", pop_version, keys.POPULAR_ENTITY, tenant)))
         assert popular and all(i.startswith(prefix) for i, _ in popular), (tenant, popular)
+
+
+def test_a_failed_commit_for_the_second_tenant_keeps_the_first_live(ray_cluster: object, redis_client: object,
+                                                                   redis_server: str, registry: str,
+                                                                   tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tenant acme commits, then default's commit fails: acme's new table stays live and whole,
+    default keeps its previous table, and default's half-published namespace is deleted."""
+    features = str(_features(tmp_path / "features"))
+    cfg = precompute.PrecomputeConfig(features=features, registry=registry, redis=redis_server, tables=["recs"])
+    precompute.run(cfg)
+    before = {t: redis_client.get(keys.pointer_key("recs", t)) for t in ("acme", "default")}
+    real_commit = publish.commit
+
+    def failing(client: object, table: str, version: str, tenant: str, *args: object, **kw: object) -> object:
+        if tenant == "default":  # sorted: acme commits first
+            raise ConnectionError("connection reset while committing")
+        return real_commit(client, table, version, tenant, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(publish, "commit", failing)
+    report = precompute.run(cfg)
+    assert report["failed"] == {"recs/default": "ConnectionError: connection reset while committing"}
+    assert report["recs"]["rows"] == {"acme": 2}
+    acme = redis_client.get(keys.pointer_key("recs", "acme"))
+    assert acme != before["acme"] and keys.model_version_of(acme.decode()) == keys.model_version_of(
+        before["acme"].decode())
+    assert redis_client.get(keys.entity_key("recs", acme.decode(), "s1", "acme")) is not None
+    assert redis_client.get(keys.pointer_key("recs", "default")) == before["default"]
+    new_default = keys.namespace("recs", report["recs"]["namespace"], "default")
+    assert list(redis_client.scan_iter(match=new_default + ":*")) == []
+    assert redis_client.get(keys.entity_key("recs", before["default"].decode(), "s0")) is not None
+
+
+def test_an_invalid_tenant_id_is_counted_and_never_blocks_the_others(ray_cluster: object, redis_client: object,
+                                                                     redis_server: str, registry: str,
+                                                                     tmp_path: Path) -> None:
+    features = _features(tmp_path / "features")
+    pd.DataFrame({"session_id": ["x1", "x2"], "tenant": ["bad tenant:*", "acme"], "items": [["i1"], ["i2"]]},
+                 ).to_parquet(features / "sequences" / "part-9.parquet")
+    cfg = precompute.PrecomputeConfig(features=str(features), registry=registry, redis=redis_server, tables=["recs"])
+    report = precompute.run(cfg)
+    assert report["recs"]["rows"] == {"acme": 3, "default": 3}
+    assert report["recs"]["invalid_tenant_rows"] == 1
+    assert not [k for k in redis_client.scan_iter(match="tandem:bad*")]
