@@ -9,8 +9,8 @@ models.session_rec.auto). Every run reports cold-start slices (one-click session
 targets, repeats) beside popularity. Baselines (pop, itemknn, vsknn, vstan) fit in process; torch models (gru4rec, sasrec) train
 through Ray Train's TorchTrainer with ``--workers`` data-parallel workers (GPU when the
 cluster has one; a private local Ray unless RAY_ADDRESS is set). The artifact is saved,
-registered as ``recommender`` when ``--registry`` is given (champion with ``--promote`` or
-when none exists), and ``--json`` ends the output with one JSON line of metrics.
+registered as ``recommender`` when ``--registry`` is given (champion when none exists, or with
+``--promote`` when it passes the promotion gates), and ``--json`` ends with one JSON line of metrics.
 ``--config`` is a RecommenderConfig YAML (the job's own config file is ``--job-config``).
 """
 
@@ -55,7 +55,8 @@ def flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-fraction", type=float, help="parquet / diginetica-views time split (default 0.1)")
     p.add_argument("--registry", help="registry URI (local dir or s3://)")
     p.add_argument("--tenant", help="train on this tenant's rows and register in its namespace (default: shared)")
-    p.add_argument("--promote", action="store_true", help="make this version the champion")
+    p.add_argument("--promote", action="store_true",
+                   help="make this version the champion if it passes the promotion gates (recall@20 vs the champion)")
     p.add_argument("--artifact-dir", help="where to write the artifact (default: a temp dir)")
     p.add_argument("--storage", help="Ray Train storage path (default: $TANDEM_SCRATCH_URI, else under an s3:// "
                    "registry, else a temp dir)")

@@ -26,7 +26,6 @@ With no champion yet, the candidate becomes champion (the distribution gate stil
 from __future__ import annotations
 
 import logging
-import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -37,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from models.evaluation.classification import pr_auc
 from models.propensity.data import DataError, binary_label, load_table
 from models.propensity.predictor import REGISTRY_NAME, PropensityPredictor
-from store.registry import ModelVersion, Registry, RegistryError
+from store.registry import ModelVersion, Registry, RegistryError, load_predictor
 
 logger = logging.getLogger(__name__)
 
@@ -233,6 +232,83 @@ def gate_psi(cand_meta: dict[str, Any], champ_meta: dict[str, Any] | None, cand_
                 {k: (round(v, 6) if np.isfinite(v) else str(v)) for k, v in numbers.items()})
 
 
+def propensity_gates(reg: Registry, version: str, champion: str | None, holdout: Holdout | None,
+                     tolerance: float = 0.01, psi_max: float = 0.25, base_rate_ratio: float = 3.0,
+                     cache_dir: str | None = None) -> list[Gate]:
+    """The propensity gates for ``version`` against ``champion`` (models from the shared model cache)."""
+    cand = reg.get(REGISTRY_NAME, version)
+    cand_pred = load_predictor(PropensityPredictor, reg.uri, version, cache_dir)
+    champ = reg.get(REGISTRY_NAME, champion) if champion else None
+    champ_pred = load_predictor(PropensityPredictor, reg.uri, champion, cache_dir) if champion else None
+    cand_scores = cand_pred.predict_proba(holdout.features) if holdout is not None else None
+    cand_metrics = _metrics(cand, cand_pred)
+    gates = [gate_not_collapsed(cand_pred, cand_metrics, holdout, cand_scores, base_rate_ratio),
+             gate_psi(cand_metrics, _metrics(champ, champ_pred) if champ and champ_pred else None, cand_scores,
+                      psi_max)]
+    if champ is not None and champ_pred is not None:
+        gates.insert(0, gate_pr_auc(cand, cand_pred, champ, champ_pred, holdout, cand_scores, tolerance))
+    return gates
+
+
+def recommender_gates(reg: Registry, version: str, champion: str | None,
+                      pairs: tuple[list[list[str]], list[str]], tolerance: float = 0.01, k: int = 20,
+                      cache_dir: str | None = None) -> list[Gate]:
+    """The recommender gates, the same policy as propensity's on the same holdout:
+
+    - ``recall_at_k``: Recall@k(candidate) >= Recall@k(champion) - tolerance on the SAME
+      next-item pairs (raw item ids, ``models.session_rec.data.raw_next_item_pairs``) (each model ranks in its own catalogue; a
+      target it does not know is a miss), MRR@k reported;
+    - ``not_collapsed``: the candidate's top-1 differs across prefixes (more than one item),
+      and it hits at least one target when the champion does."""
+    from models.session_rec.evaluate import evaluate_predictor
+    from models.session_rec.predictor import SessionRecPredictor
+
+    prefixes, targets = pairs
+    if not targets:
+        return [Gate("recall_at_k", False, "holdout has no session of 2+ items to evaluate on", {})]
+    where = f"the same {len(targets)} holdout next-item pairs"
+    cand = evaluate_predictor(load_predictor(SessionRecPredictor, reg.uri, version, cache_dir), prefixes, targets)
+    rk, mk = f"recall@{k}", f"mrr@{k}"
+    gates = []
+    champ: dict[str, float] | None = None
+    if champion:
+        champ = evaluate_predictor(load_predictor(SessionRecPredictor, reg.uri, champion, cache_dir), prefixes,
+                                   targets)
+        ok = cand[rk] >= champ[rk] - tolerance
+        gates.append(Gate("recall_at_k", ok, f"candidate {rk} {cand[rk]:.4f} vs champion {champ[rk]:.4f} "
+                          f"(MRR {cand[mk]:.4f} vs {champ[mk]:.4f}) on {where}; "
+                          f"{'within' if ok else 'worse than'} tolerance {tolerance}",
+                          {"candidate": round(cand[rk], 6), "champion": round(champ[rk], 6),
+                           "candidate_mrr": round(cand[mk], 6), "champion_mrr": round(champ[mk], 6),
+                           "tolerance": tolerance, "pairs": len(targets)}))
+    problems = []
+    if cand["distinct_top1"] < 2 and len(targets) > 1:
+        problems.append("the same top-1 item for every prefix")
+    if champ is not None and champ[rk] > 0 and cand[rk] == 0:
+        problems.append(f"no hit at {k} where the champion has {champ[rk]:.4f}")
+    gates.append(Gate("not_collapsed", not problems, "; ".join(problems) or
+                      f"{int(cand['distinct_top1'])} distinct top-1 items, {rk} {cand[rk]:.4f} on {where}",
+                      {"distinct_top1": int(cand["distinct_top1"]), rk: round(cand[rk], 6)}))
+    return gates
+
+
+def apply_gates(reg: Registry, name: str, version: str, champion: str | None, gates: list[Gate],
+                set_champion: bool = True) -> dict[str, Any]:
+    """The decision of ``gates`` for ``version``: promote it (when all pass) or say why not."""
+    ok = all(g.passed for g in gates)
+    result: dict[str, Any] = {"action": "promote", "model": name, "candidate": version, "champion": champion,
+                              "promoted": ok, "gates": [asdict(g) for g in gates]}
+    if ok:
+        detail = "; ".join(f"{g.name}: {g.detail}" for g in gates)
+        if set_champion:
+            reg.set_champion(name, version, detail if champion else "first champion; " + detail)
+        result["champion"] = version
+        result["previous_champion"] = champion
+    else:
+        result["reason"] = "; ".join(f"{g.name}: {g.detail}" for g in gates if not g.passed)
+    return result
+
+
 def promote(opts: PromoteConfig) -> dict[str, Any]:
     """Run the gates on ``opts.candidate``; set it champion only if every gate passes."""
     reg = Registry(opts.registry)
@@ -241,31 +317,9 @@ def promote(opts: PromoteConfig) -> dict[str, Any]:
     if version == champion:
         return {"action": "promote", "candidate": version, "champion": champion, "promoted": False,
                 "gates": [], "reason": f"{version} is already the champion"}
-    cache = tempfile.mkdtemp(prefix="tdm-promote-")
-    cand = reg.get(REGISTRY_NAME, version)
-    cand_pred = PropensityPredictor(str(reg.fetch(REGISTRY_NAME, version, cache)), version=version)
-    champ = reg.get(REGISTRY_NAME, champion) if champion else None
-    champ_pred = (PropensityPredictor(str(reg.fetch(REGISTRY_NAME, champion, cache)), version=champion)
-                  if champion else None)
     holdout = None
     if opts.holdout:
-        holdout = load_holdout(opts.holdout, opts.label, opts.time_column, [m for m in (cand, champ) if m])
-    cand_scores = cand_pred.predict_proba(holdout.features) if holdout is not None else None
-    cand_metrics = _metrics(cand, cand_pred)
-    gates = [gate_not_collapsed(cand_pred, cand_metrics, holdout, cand_scores, opts.base_rate_ratio),
-             gate_psi(cand_metrics, _metrics(champ, champ_pred) if champ and champ_pred else None, cand_scores,
-                      opts.psi_max)]
-    if champ is not None and champ_pred is not None:
-        gates.insert(0, gate_pr_auc(cand, cand_pred, champ, champ_pred, holdout, cand_scores, opts.tolerance))
-    ok = all(g.passed for g in gates)
-    result = {"action": "promote", "candidate": version, "champion": champion, "promoted": ok,
-              "gates": [asdict(g) for g in gates]}
-    if ok:
-        reason = "; ".join(f"{g.name}: {g.detail}" for g in gates) if champion else "first champion; " + \
-            "; ".join(f"{g.name}: {g.detail}" for g in gates)
-        reg.set_champion(REGISTRY_NAME, version, reason)
-        result["champion"] = version
-        result["previous_champion"] = champion
-    else:
-        result["reason"] = "; ".join(f"{g.name}: {g.detail}" for g in gates if not g.passed)
-    return result
+        models = [reg.get(REGISTRY_NAME, v) for v in (version, champion) if v]
+        holdout = load_holdout(opts.holdout, opts.label, opts.time_column, models)
+    gates = propensity_gates(reg, version, champion, holdout, opts.tolerance, opts.psi_max, opts.base_rate_ratio)
+    return apply_gates(reg, REGISTRY_NAME, version, champion, gates)

@@ -5,7 +5,8 @@ The wiring of ``python -m jobs.train_recommender`` (which evaluates, saves and r
 Baselines (pop, itemknn, vsknn, vstan) fit in process; torch models (gru4rec, sasrec) train
 through Ray Train's TorchTrainer with ``--workers`` data-parallel workers (GPU when the
 cluster has one). The artifact is saved, registered as ``recommender`` when
-``--registry`` is given (champion with ``--promote`` or when none exists), and ``--json``
+``--registry`` is given (champion when none exists; with ``--promote`` when it passes the
+recommender promotion gates against the champion on the test pairs), and ``--json``
 ends the output with one JSON line of metrics.
 """
 
@@ -28,6 +29,7 @@ from models.session_rec.data import EncodedData, load_dataset, read_item_categor
 from models.session_rec.evaluate import BASELINES, evaluate_with_slices, fit_baseline
 from models.session_rec.predictor import REGISTRY_NAME
 from pipelines import raycluster
+from pipelines.promotion import apply_gates, recommender_gates
 from pipelines.reports.model import MODEL_REPORT, write_recommender_report
 from pipelines.tenancy import tenant_rows
 from pipelines.train_callbacks import callback_types, without_default_callbacks
@@ -278,10 +280,18 @@ def train_and_register(opts: TrainConfig) -> dict[str, Any]:
         mv = registry.register(REGISTRY_NAME, out_dir, {"model_type": model.model_type, "metrics": metrics,
                                                        "data_window": data.window, "tenant": opts.tenant})
         report["registry"] = registry.uri
-        if opts.promote or registry.champion(REGISTRY_NAME) is None:
-            registry.set_champion(REGISTRY_NAME, mv.version, f"train_recommender {cfg.model} "
+        champion = registry.champion(REGISTRY_NAME)
+        if champion is None:
+            registry.set_champion(REGISTRY_NAME, mv.version, f"first model: train_recommender {cfg.model} "
                                   f"recall@20={metrics.get('recall@20', 0):.4f}")
             report["promoted"] = True
+        elif opts.promote:  # the same gates as the refresh loop, both models on this run's test pairs
+            decision = apply_gates(registry, REGISTRY_NAME, mv.version, champion,
+                                   recommender_gates(registry, mv.version, champion, data.raw_pairs))
+            report["promoted"], report["gates"] = decision["promoted"], decision["gates"]
+            if not decision["promoted"]:
+                report["refused"] = decision["reason"]
+                logger.warning("not promoted: %s; the champion stays %s", decision["reason"], champion)
         report["version"] = mv.version
         report["registry_report"] = f"{mv.uri}/{MODEL_REPORT}"  # copied into the registry with the artifact
     return report

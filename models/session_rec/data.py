@@ -11,7 +11,9 @@ Sessions come back as lists of string item ids, ordered by session start time.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 from pathlib import Path
 
 import numpy as np
@@ -174,6 +176,8 @@ class EncodedData:
     protocol: str
     window: dict[str, object]
     unseen_targets_dropped: int = 0  # protocol (a): next items outside the catalogue, dropped before pairing
+    # the test pairs in raw item ids, for comparing models with other catalogues (promotion gates)
+    raw_pairs: tuple[list[list[str]], list[str]] = dc_field(default_factory=lambda: ([], []))
 
     @property
     def n_train_events(self) -> int:
@@ -234,10 +238,12 @@ def load_dataset(train: str | Path, test: str | Path | None, fmt: str, test_frac
         prefixes = [items.encode(p) for p in pt.prefixes]
         targets = np.asarray([items.index.get(t, -1) for t in pt.targets], dtype=np.int64)
         protocol = "b:prefix-target"
+        raw = ([[str(i) for i in p] for p in pt.prefixes], [str(t) for t in pt.targets])
     else:
         prefixes, targets = next_item_pairs(items.encode(s) for s in test_s)
         dropped = sum(unseen_next_items(s, items.index) for s in test_s)
         protocol = "a:session-next-items"
+        raw = raw_next_item_pairs(test_s)
     if max_test_pairs is not None:
         prefixes, targets = prefixes[:max_test_pairs], targets[:max_test_pairs]
     window: dict[str, object] = {"train": str(train), "test": str(test) if test else None, "format": fmt,
@@ -245,7 +251,9 @@ def load_dataset(train: str | Path, test: str | Path | None, fmt: str, test_frac
               "test_pairs": len(prefixes), "n_items": len(items), "time_cut": cut,
               "unseen_targets_dropped": dropped}
     logger.info("loaded %s", window)
-    return EncodedData(items, enc_train, prefixes, targets, protocol, window, dropped)
+    if max_test_pairs is not None:
+        raw = (raw[0][:max_test_pairs], raw[1][:max_test_pairs])
+    return EncodedData(items, enc_train, prefixes, targets, protocol, window, dropped, raw)
 
 
 def unseen_next_items(session: list[str], index: dict[str, int]) -> int:
@@ -294,3 +302,20 @@ def read_item_categories(path: str | Path) -> dict[str, str]:
     if not out:
         raise DataError(f"{path}: no rows")
     return out
+
+
+def raw_next_item_pairs(sessions: Iterable[Sequence[str]], max_pairs: int | None = None,
+                    seed: int = 0) -> tuple[list[list[str]], list[str]]:
+    """Every (prefix, next item) of raw item-id sessions (protocol: all prefixes), a fixed-seed
+    sample of ``max_pairs`` when there are more."""
+    prefixes: list[list[str]] = []
+    targets: list[str] = []
+    for s in sessions:
+        items = [str(i) for i in s]
+        for t in range(1, len(items)):
+            prefixes.append(items[:t])
+            targets.append(items[t])
+    if max_pairs is not None and len(targets) > max_pairs:
+        keep = np.sort(np.random.default_rng(seed).choice(len(targets), max_pairs, replace=False))
+        prefixes, targets = [prefixes[i] for i in keep], [targets[i] for i in keep]
+    return prefixes, targets

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from models.evaluation.ranking import rank_targets, ranking_metrics
+from models.evaluation.ranking import evaluate, rank_targets, ranking_metrics
 from models.session_rec.base import PopModel, SessionModel
 from models.session_rec.data import EncodedData
 from models.session_rec.knn import VSKNN, ItemKNN
@@ -123,3 +124,19 @@ def evaluate_with_slices(model: SessionModel, data: EncodedData, tie: str = "con
 
         fallbacks["category"] = CategoryModel.fit(data.train, item_category)
     return metrics, cold_start_slices(ranks, data, fallbacks, tie, batch_size)
+
+
+def evaluate_predictor(predictor: Any, prefixes: Sequence[Sequence[str]], targets: Sequence[str],
+                       tie: str = "conservative") -> dict[str, float]:
+    """Recall@k / MRR@k of a ``SessionRecPredictor`` on raw-id pairs, each model in its own catalogue.
+
+    Two models with different catalogues are compared on the SAME pairs: a target a model
+    does not know is a miss for it, and unknown prefix items are dropped (as online)."""
+    index = predictor.items.index
+    enc = [predictor.items.encode(p) for p in prefixes]
+    tgt = np.fromiter((index.get(str(t), -1) for t in targets), dtype=np.int64, count=len(targets))
+    out = evaluate(predictor.score_encoded, enc, tgt, tie=tie)
+    top1 = predictor.recommend_many([list(p) for p in prefixes[:500]], k=1, exclude_seen=False) if prefixes else []
+    out["distinct_top1"] = float(len({r[0][0] for r in top1 if r}))
+    out["n"] = float(len(targets))
+    return out
