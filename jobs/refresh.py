@@ -1,72 +1,86 @@
-"""Scheduled refresh: incremental features, then precompute to Redis, every N seconds (the CLI;
-library: ``pipelines.refresh``).
+"""The unattended refresh loop: fast tick (features + precompute) and slow tick (retrain, gate,
+promote, hot-swap) on their cadences, under a Redis lease (the library: ``pipelines.refresh``).
 
-``python -m jobs.refresh --events DIR --features DIR --registry URI --redis URL [--every 300] [--once]``
+    python -m jobs.refresh --events DIR --features DIR --registry URI --redis URL
+        [--config FILE] [--fast-every 300] [--slow-every 86400] [--run both|fast|slow]
+        [--once] [--max-ticks N] [--smoke-test]
 
-Each tick ends with one JSON line of its report. Submit it as a long-running Ray job, or use
-``--once`` from cron or a KubeRay ``RayJob`` (cluster/kuberay/rayjob-refresh.yaml); with
-``--once`` the exit code is the tick's status (0 ok, 1 a step failed).
+Submit it as a long-running Ray job (``ray job submit --no-wait -- python -m jobs.refresh ...``)
+on the cluster that serves, or run one cadence per KubeRay RayJob / CronJob
+(cluster/kuberay/). Each tick ends with one JSON line on stdout.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipelines import entrypoint, smoke
-from pipelines.refresh import RefreshConfig, default_checks, loop
+import yaml
+from pydantic import ValidationError
 
-Result = dict[str, Any]  # ticks, failed_ticks, ok, once, last
+from pipelines.refresh import RefreshConfig, RefreshLoop
 
+logger = logging.getLogger(__name__)
 
-class Config(RefreshConfig, extra="forbid"):
-    smoke_test: bool = False
-
-
-def _emit(report: dict[str, Any]) -> None:
-    sys.stdout.write(entrypoint.to_json(report) + "\n")
-    sys.stdout.flush()
+FLAGS = {"events": "events", "features": "features", "registry": "registry", "redis": "redis",
+         "fast_every": "fast_every_s", "slow_every": "slow_every_s", "run": "run", "clock_file": "clock_file",
+         "model_cache_dir": "model_cache_dir", "serve_app": "serve_app", "serve_address": "serve_address"}
 
 
-def run(cfg: Config) -> Result:
-    return loop(cfg, _emit, default_checks(cfg))
-
-
-def flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--events")
-    p.add_argument("--features")
-    p.add_argument("--registry")
-    p.add_argument("--redis")
-    p.add_argument("--every", type=float, help="cadence in seconds (default 300 = every 5 minutes)")
-    p.add_argument("--lateness-hours", type=float, help="default 1")
-    p.add_argument("--once", action="store_true", help="run one tick and exit with its status")
-    p.add_argument("--max-ticks", type=int, help="stop after this many ticks (0 = forever)")
-    p.add_argument("--experiment-logs", help="drained A/B logs (default: experiment_logs next to the events)")
-
-
-def fill_smoke(values: dict[str, Any], tmp: Path) -> Callable[[], None] | None:
-    """One tick over tiny events into a fresh feature output and registry; a private redis-server
-    unless --redis is given."""
-    values.setdefault("events", smoke.events_dir(tmp))
-    values.setdefault("features", str(tmp / "features"))
-    if "registry" not in values:
-        values["registry"] = smoke.propensity_registry(tmp)
-    values["once"] = True
-    if "redis" in values:
-        return None
-    values["redis"], stop = smoke.private_redis(tmp / "redis")
-    return stop
-
-
-JOB = entrypoint.Job(prog="python -m jobs.refresh", description=__doc__.splitlines()[0], config=Config, run=run,
-                     flags=flags, smoke=fill_smoke, exit_code=lambda r: 1 if r["once"] and not r["ok"] else 0)
+def load_config(ns: argparse.Namespace) -> RefreshConfig:
+    """``--config FILE`` (YAML or JSON) overridden by the flags given; errors name the field."""
+    values: dict[str, Any] = {}
+    if ns.config:
+        values = yaml.safe_load(Path(ns.config).read_text()) or {}
+        if not isinstance(values, dict):
+            raise SystemExit(f"{ns.config}: expected a mapping of RefreshConfig fields")
+    for flag, field in FLAGS.items():
+        value = getattr(ns, flag)
+        if value is not None:
+            values[field] = value
+    if ns.no_swap:
+        values["serve_app"] = None
+    try:
+        return RefreshConfig.model_validate(values)
+    except ValidationError as exc:
+        raise SystemExit(f"refresh config{' ' + ns.config if ns.config else ''}: {exc}") from exc
 
 
 def main(argv: list[str] | None = None) -> int:
-    return entrypoint.main(JOB, argv)
+    parser = argparse.ArgumentParser(prog="python -m jobs.refresh", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="YAML/JSON RefreshConfig (flags override it)")
+    parser.add_argument("--events")
+    parser.add_argument("--features")
+    parser.add_argument("--registry")
+    parser.add_argument("--redis")
+    parser.add_argument("--fast-every", type=float, help="fast cadence in seconds (default 300)")
+    parser.add_argument("--slow-every", type=float, help="slow cadence in seconds (default 86400; 0 = no retrain)")
+    parser.add_argument("--run", choices=["both", "fast", "slow"], help="which cadences this process runs")
+    parser.add_argument("--clock-file", help="simulated clock file (soak and tests)")
+    parser.add_argument("--model-cache-dir")
+    parser.add_argument("--serve-app", help="Serve application to hot-swap (default tandem)")
+    parser.add_argument("--serve-address", help="dashboard URL of the serving cluster (default: this cluster)")
+    parser.add_argument("--no-swap", action="store_true", help="no hot swap (no Serve app to update)")
+    parser.add_argument("--once", action="store_true", help="run the due ticks once and exit with their status")
+    parser.add_argument("--max-ticks", type=int, default=0, help="stop after this many ticks (0 = forever)")
+    parser.add_argument("--smoke-test", action="store_true", help="validate the config and exit")
+    ns = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    cfg = load_config(ns)
+    logger.info("refresh config: %s", cfg.model_dump_json())
+    if ns.smoke_test:
+        sys.stdout.write(json.dumps({"config": "ok", "cadences": [c for c, _ in RefreshLoop.cadences_of(cfg)]}) + "\n")
+        return 0
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(log_to_driver=False)
+    return RefreshLoop(cfg).run(max_ticks=ns.max_ticks, once=ns.once)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from models.features.sequences import sequences_table, session_summaries_table
 from models.features.session import LABEL, events_to_arrow, session_features_table
 from models.features.sessionize import day_strings, hash_strings, sessionize_by_gap, sort_sessions
 from models.features.user import USER_FEATURES, user_features_at
-from models.schema import EVENT_SCHEMA, MAX_FUTURE_S, SchemaError, conform, split_valid
+from models.schema import EVENT_SCHEMA, MAX_FUTURE_S, QUARANTINE_SCHEMA, SchemaError, conform, split_valid
 from store import fs
 
 logger = logging.getLogger(__name__)
@@ -215,15 +215,15 @@ def _node() -> str:
     return str(ray.get_runtime_context().get_node_id())
 
 
-def _read_pieces(task: dict[str, Any]) -> tuple[list[pa.Table], dict[str, list[str]]]:
-    """The conformed tables of a task's slices; a file that cannot be read or conformed is
+def _read_pieces(task: dict[str, Any]) -> tuple[list[tuple[str, pa.Table]], dict[str, list[str]]]:
+    """(path, conformed table) of a task's slices; a file that cannot be read or conformed is
     quarantined by path (``unreadable_file`` / ``schema_error``) and the others are read."""
-    tables: list[pa.Table] = []
+    tables: list[tuple[str, pa.Table]] = []
     bad: dict[str, list[str]] = {}
     for piece in task.get("pieces") or [task]:
         path = piece["path"]
         try:
-            tables.append(conform(_open(path).read_row_groups(piece["row_groups"]), path))
+            tables.append((path, conform(_open(path).read_row_groups(piece["row_groups"]), path)))
         except SchemaError as exc:
             logger.error("quarantined %s: %s", path, exc)
             bad.setdefault("schema_error", []).append(path)
@@ -240,9 +240,18 @@ def bucket_events(task: dict[str, Any], stage: str, buckets: int, as_of: pd.Time
     ``now``: events later than ``now + max_future_s`` are quarantined as ``future_time``."""
     idx = int(task["task"])
     tables, bad_files = _read_pieces(task)
-    table = pa.concat_tables(tables) if tables else EVENT_SCHEMA.empty_table()
-    split = split_valid(table, now.to_pydatetime() if now is not None else None, max_future_s)
-    valid, bad = split.valid, split.quarantined
+    splits = [(path, split_valid(t, now.to_pydatetime() if now is not None else None, max_future_s))
+              for path, t in tables]
+    by_file = {path: sp.reason_counts() for path, sp in splits if sp.quarantined.num_rows}
+    if splits:
+        valid = pa.concat_tables([sp.valid for _, sp in splits])
+        bad = pa.concat_tables([sp.quarantined for _, sp in splits])
+    else:
+        valid, bad = EVENT_SCHEMA.empty_table(), QUARANTINE_SCHEMA.empty_table()
+    reasons: dict[str, int] = {}
+    for counts in by_file.values():
+        for k, v in counts.items():
+            reasons[k] = reasons.get(k, 0) + v
     if as_of is not None:
         valid = valid.filter(pc.less(valid["event_time"], pa.scalar(as_of.to_pydatetime(), EVENT_SCHEMA.field(0).type)))
     if bad.num_rows:
@@ -253,8 +262,9 @@ def bucket_events(task: dict[str, Any], stage: str, buckets: int, as_of: pd.Time
         key = pc.coalesce(valid["user_id"], valid["session_id"]) if by_user else valid["session_id"]
         parts = _split(valid, bucket_of(key, buckets), buckets)
     samples = [{k: str(v) for k, v in r.items()} for r in bad.slice(0, 3).to_pylist()]
-    info = {"rows_in": valid.num_rows + bad.num_rows, "quarantine": split.reason_counts(), "samples": samples,
-            "node": _node(), "part_bytes": [0 if p is None else p.size for p in parts], "bad_files": bad_files}
+    info = {"rows_in": valid.num_rows + bad.num_rows, "quarantine": reasons, "samples": samples,
+            "node": _node(), "part_bytes": [0 if p is None else p.size for p in parts], "bad_files": bad_files,
+            "quarantine_by_file": by_file}
     return [info, *parts]
 
 

@@ -148,6 +148,7 @@ def run(events: str, out: str | Path, as_of: pd.Timestamp | None = None, since: 
             "shuffle": shuffle_bytes(read, sessions, users),
             "duplicates": sum(int(r.get("duplicates", 0)) for r in sessions),
             "bad_files": _bad_files(read, malformed),
+            "by_file": {p: c for r in read for p, c in r.get("quarantine_by_file", {}).items()},
         }
         manifest = _finish(stage, results, files, buckets, as_of, since, run_id, t0, now)
         pub.commit(stage)  # the pointer is written last: the version is visible whole, or not at all
@@ -216,8 +217,11 @@ def _finish(stage: str, results: dict[str, Any], files: list[str], buckets: int,
     for counts in results["quarantine"]:
         for k, v in counts.items():
             reasons[k] = reasons.get(k, 0) + v
+    by_file = dict(results["by_file"])
     for reason, paths in results["bad_files"].items():  # whole files, counted by the rows their footers hold
-        reasons[reason] = reasons.get(reason, 0) + sum(file_rows(p) for p in paths)
+        for p in paths:
+            by_file[p] = {reason: file_rows(p)}
+            reasons[reason] = reasons.get(reason, 0) + by_file[p][reason]
     rows_in = results["rows_in"]
     seconds = time.perf_counter() - t0
     manifest = {
@@ -228,6 +232,7 @@ def _finish(stage: str, results: dict[str, Any], files: list[str], buckets: int,
         "quarantined": sum(reasons.values()), "quarantine_reasons": reasons,
         "quarantine_samples": results["samples"][:10], "shuffle_bytes": results["shuffle"],
         "quarantined_files": {k: v[:20] for k, v in results["bad_files"].items()},
+        "quarantine_by_file": by_file,
         "duplicates_dropped": results["duplicates"], "now": str(now),
         "timings": {k: round(v, 2) for k, v in results["timings"].items()}, "seconds": round(seconds, 2), "events_per_s": round(rows_in / seconds, 1) if seconds else None,
     }

@@ -67,6 +67,11 @@ def index_key(table: str, tenant: str = DEFAULT_TENANT) -> str:
     return pointer_key(table, tenant).replace(":ptr:", ":nsidx:", 1)
 
 
+def replica_key(app: str, replica_id: str) -> str:
+    """What one Serve replica serves (JSON: generation, versions), refreshed on its health checks."""
+    return f"{PREFIX}:replica:{app}:{replica_id}"
+
+
 def parse_namespace_key(key: str) -> tuple[str, str, str] | None:
     """``(tenant, table, version)`` of a row or manifest key, or None for any other key."""
     parts = key.split(":", 4)

@@ -45,7 +45,7 @@ def ranks_from_scores(scores: np.ndarray, targets: np.ndarray, tie: str = "conse
         equal = (scores == t[:, None]).sum(axis=1)
         ranks = (greater + equal).astype(np.float64) if tie == "conservative" else greater + 0.5 * (equal - 1) + 1.0
     ranks = np.asarray(ranks, dtype=np.float64)
-    ranks[~valid | ~np.isfinite(t)] = n + 1
+    ranks[~valid | ~np.isfinite(t)] = np.inf  # a miss at every cutoff, even one above the catalogue size
     return ranks
 
 

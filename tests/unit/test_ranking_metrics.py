@@ -22,7 +22,11 @@ def test_all_equal_scores_are_a_miss_under_conservative() -> None:
 
 def test_masked_or_unknown_target_is_a_miss() -> None:
     scores = np.array([[-np.inf, 1.0, 2.0], [1.0, 2.0, 3.0]])
-    assert ranks_from_scores(scores, np.array([0, -1])).tolist() == [4.0, 4.0]
+    ranks = ranks_from_scores(scores, np.array([0, -1]))
+    assert ranks.tolist() == [np.inf, np.inf]
+    m = RankMetrics(cutoffs=(20,))  # a cutoff above the catalogue size: still a miss
+    m.add_ranks(ranks)
+    assert m.result()["recall@20"] == 0.0 and m.result()["mrr@20"] == 0.0
 
 
 def test_recall_and_mrr_by_hand() -> None:
