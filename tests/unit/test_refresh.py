@@ -1,57 +1,69 @@
+"""The refresh loop's scheduling and config, without Ray or Redis."""
+
 from __future__ import annotations
 
-import sys
+import io
+import json
+from contextlib import redirect_stdout
+from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from jobs import refresh
-from pipelines import refresh as loop
-from pipelines.refresh import RefreshConfig
+from pipelines.refresh import FileClock, RefreshConfig, RefreshLoop, last_slot, tick_id
+
+pytestmark = pytest.mark.unit
+
+BASE = {"events": "/e", "features": "/f", "registry": "/r", "redis": "redis://127.0.0.1:1/0"}
 
 
-def _cfg() -> RefreshConfig:
-    return RefreshConfig(events="/e", features="/f", registry="/r", redis="redis://x", lateness_hours=1.0)
+def test_slots_are_aligned_and_tick_ids_deterministic() -> None:
+    now = pd.Timestamp("2026-11-03T12:07:31Z")
+    assert last_slot(now, 300) == pd.Timestamp("2026-11-03T12:00:00Z")
+    assert last_slot(now, 3600) == pd.Timestamp("2026-11-03T11:00:00Z")
+    assert last_slot(now, 86400) == pd.Timestamp("2026-11-02T00:00:00Z")
+    assert tick_id("fast", last_slot(now, 300)) == "fast-20261103T120000"
+    assert tick_id("fast", last_slot(now + pd.Timedelta(seconds=100), 300)) == "fast-20261103T120000"
 
 
-def test_steps_are_incremental_features_then_precompute() -> None:
-    features, precompute = loop.steps(_cfg())
-    assert features[2] == "jobs.features" and "--incremental" in features
-    assert precompute[2] == "jobs.precompute" and precompute[precompute.index("--features") + 1] == "/f"
+def test_due_runs_each_ended_slot_once_and_waits_for_retries() -> None:
+    loop = RefreshLoop.__new__(RefreshLoop)  # scheduling only: no Redis client
+    loop.cfg = RefreshConfig(**BASE, slow_every_s=3600)
+    loop.done, loop.retry_at = {}, {}
+    now = pd.Timestamp("2026-11-03T12:07:00Z")
+    assert loop.due(now) == [("fast", pd.Timestamp("2026-11-03T12:00:00Z")),
+                             ("slow", pd.Timestamp("2026-11-03T11:00:00Z"))]
+    loop.done = {"fast": pd.Timestamp("2026-11-03T12:00:00Z"), "slow": pd.Timestamp("2026-11-03T11:00:00Z")}
+    assert loop.due(now) == []
+    later = pd.Timestamp("2026-11-03T12:31:00Z")  # a long tick: only the latest slot runs
+    assert loop.due(later) == [("fast", pd.Timestamp("2026-11-03T12:25:00Z"))]
+    loop.retry_at = {f"fast-{pd.Timestamp('2026-11-03T12:25:00Z')}": float("inf")}
+    assert loop.due(later) == []
+    assert loop.next_wake(now) == pd.Timestamp("2026-11-03T12:10:00Z")
 
 
-def test_tick_stops_at_the_first_failing_step(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = [[sys.executable, "-c", "import sys; sys.exit(3)", "first"],
-             [sys.executable, "-c", "raise SystemExit('never runs')", "second"]]
-    monkeypatch.setattr(loop, "steps", lambda cfg: calls)
-    report = loop.tick(_cfg())
-    assert report["ok"] is False and report["failed"] == calls[0][2]
-    assert f"{calls[0][2]}_s" in report and f"{calls[1][2]}_s" not in report
+def test_config_rejects_unknown_and_bad_fields_by_name(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="fast_every_s"):
+        RefreshConfig(**BASE, fast_every_s=0)
+    with pytest.raises(ValueError, match="extra_forbidden|fast_evry"):
+        RefreshConfig(**BASE, fast_evry=5)
+    cfg = tmp_path / "refresh.yaml"
+    cfg.write_text("events: /e\nfeatures: /f\nregistry: /r\nredis: redis://x\nslow_every_s: 3600\n")
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        assert refresh.main(["--config", str(cfg), "--fast-every", "60", "--smoke-test"]) == 0
+    assert json.loads(buf.getvalue()) == {"config": "ok", "cadences": ["fast", "slow"]}
+    cfg.write_text("events: /e\nfeatures: /f\nregistry: /r\nredis: redis://x\nlateness: 3\n")
+    with pytest.raises(SystemExit, match="lateness"):
+        refresh.main(["--config", str(cfg), "--smoke-test"])
 
 
-def test_once_returns_the_tick_status(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(loop, "steps", lambda cfg: [[sys.executable, "-c", "pass", "ok"]])
-    argv = ["--events", "/e", "--features", "/f", "--registry", "/r", "--redis", "redis://x", "--once"]
-    assert refresh.main(argv) == 0
-    monkeypatch.setattr(loop, "steps", lambda cfg: [[sys.executable, "-c", "import sys; sys.exit(3)", "bad"]])
-    assert refresh.main(argv) == 1
-    assert refresh.main(argv[:-1] + ["--every", "0"]) == 2
-    assert "--every" in capsys.readouterr().err
-
-
-def test_checks_run_after_every_tick_even_a_failed_one(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # noqa: ANN001
-    monkeypatch.setattr(loop, "steps", lambda cfg: [[sys.executable, "-c", "import sys; sys.exit(3)", "bad"]])
-
-    def broken(ctx: object) -> dict:
-        raise RuntimeError("boom")
-
-    report = loop.tick(_cfg(), [lambda ctx: {"name": "experiments", "ok": True}, broken])
-    assert report["ok"] is False  # the steps' status; the checks report their own
-    assert report["checks"][0] == {"name": "experiments", "ok": True}
-    assert report["checks"][1]["ok"] is False and "boom" in report["checks"][1]["error"]
-    cfg = RefreshConfig(events=str(tmp_path / "data" / "events"), features="/f", registry=str(tmp_path / "none"),
-                        redis="redis://x")
-    checks = loop.default_checks(cfg)
-    assert [c.__name__ for c in checks] == ["experiments", "drift"]
-    assert checks[0].logs_uri == str(tmp_path / "data" / "experiment_logs")  # type: ignore[attr-defined]
-    assert all(c(None)["skipped"].startswith("no registry") for c in checks)  # nothing created, nothing raised
-    assert not (tmp_path / "none").exists()
+def test_file_clock_reads_the_simulated_time(tmp_path: Path) -> None:
+    path = tmp_path / "clock"
+    path.write_text("2026-11-03T12:00:00+00:00")
+    clock = FileClock(str(path), poll_s=0.01)
+    assert clock.now() == pd.Timestamp("2026-11-03T12:00:00Z")
+    clock.sleep_until(pd.Timestamp("2026-11-03T13:00:00Z"), stop_s=0.05)  # returns at stop_s
+    path.write_text("2026-11-03T13:00:00Z")
+    clock.sleep_until(pd.Timestamp("2026-11-03T13:00:00Z"))
