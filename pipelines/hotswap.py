@@ -114,10 +114,28 @@ def swap(app: str, versions: dict[str, str | None], address: str | None = None) 
     return generation
 
 
-def running_replicas(info: dict[str, Any], app: str) -> list[str]:
+def _deployment(info: dict[str, Any], app: str) -> dict[str, Any]:
     deps = ((info.get("applications") or {}).get(app) or {}).get("deployments") or {}
-    reps = (deps.get(DEPLOYMENT) or {}).get("replicas") or []
-    return [r["replica_id"] for r in reps if str(r.get("state")).upper().endswith("RUNNING")]
+    return dict(deps.get(DEPLOYMENT) or {})
+
+
+def _state(value: Any) -> str:
+    return str(value).upper().rsplit(".", 1)[-1]
+
+
+def running_replicas(info: dict[str, Any], app: str) -> list[str]:
+    return [r["replica_id"] for r in _deployment(info, app).get("replicas") or [] if _state(r.get("state")) == "RUNNING"]
+
+
+def settling(info: dict[str, Any], app: str) -> list[str]:
+    """Replicas on their way up (starting, recovering): they must report too before a swap is done;
+    and the deployment itself while it is not HEALTHY."""
+    dep = _deployment(info, app)
+    out = [f"{r['replica_id']}:{_state(r.get('state'))}" for r in dep.get("replicas") or []
+           if _state(r.get("state")) not in ("RUNNING", "STOPPING")]
+    if _state(dep.get("status")) != "HEALTHY":
+        out.append(f"deployment:{_state(dep.get('status'))}")
+    return out
 
 
 def reports(client: Any, app: str, replicas: list[str]) -> dict[str, dict[str, Any] | None]:
@@ -131,12 +149,14 @@ def verify(client: Any, app: str, generation: int, versions: dict[str, str | Non
     t0 = time.monotonic()
     last: dict[str, Any] = {}
     while True:
-        replicas = running_replicas(details(address), app)
+        info = details(address)
+        replicas = running_replicas(info, app)
         got = reports(client, app, replicas)
-        lagging = {r: rep for r, rep in got.items()
-                   if not rep or int(rep.get("generation", -1)) < generation
-                   or any(rep.get("versions", {}).get(m) != v for m, v in versions.items() if v)}
-        last = {"replicas": len(replicas), "lagging": {r: (rep or {}).get("versions") for r, rep in lagging.items()}}
+        lagging: dict[str, Any] = {r: (rep or {}).get("versions") for r, rep in got.items()
+                                   if not rep or int(rep.get("generation", -1)) < generation
+                                   or any(rep.get("versions", {}).get(m) != v for m, v in versions.items() if v)}
+        lagging.update({s: "settling" for s in settling(info, app)})
+        last = {"replicas": len(replicas), "lagging": lagging}
         if replicas and not lagging:
             return {"ok": True, "seconds": round(time.monotonic() - t0, 2), "replicas": len(replicas)}
         if time.monotonic() - t0 > timeout_s:

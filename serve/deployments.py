@@ -8,6 +8,7 @@ flips the generation, so requests in flight never see a half-loaded model.
 
 # No ``from __future__ import annotations`` here: Serve inspects the class at decoration time.
 import asyncio
+import json
 import logging
 import time
 from typing import Any, Literal
@@ -30,7 +31,8 @@ from serve.schemas import (
     ScoreResponse,
     TenantConfig,
 )
-from store.online import OnlineStore
+from store import keys
+from store.online import OnlineStore, StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +60,15 @@ def route_app_logs(names: tuple[str, ...] = APP_LOGGERS) -> None:
 def gate_of(args: AppArgs) -> Gate:
     return Gate(api_keys=dict(args.api_keys), require_api_key=args.require_api_key,
                 default_tenant=args.default_tenant, max_body_bytes=args.max_body_bytes, docs=args.docs)
+
+
+def _replica_identity() -> tuple[str | None, str]:
+    """(replica id, app name) inside a Serve replica; (None, "tandem") elsewhere (tests)."""
+    try:
+        ctx = serve.get_replica_context()
+        return ctx.replica_id.unique_id, ctx.app_name
+    except Exception:  # noqa: BLE001 - outside a replica
+        return None, "tandem"
 
 
 def effective_tenant_config(tenant: str, args: AppArgs, model_cfg: ModelConfig) -> TenantConfig:
@@ -93,6 +104,8 @@ class TandemService:
         self.experiments = Experiments(self.args.registry_uri, self._load_pinned, self.args.experiments_poll_s,
                                        registry_for=self._registries)
         self.exposures = ExposureLog(self.args.redis_url, self.args.exposures)
+        self.replica_id, self.app_name = _replica_identity()
+        self._serving: dict[str, Any] = {}  # what this replica serves, reported to Redis for the refresh loop
         http.bind(self)
 
     def _registries(self, tenant: str) -> list[str]:
@@ -173,9 +186,25 @@ class TandemService:
             self._configs.pop(old, None)
         self.metrics.model_swap(ok=True)
         logger.info("models swapped to generation %d (%s)", generation, cfg.model_dump())
+        bundle = await self.tenant_models(f"{self.args.default_tenant}@{generation}")
+        self._serving = {"generation": cfg.generation, "versions": bundle.versions, "replica": self.replica_id}
+        await self._report()
 
-    def check_health(self) -> None:
-        """Healthy while the replica can answer; Redis being down is not a replica failure."""
+    async def _report(self) -> None:
+        """Tell the refresh loop what this replica serves (``store.keys.replica_key``, 30 s TTL)."""
+        if not self._serving or not self.replica_id:
+            return
+        try:
+            await self.store.set_many({keys.replica_key(self.app_name, self.replica_id):
+                                       json.dumps({**self._serving, "at": time.time()})}, ttl_s=30, timeout_s=0.25)
+        except StoreUnavailable:
+            pass  # Redis down: the loop's verification waits, serving goes on
+
+    async def check_health(self) -> None:
+        """Healthy while the replica can answer; Redis being down is not a replica failure.
+
+        Each check also refreshes this replica's report to the refresh loop and the
+        ``tandem_pointer_missing`` gauge of its active tenants."""
         if self.engine is None:  # pragma: no cover - defensive
             raise RuntimeError("engine not initialised")
         self.metrics.flush()  # counters summed in process reach Prometheus even when idle
@@ -183,6 +212,11 @@ class TandemService:
         self.metrics.exposures(ex.written, ex.dropped, ex.buffered, ex.write_errors)
         for tenant, live in self.experiments.live.items():
             self.metrics.experiment(tenant, live.experiment, not live.running)
+        await self._report()
+        for tenant in sorted(self._active)[: MAX_MULTIPLEXED // 2]:
+            for table, state in (await self.engine.pointer_states(tenant)).items():
+                if state != "unknown":
+                    self.metrics.pointer_missing(table, tenant, state != "ok")
 
     # -- what serve.api calls ----------------------------------------------------
     async def handle(self, endpoint: str, req: Any, tenant: str) -> Any:
@@ -220,6 +254,7 @@ class TandemService:
         tenant = tenant or self.args.default_tenant
         bundle = await self.models_for(tenant)
         models = {**bundle.versions, "generation": str(self.generation)}
+        pointers = await self.engine.pointer_states(tenant)
         return HealthResponse(status=status, redis=redis_state, breaker=self.store.breaker_state, models=models,
                               swap_error=self.swap_error, experiment=self.experiments.health(tenant),
-                              exposures=self.exposures.state())
+                              exposures=self.exposures.state(), pointers=pointers, replica=self.replica_id)

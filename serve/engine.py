@@ -235,6 +235,20 @@ class Engine:
         return EventsResponse(session_id=req.session_id, accepted=len(req.events), session_length=length,
                               stored=True, duplicate=duplicate, tenant=tenant)
 
+    async def pointer_states(self, tenant: str, tables: tuple[str, ...] = keys.TABLES) -> dict[str, str]:
+        """Per table: ``ok``, ``missing`` (no pointer: never published, or lost with a flush) or
+        ``expired`` (the pointer's namespace is gone: its TTL ran out or it was flushed);
+        ``unknown`` when Redis cannot be asked. The refresh loop republishes missing ones."""
+        try:
+            ptrs = await self.store.get_many([keys.pointer_key(t, tenant) for t in tables], 0.05)
+            live = {t: p.decode() for t, p in zip(tables, ptrs, strict=True) if p is not None}
+            metas = await self.store.get_many([keys.meta_key(t, v, tenant) for t, v in live.items()], 0.05) \
+                if live else []
+        except StoreUnavailable:
+            return {t: "unknown" for t in tables}
+        found = dict(zip(live, metas, strict=True))
+        return {t: ("missing" if t not in live else "ok" if found[t] is not None else "expired") for t in tables}
+
     async def redis_state(self) -> str:
         """``up``, ``down`` or ``skipped`` (breaker open); never raises."""
         try:

@@ -34,6 +34,8 @@ class NullMetrics:
 
     def experiment(self, tenant: str, experiment: str, rolled_back: bool) -> None: ...
 
+    def pointer_missing(self, table: str, tenant: str, missing: bool) -> None: ...
+
     def flush(self) -> None: ...
 
 
@@ -65,6 +67,8 @@ class ServeMetrics(NullMetrics):
                                       "is rolled back to control (guardrail or kill switch), 0 while it runs",
                                       tag_keys=("tenant", "experiment"))  # type: ignore[arg-type]
         self._exp_totals = (0, 0, 0)
+        self._pointer_missing = Gauge("tandem_pointer_missing", description="1 when a precomputed table's pointer "
+                                      "or its namespace is missing in Redis", tag_keys=("table", "tenant"))  # type: ignore[arg-type]
         self._breaker_code: int | None = None
         self._flush_interval_s = flush_interval_s
         self._next_flush = time.monotonic() + flush_interval_s
@@ -118,3 +122,6 @@ class ServeMetrics(NullMetrics):
         if code != self._breaker_code:
             self._breaker.set(code)
             self._breaker_code = code
+
+    def pointer_missing(self, table: str, tenant: str, missing: bool) -> None:
+        self._pointer_missing.set(1.0 if missing else 0.0, tags={"table": table, "tenant": tenant})

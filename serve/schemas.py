@@ -159,6 +159,10 @@ class HealthResponse(BaseModel):
                                               "running or rolled_back (and why)")
     exposures: dict[str, int | str | None] | None = Field(default=None, description="exposure log writer: buffered, "
                                                           "dropped (records lost: Redis was down too long), written")
+    pointers: dict[str, str] | None = Field(default=None, description="per precomputed table of the caller's tenant: "
+                                            "ok | missing (no pointer) | expired (its namespace is gone) | unknown "
+                                            "(Redis not reachable); the refresh loop republishes missing ones")
+    replica: str | None = Field(default=None, description="the Serve replica that answered")
 
 
 class ErrorResponse(BaseModel):
