@@ -1,6 +1,9 @@
 """Every manifest in cluster/kuberay/ validates against KubeRay's CRD schemas (vendored in
 tests/fixtures/kuberay, see PROVENANCE.md) and deploys the way users deploy: secrets and S3
-credentials come from Kubernetes Secrets, never inline; jobs read and write s3:// only."""
+credentials come from Kubernetes Secrets, never inline; jobs read and write s3:// only. Then
+what the schema cannot see: the refresh entrypoints parse with ``jobs.refresh``'s own CLI and
+cover both cadences, and the RayService's serveConfigV2 is Serve's deploy schema with tandem's
+app args."""
 
 from __future__ import annotations
 
@@ -121,10 +124,41 @@ def test_job_entrypoints_use_object_storage_only(name: str, doc: dict[str, Any])
                 assert value.startswith("s3://"), f"{name}: {flag} {value} is not on the object store"
 
 
-def test_a_rayjob_runs_the_feature_job_on_s3() -> None:
+def test_the_refresh_loop_runs_its_feature_job_on_s3() -> None:
     jobs = [doc for _, doc in documents() if doc.get("kind") in ("RayJob", "RayCronJob")]
     commands = " ".join(e for doc in jobs for e in entrypoints(doc))
-    assert re.search(r"python -m jobs\.features .*--out s3://", commands), commands
+    assert re.search(r"python -m jobs\.refresh .*--features s3://", commands), commands
+
+
+def _refresh_argv(entrypoint: str) -> list[str]:
+    argv = shlex.split(entrypoint.replace("$TANDEM_REDIS_URL", "redis://redis:6379/0"))
+    assert argv[:3] == ["python", "-m", "jobs.refresh"], argv
+    return argv[3:]
+
+
+def test_refresh_jobs_parse_with_the_refresh_cli_and_cover_both_cadences(capsys: pytest.CaptureFixture[str]) -> None:
+    from jobs import refresh
+
+    runs = {}
+    for name, doc in documents():
+        job = doc["spec"].get("jobTemplate", doc["spec"])
+        if "jobs.refresh" not in job.get("entrypoint", ""):
+            continue
+        argv = _refresh_argv(job["entrypoint"])
+        assert refresh.main([*argv, "--smoke-test"]) == 0, name
+        runs[argv[argv.index("--run") + 1]] = doc["kind"]
+    assert runs == {"fast": "RayJob", "slow": "RayCronJob"}
+    assert "cadences" in capsys.readouterr().out
+
+
+def test_rayservice_serve_config_is_a_valid_serve_deploy_config() -> None:
+    from ray.serve.schema import ServeDeploySchema
+
+    from serve.schemas import AppArgs
+
+    doc = next(d for _, d in documents() if d["kind"] == "RayService")
+    config = ServeDeploySchema.model_validate(yaml.safe_load(doc["spec"]["serveConfigV2"]))
+    AppArgs.model_validate(config.applications[0].args)
 
 
 def test_the_validator_catches_a_typo_and_an_inline_secret() -> None:
