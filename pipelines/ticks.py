@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,9 +101,15 @@ def _gc(ctx: TickContext, protect: set[str]) -> None:
     ctx.metrics.record("tandem_gc_namespaces_deleted_total", len(rep.deleted))
 
 
+def _phase(ctx: TickContext, name: str, start: float) -> None:
+    """Wall-clock window of a phase in the JSON line (the soak splits latency by it)."""
+    ctx.report.setdefault("phases", {})[name] = [round(start, 3), round(time.time(), 3)]
+
+
 def fast_tick(ctx: TickContext) -> None:
     cfg = ctx.cfg
     out = cfg.features if fs.is_remote(cfg.features) else str(Path(cfg.features).absolute())
+    t0 = time.time()
     previous = feature_job.previous_manifest(out)
     manifest = feature_job.run(cfg.events, out, incremental=True, lateness_hours=cfg.lateness_hours,
                                buckets=cfg.buckets, now=ctx.now, max_future_minutes=cfg.max_future_minutes)
@@ -113,7 +120,9 @@ def fast_tick(ctx: TickContext) -> None:
                               "watermark": manifest.get("watermark"), "unchanged": bool(manifest.get("unchanged")),
                               "quarantined_new": new_q, "duplicates_dropped": manifest.get("duplicates_dropped", 0),
                               "seconds": manifest.get("seconds")}
+    _phase(ctx, "features", t0)
     ctx.lease.check()
+    t0 = time.time()
     expected = ctx.expected | published_pairs(ctx.client, list(cfg.tables))
     missing = missing_pointers(ctx.client, expected)
     pcfg = _precompute_cfg(ctx)
@@ -130,6 +139,7 @@ def fast_tick(ctx: TickContext) -> None:
         ctx.report["republished"] = healed
         ctx.report["still_missing"] = still
     _gc(ctx, precompute.namespaces(written))
+    _phase(ctx, "publish", t0)
 
 
 def slow_tick(ctx: TickContext) -> None:
@@ -159,10 +169,13 @@ def slow_tick(ctx: TickContext) -> None:
     versions = {n: promoted.get(n) or champions[n] for n in champions if promoted.get(n) or champions[n]}
     pcfg = _precompute_cfg(ctx, versions)  # type: ignore[arg-type]
     t0 = pd.Timestamp.now()
+    w0 = time.time()
     written = precompute.write(pcfg, ctx.client, "s" + precompute.new_run_id(), ctx.predictors)
     ctx.lease.check()
     retrain.promote(reg, decisions)
     ctx.report["precompute"] = precompute.commit(pcfg, ctx.client, written, ctx.lease)
+    ctx.report["promoted_at"] = round(time.time(), 3)
+    _phase(ctx, "publish", w0)
     if not cfg.serve_app:
         ctx.report["swap"] = "skipped: no serve_app configured"
         return
@@ -174,6 +187,7 @@ def slow_tick(ctx: TickContext) -> None:
         ctx.report["swap"] = {"generation": generation, "versions": versions, **check,
                               "promote_to_served_s": round(seconds, 2)}
         ctx.metrics.record("tandem_swap_seconds", seconds)
+        _phase(ctx, "swap", ctx.report["promoted_at"])
     except Exception as exc:
         retrain.roll_back(reg, decisions)
         back = {n: reg.champion(n) for n in champions}
