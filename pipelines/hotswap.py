@@ -91,8 +91,9 @@ def pinned_config(info: dict[str, Any], app: str, versions: dict[str, str | None
             cfg["deployments"] = deployments
         configs.append(cfg)
     out: dict[str, Any] = {"applications": configs}
-    if info.get("proxy_location"):
-        out["proxy_location"] = info["proxy_location"]
+    for key in ("proxy_location", "target_capacity"):  # kept as they are
+        if info.get(key) is not None:
+            out[key] = info[key]
     http = info.get("http_options") or {}
     out["http_options"] = {k: http[k] for k in ("host", "port", "request_timeout_s", "keep_alive_timeout_s")
                            if k in http and http[k] is not None}

@@ -282,6 +282,8 @@ class RefreshLoop:
         outcome = report["outcome"]
         if outcome in ("ok", "noop", "partial"):
             self.done[cadence] = slot
+            for key in [k for k in self.retry_at if k.startswith(f"{cadence}-")]:
+                del self.retry_at[key]  # this slot supersedes older retries: the dict never grows
             self.metrics.record("tandem_refresh_last_success_timestamp", time.time(), cadence=cadence)
         else:  # failed, or locked by another run: retry (a finished holder leaves a marker: then a no-op)
             self.retry_at[f"{cadence}-{slot}"] = time.monotonic() + self.cfg.retry_s
