@@ -28,7 +28,8 @@ logger = logging.getLogger(__name__)
 
 FLAGS = {"events": "events", "features": "features", "registry": "registry", "redis": "redis",
          "fast_every": "fast_every_s", "slow_every": "slow_every_s", "run": "run", "clock_file": "clock_file",
-         "model_cache_dir": "model_cache_dir", "serve_app": "serve_app", "serve_address": "serve_address"}
+         "model_cache_dir": "model_cache_dir", "serve_app": "serve_app", "serve_address": "serve_address",
+         "experiment_logs": "experiment_logs"}
 
 
 def load_config(ns: argparse.Namespace) -> RefreshConfig:
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--serve-app", help="Serve application to hot-swap (default tandem)")
     parser.add_argument("--serve-address", help="dashboard URL of the serving cluster (default: this cluster)")
     parser.add_argument("--no-swap", action="store_true", help="no hot swap (no Serve app to update)")
+    parser.add_argument("--experiment-logs", help="drained experiment logs dir: run the guardrail check each tick")
     parser.add_argument("--once", action="store_true", help="run the due ticks once and exit with their status")
     parser.add_argument("--max-ticks", type=int, default=0, help="stop after this many ticks (0 = forever)")
     parser.add_argument("--smoke-test", action="store_true", help="validate the config and exit")

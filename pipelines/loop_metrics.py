@@ -36,6 +36,8 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
 
 
 class NullLoopMetrics:
+    def register(self, defs: dict[str, tuple[str, str, tuple[str, ...]]]) -> None: ...
+
     def record(self, name: str, value: float = 1.0, **tags: str) -> None: ...
 
 
@@ -43,10 +45,18 @@ class LoopMetrics(NullLoopMetrics):
     """``ray.util.metrics`` objects for ``METRICS``, created in the driver (never at import)."""
 
     def __init__(self) -> None:
+        self._m: dict[str, Any] = {}
+        self._kinds: dict[str, str] = {}
+        self.register(METRICS)
+
+    def register(self, defs: dict[str, tuple[str, str, tuple[str, ...]]]) -> None:
+        """More metrics (a per-tick check's ``METRICS`` table), same shape as ``METRICS``."""
         from ray.util.metrics import Counter, Gauge, Histogram
 
-        self._m: dict[str, Any] = {}
-        for name, (kind, desc, tags) in METRICS.items():
+        for name, (kind, desc, tags) in defs.items():
+            if name in self._m:
+                continue
+            self._kinds[name] = kind
             if kind == "counter":
                 self._m[name] = Counter(name, description=desc, tag_keys=tags)
             elif kind == "gauge":
@@ -55,7 +65,10 @@ class LoopMetrics(NullLoopMetrics):
                 self._m[name] = Histogram(name, description=desc, boundaries=TICK_BOUNDARIES_S, tag_keys=tags)
 
     def record(self, name: str, value: float = 1.0, **tags: str) -> None:
-        kind = METRICS[name][0]
+        if name not in self._m:
+            logger.warning("metric %s is not registered; not recorded", name)
+            return
+        kind = self._kinds[name]
         metric = self._m[name]
         try:
             if kind == "counter":

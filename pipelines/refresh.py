@@ -88,6 +88,8 @@ class RefreshConfig(BaseModel):
     serve_app: str | None = Field("tandem", description="Serve app to hot-swap (None: no swap)")
     serve_address: str | None = Field(None, description="dashboard URL of the serving cluster (None: this one)")
     verify_timeout_s: float = Field(60.0, gt=0)
+    experiment_logs: str | None = Field(None, description="drained experiment logs (local or s3://): when set, "
+                                        "each tick runs the experiment guardrail check (pipelines.experiment_checks)")
     model_cache_dir: str | None = None
     work_dir: str | None = Field(None, description="parent of each tick's scratch dir (default: the temp dir)")
     clock_file: str | None = Field(None, description="simulated clock (ISO time in a file), for soaks and tests")
@@ -148,8 +150,14 @@ class RefreshLoop:
                  metrics: NullLoopMetrics | None = None, out: TextIO = sys.stdout):
         self.cfg = cfg
         self.checks = list(checks or [])
+        if cfg.experiment_logs and not any(getattr(c, "__name__", "") == "experiments" for c in self.checks):
+            from pipelines.experiment_checks import ExperimentCheck
+
+            self.checks.append(ExperimentCheck(cfg.registry, cfg.experiment_logs, cfg.redis))
         self.clock = clock or (FileClock(cfg.clock_file) if cfg.clock_file else Clock())
         self.metrics = metrics or loop_metrics()
+        for check in self.checks:  # a check's own metrics (its module's METRICS table) go through the loop's
+            self.metrics.register(getattr(sys.modules.get(type(check).__module__), "METRICS", {}))
         self.out = out
         self.client = publish.connect(cfg.redis)
         self.predictors = Predictors()

@@ -202,3 +202,26 @@ def test_a_worse_candidate_is_refused_and_the_champion_stays(ray_cluster: object
     gates = down["gates"]["recommender"]
     assert down["outcome"] == "ok" and gates["promoted"] is False and "recall_at_k" in gates["reason"]
     assert reg.champion("recommender") == champion and "precompute" not in down
+
+
+def test_per_tick_checks_run_after_the_publication_and_never_undo_it(ray_cluster: object,
+                                                                      env: dict[str, Any]) -> None:
+    seen: list[str] = []
+
+    def guardrail(ctx: Any) -> dict[str, Any]:
+        seen.append(ctx.tick_id)
+        assert ctx.client.get(keys.pointer_key("recs", "t0")) is not None  # the tables are live already
+        return {"name": "guardrail", "ok": True}
+
+    def broken(ctx: Any) -> dict[str, Any]:
+        raise RuntimeError("guardrail store unreachable")
+
+    broken.__name__ = "broken"
+    loop, _ = _loop(env["cfg"], checks=[guardrail, broken])
+    report = loop.tick("fast", last_slot(NOW, 300))
+    assert report["outcome"] == "ok" and seen == [report["tick"]]
+    assert report["checks"] == [{"name": "guardrail", "ok": True},
+                                {"name": "broken", "ok": False, "error": "RuntimeError: guardrail store unreachable"}]
+    with_experiments = RefreshLoop(env["cfg"].model_copy(update={"experiment_logs": str(env["tmp"] / "explogs")}),
+                                   out=io.StringIO())
+    assert [getattr(c, "__name__", "") for c in with_experiments.checks] == ["experiments"]
