@@ -1,88 +1,89 @@
 """The unattended refresh loop: fast tick (features + precompute) and slow tick (retrain, gate,
-promote, hot-swap) on their cadences, under a Redis lease (the library: ``pipelines.refresh``).
+promote, hot-swap) on their cadences, under a Redis lease (the CLI; library: ``pipelines.refresh``).
 
     python -m jobs.refresh --events DIR --features DIR --registry URI --redis URL
         [--config FILE] [--fast-every 300] [--slow-every 86400] [--run both|fast|slow]
         [--once] [--max-ticks N] [--smoke-test]
 
 Submit it as a long-running Ray job (``ray job submit --no-wait -- python -m jobs.refresh ...``)
-on the cluster that serves, or run one cadence per KubeRay RayJob / CronJob
-(cluster/kuberay/). Each tick ends with one JSON line on stdout.
+on the cluster that serves, or run one cadence per KubeRay RayJob / RayCronJob
+(cluster/kuberay/). Each tick ends with one JSON line on stdout; with ``--once`` the exit code
+is the ticks' status (0 ok, 1 a tick failed). After every tick the per-tick checks run
+(experiment guardrails, drift of the propensity champion).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import logging
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import ValidationError
+from pydantic import Field
 
-from pipelines.refresh import RefreshConfig, RefreshLoop
+from pipelines import entrypoint, smoke
+from pipelines.refresh import RefreshConfig, RefreshLoop, default_checks
 
-logger = logging.getLogger(__name__)
-
-FLAGS = {"events": "events", "features": "features", "registry": "registry", "redis": "redis",
-         "fast_every": "fast_every_s", "slow_every": "slow_every_s", "run": "run", "clock_file": "clock_file",
-         "model_cache_dir": "model_cache_dir", "serve_app": "serve_app", "serve_address": "serve_address",
-         "experiment_logs": "experiment_logs"}
+Result = dict[str, Any]  # ticks, failed_ticks, ok, once, cadences, last (the last tick's report)
 
 
-def load_config(ns: argparse.Namespace) -> RefreshConfig:
-    """``--config FILE`` (YAML or JSON) overridden by the flags given; errors name the field."""
-    values: dict[str, Any] = {}
-    if ns.config:
-        values = yaml.safe_load(Path(ns.config).read_text()) or {}
-        if not isinstance(values, dict):
-            raise SystemExit(f"{ns.config}: expected a mapping of RefreshConfig fields")
-    for flag, field in FLAGS.items():
-        value = getattr(ns, flag)
-        if value is not None:
-            values[field] = value
-    if ns.no_swap:
-        values["serve_app"] = None
-    try:
-        return RefreshConfig.model_validate(values)
-    except ValidationError as exc:
-        raise SystemExit(f"refresh config{' ' + ns.config if ns.config else ''}: {exc}") from exc
+class Config(RefreshConfig, extra="forbid"):
+    once: bool = Field(False, description="run the due ticks once and exit with their status")
+    max_ticks: int = Field(0, ge=0, description="stop after this many ticks (0 = forever)")
+    smoke_test: bool = False
+
+
+def run(cfg: Config) -> Result:
+    loop_cfg = RefreshConfig.model_validate(cfg.model_dump(exclude={"once", "max_ticks", "smoke_test"}))
+    loop = RefreshLoop(loop_cfg, default_checks(loop_cfg))
+    code = loop.run(max_ticks=cfg.max_ticks, once=cfg.once)
+    return {"ticks": loop.ticks_run, "failed_ticks": loop.ticks_failed, "ok": code == 0, "once": cfg.once,
+            "cadences": [c for c, _ in RefreshLoop.cadences_of(loop_cfg)], "last": loop.last_report}
+
+
+def flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--events", help="canonical events (date= partitions), local or s3://")
+    p.add_argument("--features", help="feature output, local or s3://")
+    p.add_argument("--registry", help="model registry URI")
+    p.add_argument("--redis", help="redis://host:port/db")
+    p.add_argument("--fast-every", type=float, dest="fast_every_s", help="fast cadence in seconds (default 300)")
+    p.add_argument("--slow-every", type=float, dest="slow_every_s",
+                   help="slow cadence in seconds (default 86400; 3600 works too; 0 = no retrain)")
+    p.add_argument("--run", choices=["both", "fast", "slow"], help="which cadences this process runs (default both)")
+    p.add_argument("--clock-file", help="simulated clock (an ISO time in a file), for soaks and tests")
+    p.add_argument("--model-cache-dir", help="the node's model cache (default ~/.cache/tandem/models)")
+    p.add_argument("--serve-app", help="Serve application to hot-swap (default tandem)")
+    p.add_argument("--serve-address", help="dashboard URL of the serving cluster (default: this cluster)")
+    p.add_argument("--no-swap", action="store_const", const=None, dest="serve_app",
+                   help="no hot swap (no Serve app to update)")
+    p.add_argument("--experiment-logs", help="drained A/B logs (default: experiment_logs next to the events)")
+    p.add_argument("--once", action="store_true", help="run the due ticks once and exit with their status")
+    p.add_argument("--max-ticks", type=int, help="stop after this many ticks (0 = forever)")
+
+
+def fill_smoke(values: dict[str, Any], tmp: Path) -> Callable[[], None] | None:
+    """One fast tick over tiny events into a fresh feature output and a registry with both
+    champions, no hot swap; a private redis-server unless --redis is given."""
+    values.setdefault("events", smoke.events_dir(tmp))
+    values.setdefault("features", str(tmp / "features"))
+    if "registry" not in values:
+        values["registry"] = smoke.propensity_registry(tmp)
+        smoke.recommender_champion(values["registry"], tmp)
+    values.update(once=True, run="fast", serve_app=None, work_dir=str(tmp),
+                  model_cache_dir=values.get("model_cache_dir") or str(tmp / "model-cache"))
+    if "redis" in values:
+        return None
+    values["redis"], stop = smoke.private_redis(tmp / "redis")
+    return stop
+
+
+JOB = entrypoint.Job(prog="python -m jobs.refresh", description=__doc__.splitlines()[0], config=Config, run=run,
+                     flags=flags, ray={"log_to_driver": False}, smoke=fill_smoke,
+                     exit_code=lambda r: 0 if r["ok"] else 1)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.refresh", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="YAML/JSON RefreshConfig (flags override it)")
-    parser.add_argument("--events")
-    parser.add_argument("--features")
-    parser.add_argument("--registry")
-    parser.add_argument("--redis")
-    parser.add_argument("--fast-every", type=float, help="fast cadence in seconds (default 300)")
-    parser.add_argument("--slow-every", type=float, help="slow cadence in seconds (default 86400; 0 = no retrain)")
-    parser.add_argument("--run", choices=["both", "fast", "slow"], help="which cadences this process runs")
-    parser.add_argument("--clock-file", help="simulated clock file (soak and tests)")
-    parser.add_argument("--model-cache-dir")
-    parser.add_argument("--serve-app", help="Serve application to hot-swap (default tandem)")
-    parser.add_argument("--serve-address", help="dashboard URL of the serving cluster (default: this cluster)")
-    parser.add_argument("--no-swap", action="store_true", help="no hot swap (no Serve app to update)")
-    parser.add_argument("--experiment-logs", help="drained experiment logs dir: run the guardrail check each tick")
-    parser.add_argument("--once", action="store_true", help="run the due ticks once and exit with their status")
-    parser.add_argument("--max-ticks", type=int, default=0, help="stop after this many ticks (0 = forever)")
-    parser.add_argument("--smoke-test", action="store_true", help="validate the config and exit")
-    ns = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
-    cfg = load_config(ns)
-    logger.info("refresh config: %s", cfg.model_dump_json())
-    if ns.smoke_test:
-        sys.stdout.write(json.dumps({"config": "ok", "cadences": [c for c, _ in RefreshLoop.cadences_of(cfg)]}) + "\n")
-        return 0
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(log_to_driver=False)
-    return RefreshLoop(cfg).run(max_ticks=ns.max_ticks, once=ns.once)
+    return entrypoint.main(JOB, argv)
 
 
 if __name__ == "__main__":

@@ -56,7 +56,8 @@ class RefreshConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     events: str = Field(..., description="canonical events (date= partitions), local or s3://")
-    features: str = Field(..., description="feature output (a symlink the feature job flips)")
+    features: str = Field(..., description="feature output: local (a symlink the feature job flips) or s3:// "
+                          "(a _CURRENT pointer object)")
     registry: str
     redis: str
     fast_every_s: float = Field(300.0, gt=0, description="fast tick: features + precompute")
@@ -88,8 +89,8 @@ class RefreshConfig(BaseModel):
     serve_app: str | None = Field("tandem", description="Serve app to hot-swap (None: no swap)")
     serve_address: str | None = Field(None, description="dashboard URL of the serving cluster (None: this one)")
     verify_timeout_s: float = Field(60.0, gt=0)
-    experiment_logs: str | None = Field(None, description="drained experiment logs (local or s3://): when set, "
-                                        "each tick runs the experiment guardrail check (pipelines.experiment_checks)")
+    experiment_logs: str | None = Field(None, description="drained experiment logs (local or s3://) for the "
+                                        "guardrail check (default_checks: experiment_logs next to the events)")
     model_cache_dir: str | None = None
     work_dir: str | None = Field(None, description="parent of each tick's scratch dir (default: the temp dir)")
     clock_file: str | None = Field(None, description="simulated clock (ISO time in a file), for soaks and tests")
@@ -135,6 +136,18 @@ def tick_id(cadence: str, slot: pd.Timestamp) -> str:
     return f"{cadence}-{slot:%Y%m%dT%H%M%S}"
 
 
+def default_checks(cfg: RefreshConfig) -> list[ticks.Check]:
+    """The per-tick checks of ``python -m jobs.refresh``: experiment guardrails (drain, evaluate, roll
+    back; logs from ``experiment_logs``, default ``experiment_logs`` next to the events) and PSI
+    drift of the propensity champion over the sessions of the active window."""
+    from pipelines.drift import DriftCheck
+    from pipelines.experiment_checks import ExperimentCheck
+
+    logs = cfg.experiment_logs or f"{cfg.events.rstrip('/').rsplit('/', 1)[0]}/experiment_logs"
+    return [ExperimentCheck(cfg.registry, logs, cfg.redis),
+            DriftCheck(cfg.registry, cfg.features, window_s=cfg.active_window_s, cache_dir=cfg.model_cache_dir)]
+
+
 def marker_key(tid: str) -> str:
     return f"{keys.PREFIX}:refresh:tick:{tid}"
 
@@ -164,6 +177,8 @@ class RefreshLoop:
         self.done: dict[str, pd.Timestamp] = {}
         self.expected: set[tuple[str, str]] = set()  # (table, tenant) pointers published: a flush is noticed
         self.retry_at: dict[str, float] = {}
+        self.ticks_run = self.ticks_failed = 0
+        self.last_report: dict[str, Any] | None = None
 
     # -- scheduling ------------------------------------------------------------
     @staticmethod
@@ -204,6 +219,7 @@ class RefreshLoop:
                 report = self.tick(cadence, slot)
                 ran += 1
                 failed += report["outcome"] == "failed"
+                self.ticks_run, self.ticks_failed, self.last_report = ran, failed, report
                 if max_ticks and ran >= max_ticks:
                     return 1 if failed else 0
             if once:

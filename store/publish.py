@@ -76,6 +76,7 @@ def commit(client: Any, table: str, version: str, tenant: str, meta: dict[str, A
     the flip is plain but still records the previous pointer and the namespace index."""
     manifest = {"table": table, "version": version, "tenant": tenant, "published_at": time.time(), **meta}
     client.set(keys.meta_key(table, version, tenant), json.dumps(manifest, default=str), ex=ttl_s)
+    prev: str | None
     if lease is not None:
         prev = lease.flip(table, tenant, version)
     else:

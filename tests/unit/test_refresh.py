@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import io
-import json
-from contextlib import redirect_stdout
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from jobs import refresh
-from pipelines.refresh import FileClock, RefreshConfig, RefreshLoop, last_slot, tick_id
+from pipelines import entrypoint
+from pipelines.refresh import FileClock, RefreshConfig, RefreshLoop, default_checks, last_slot, tick_id
 
 pytestmark = pytest.mark.unit
 
@@ -43,20 +41,30 @@ def test_due_runs_each_ended_slot_once_and_waits_for_retries() -> None:
     assert loop.next_wake(now) == pd.Timestamp("2026-11-03T12:10:00Z")
 
 
-def test_config_rejects_unknown_and_bad_fields_by_name(tmp_path: Path) -> None:
+def test_config_rejects_unknown_and_bad_fields_by_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(ValueError, match="fast_every_s"):
         RefreshConfig(**BASE, fast_every_s=0)
     with pytest.raises(ValueError, match="extra_forbidden|fast_evry"):
         RefreshConfig(**BASE, fast_evry=5)
     cfg = tmp_path / "refresh.yaml"
     cfg.write_text("events: /e\nfeatures: /f\nregistry: /r\nredis: redis://x\nslow_every_s: 3600\n")
-    buf = io.StringIO()
-    with redirect_stdout(buf):
-        assert refresh.main(["--config", str(cfg), "--fast-every", "60", "--smoke-test"]) == 0
-    assert json.loads(buf.getvalue()) == {"config": "ok", "cadences": ["fast", "slow"]}
+    parsed = entrypoint.parse_config(refresh.JOB, ["--config", str(cfg), "--fast-every", "60", "--no-swap"])
+    assert (parsed.fast_every_s, parsed.slow_every_s, parsed.serve_app) == (60, 3600, None)
+    assert [c for c, _ in RefreshLoop.cadences_of(parsed)] == ["fast", "slow"]
     cfg.write_text("events: /e\nfeatures: /f\nregistry: /r\nredis: redis://x\nlateness: 3\n")
-    with pytest.raises(SystemExit, match="lateness"):
-        refresh.main(["--config", str(cfg), "--smoke-test"])
+    assert refresh.main(["--config", str(cfg)]) == 2
+    assert "lateness" in capsys.readouterr().err
+    assert refresh.main(["--config", str(cfg).replace("refresh", "nope")]) == 2
+
+
+def test_default_checks_are_guardrails_and_drift_and_skip_without_a_registry(tmp_path: Path) -> None:
+    cfg = RefreshConfig(**{**BASE, "events": str(tmp_path / "data" / "events"),
+                           "registry": str(tmp_path / "none")})
+    checks = default_checks(cfg)
+    assert [c.__name__ for c in checks] == ["experiments", "drift"]
+    assert checks[0].logs_uri == str(tmp_path / "data" / "experiment_logs")  # type: ignore[attr-defined]
+    assert all(c(None)["skipped"].startswith("no registry") for c in checks)  # nothing created, nothing raised
+    assert not (tmp_path / "none").exists()
 
 
 def test_file_clock_reads_the_simulated_time(tmp_path: Path) -> None:
