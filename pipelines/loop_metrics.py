@@ -13,6 +13,8 @@ loop restarts, which Prometheus' ``rate``/``increase`` handle as a reset.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -42,12 +44,31 @@ class NullLoopMetrics:
 
 
 class LoopMetrics(NullLoopMetrics):
-    """``ray.util.metrics`` objects for ``METRICS``, created in the driver (never at import)."""
+    """``ray.util.metrics`` objects for ``METRICS``, created in the driver (never at import).
 
-    def __init__(self) -> None:
+    Ray 2.60 exports a gauge only for about 20 s after its last ``set``, while the loop may sleep
+    for minutes between ticks: a daemon thread sets every gauge's last value again every
+    ``refresh_s`` so the dashboard never shows a gap."""
+
+    def __init__(self, refresh_s: float = 10.0) -> None:
         self._m: dict[str, Any] = {}
         self._kinds: dict[str, str] = {}
+        self._gauges: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        self._lock = threading.Lock()
+        self._refresh_s = refresh_s
+        self._refresher: threading.Thread | None = None
         self.register(METRICS)
+
+    def _keep_gauges(self) -> None:
+        while True:
+            time.sleep(self._refresh_s)
+            with self._lock:
+                values = list(self._gauges.items())
+            for (name, tags), value in values:
+                try:
+                    self._m[name].set(value, tags=dict(tags) or None)
+                except Exception:  # noqa: BLE001 - a metric must never fail the loop
+                    logger.debug("gauge %s could not be set again", name, exc_info=True)
 
     def register(self, defs: dict[str, tuple[str, str, tuple[str, ...]]]) -> None:
         """More metrics (a per-tick check's ``METRICS`` table), same shape as ``METRICS``."""
@@ -76,6 +97,11 @@ class LoopMetrics(NullLoopMetrics):
                     metric.inc(value, tags=tags or None)
             elif kind == "gauge":
                 metric.set(value, tags=tags or None)
+                with self._lock:
+                    self._gauges[(name, tuple(sorted(tags.items())))] = float(value)
+                if self._refresher is None:
+                    self._refresher = threading.Thread(target=self._keep_gauges, name="tandem-gauges", daemon=True)
+                    self._refresher.start()
             else:
                 metric.observe(value, tags=tags or None)
         except Exception:  # noqa: BLE001 - a metric must never fail a tick

@@ -139,6 +139,7 @@ async def events(req: EventsRequest, request: Request, _: Key = None) -> Any:
          responses=HEALTH_RESPONSES)
 async def health(request: Request,
                  x_api_key: Annotated[str | None, Header(description="with a key: the details")] = None) -> Any:
-    """``ok`` or ``degraded``; with an API key also Redis, the breaker and the model versions."""
+    """``ok`` or ``degraded`` (Redis); with an API key also the breaker, the model versions and each
+    precomputed table's pointer of the caller's tenant (``degraded`` too when one is missing or expired)."""
     tenant = request.scope.get(TENANT)
     return await bound().health(detailed=tenant is not None, tenant=tenant)

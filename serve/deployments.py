@@ -255,6 +255,8 @@ class TandemService:
         bundle = await self.models_for(tenant)
         models = {**bundle.versions, "generation": str(self.generation)}
         pointers = await self.engine.pointer_states(tenant)
+        if any(state in ("missing", "expired") for state in pointers.values()):
+            status = "degraded"  # served by fallbacks until the refresh loop republishes it
         return HealthResponse(status=status, redis=redis_state, breaker=self.store.breaker_state, models=models,
                               swap_error=self.swap_error, experiment=self.experiments.health(tenant),
                               exposures=self.exposures.state(), pointers=pointers, replica=self.replica_id)

@@ -70,6 +70,7 @@ class ServeMetrics(NullMetrics):
         self._pointer_missing = Gauge("tandem_pointer_missing", description="1 when a precomputed table's pointer "
                                       "or its namespace is missing in Redis", tag_keys=("table", "tenant"))  # type: ignore[arg-type]
         self._breaker_code: int | None = None
+        self._swap_failed_value: float | None = None
         self._flush_interval_s = flush_interval_s
         self._next_flush = time.monotonic() + flush_interval_s
         self._pending_lookups: dict[tuple[str, str], int] = {}
@@ -90,8 +91,14 @@ class ServeMetrics(NullMetrics):
             self.flush()
 
     def flush(self) -> None:
-        """Add the counts summed since the last flush to Ray's counters."""
+        """Add the counts summed since the last flush to Ray's counters, and set the gauges again:
+        Ray 2.60 exports a gauge only for about 20 s after its last ``set`` (health checks call
+        this every few seconds, so a replica's breaker state never drops out of Prometheus)."""
         self._next_flush = time.monotonic() + self._flush_interval_s
+        if self._breaker_code is not None:
+            self._breaker.set(self._breaker_code)
+        if self._swap_failed_value is not None:
+            self._swap_failed.set(self._swap_failed_value)
         for counter, names, pending in ((self._lookups, ("table", "result"), self._pending_lookups),
                                         (self._fallbacks, ("endpoint", "reason"), self._pending_fallbacks)):
             for key, n in pending.items():
@@ -100,7 +107,8 @@ class ServeMetrics(NullMetrics):
 
     def model_swap(self, ok: bool) -> None:
         self._swaps.inc(1, tags={"result": "ok" if ok else "failed"})
-        self._swap_failed.set(0 if ok else 1)
+        self._swap_failed_value = 0.0 if ok else 1.0
+        self._swap_failed.set(self._swap_failed_value)
 
     def exposures(self, written: int, dropped: int, buffered: int, write_errors: int) -> None:
         """The exposure writer's running totals (read on each health check)."""
@@ -118,7 +126,7 @@ class ServeMetrics(NullMetrics):
         self._exp_rolled_back.set(1 if rolled_back else 0, tags={"tenant": tenant, "experiment": experiment})
 
     def breaker(self, code: int) -> None:
-        # called on every request: a gauge keeps its last value, so set it only on a change
+        # called on every request: set on a change here, and again by every flush (see ``flush``)
         if code != self._breaker_code:
             self._breaker.set(code)
             self._breaker_code = code

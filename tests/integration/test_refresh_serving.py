@@ -130,7 +130,7 @@ def test_slow_tick_swaps_every_replica_with_no_fallback(stack: dict[str, Any]) -
 
 def test_health_reports_a_missing_pointer_until_the_next_tick(stack: dict[str, Any]) -> None:
     cfg, client, url = stack["cfg"], stack["client"], stack["url"]
-    with httpx.Client(timeout=5) as c:
+    with httpx.Client(timeout=5, headers={"X-API-Key": "key-ops"}) as c:
         ok = c.get(f"{url}/v1/health").json()
         assert ok["pointers"]["recs"] == "ok" and ok["replica"], ok
         client.delete(keys.pointer_key("recs", "default"))
