@@ -77,7 +77,8 @@ class Stack:
         self.tmp.mkdir(parents=True)
         self.cfg = LocalConfig(run_dir=run / "cluster", ray_port=free_port(), dashboard_port=free_port(),
                                redis_port=free_port(), serve_port=free_port(), metrics_port=free_port(),
-                               agent_port=free_port(), client_port=free_port(), num_cpus=4)
+                               agent_port=free_port(), client_port=free_port(), num_cpus=4,
+                               haproxy_stats_port=free_port(), haproxy_metrics_port=free_port())
         self.env = {**os.environ, "TMPDIR": str(self.tmp), "TANDEM_MODEL_CACHE_DIR": str(run / "model-cache"),
                     "TANDEM_REDIS_MAXMEMORY": args.redis_maxmemory, "PYTHONPATH": str(ROOT),
                     "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self.cfg.token_path),
@@ -214,7 +215,7 @@ def bootstrap(stack: Stack, ev: Events, args: argparse.Namespace) -> tuple[Path,
     shutil.rmtree(stack.tmp / "rec0", ignore_errors=True)
     serve_cfg = yaml.safe_load((ROOT / "serve" / "config.yaml").read_text())
     dep = serve_cfg["applications"][0]["deployments"][0]
-    dep["autoscaling_config"].update(min_replicas=2, initial_replicas=2)  # two replicas: one may be killed
+    dep["num_replicas"] = 2  # two replicas: one may be killed
     (stack.run / "serve.yaml").write_text(yaml.safe_dump(serve_cfg))
     subprocess.run([sys.executable, "-m", "jobs.deploy", "--config", str(stack.run / "serve.yaml"), "--registry",
                     str(registry), "--redis", stack.cfg.redis_url, "--api-key", f"{KEY}=t0",
@@ -296,7 +297,8 @@ class Soak:
         deadline = time.time() + timeout
         while time.time() < deadline:
             try:
-                with urllib.request.urlopen(url, timeout=5) as resp:
+                with urllib.request.urlopen(urllib.request.Request(url, headers={"X-API-Key": KEY}),
+                                            timeout=5) as resp:
                     h = json.loads(resp.read())
                 if h.get("models", {}).get("recommender") == version and h.get("replica"):
                     seen.add(h["replica"])
