@@ -64,6 +64,13 @@ def dir_bytes(path: Path) -> int:
     return total
 
 
+def set_clock(path: Path, when: pd.Timestamp) -> None:
+    """Move the simulated clock in one rename, so the loop never reads a half-written file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(when.isoformat())
+    os.replace(tmp, path)
+
+
 def log(msg: str) -> None:
     print(f"[soak {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -331,7 +338,7 @@ class Soak:
     def run(self) -> None:
         args, ev = self.args, self.ev
         clock = self.stack.run / "clock"
-        clock.write_text(T0.isoformat())
+        set_clock(clock, T0)
         first_slow = T0 - pd.Timedelta(seconds=SLOT * args.slow_every_ticks)
         self.redis.set(f"tandem:refresh:tick:slow-{first_slow:%Y%m%dT%H%M%S}",
                        json.dumps({"outcome": "ok", "published": {}, "note": "bootstrap trained on this slot"}))
@@ -361,7 +368,7 @@ class Soak:
                     secs = self.stack.restart_redis()
                     self.faults.append({"kind": "redis_restart", "tick": k + 1, "seconds": round(secs, 2)})
                     log(f"redis restarted (AOF reload) in {secs:.1f}s")
-                clock.write_text((end + pd.Timedelta(seconds=1)).isoformat())
+                set_clock(clock, end + pd.Timedelta(seconds=1))
                 tid = f"fast-{start:%Y%m%dT%H%M%S}"
                 if k in self.replica_at:
                     self.kill_replica()

@@ -115,9 +115,12 @@ class FileClock(Clock):
     def now(self) -> pd.Timestamp:
         for _ in range(50):
             try:
-                return pd.Timestamp(self.path.read_text().strip()).tz_convert("UTC")
+                now = pd.Timestamp(self.path.read_text().strip())
+                if not pd.isna(now):  # an empty file (being rewritten) reads as NaT
+                    return now.tz_convert("UTC")
             except (OSError, ValueError):
-                time.sleep(self.poll_s)  # being rewritten
+                pass
+            time.sleep(self.poll_s)  # being rewritten
         raise RuntimeError(f"clock file {self.path} is unreadable")
 
     def sleep_until(self, when: pd.Timestamp, stop_s: float | None = None) -> None:

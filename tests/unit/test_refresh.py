@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -75,3 +76,6 @@ def test_file_clock_reads_the_simulated_time(tmp_path: Path) -> None:
     clock.sleep_until(pd.Timestamp("2026-11-03T13:00:00Z"), stop_s=0.05)  # returns at stop_s
     path.write_text("2026-11-03T13:00:00Z")
     clock.sleep_until(pd.Timestamp("2026-11-03T13:00:00Z"))
+    path.write_text("")  # being rewritten: read again, never NaT
+    threading.Timer(0.1, lambda: path.write_text("2026-11-03T14:00:00Z")).start()
+    assert clock.now() == pd.Timestamp("2026-11-03T14:00:00Z")
