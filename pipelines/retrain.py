@@ -42,8 +42,33 @@ def _read(uri: str) -> pd.DataFrame:
     return pads.dataset(path, filesystem=filesystem, format="parquet", partitioning="hive").to_table().to_pandas()
 
 
-def snapshot(features: Path | str, work: Path, time_column: str, holdout_fraction: float) -> dict[str, Any]:
-    """Write train/holdout copies of ``sessions`` and ``sequences`` split at one time cut."""
+def champions_seen_until(reg: Registry, names: list[str]) -> pd.Timestamp | None:
+    """The latest time any current champion trained on (its data window in the registry): a
+    propensity model's validation end, a recommender's train/test cut; None when unknown."""
+    seen: list[pd.Timestamp] = []
+    for name in names:
+        version = reg.champion(name)
+        if version is None:
+            continue
+        window = reg.get(name, version).meta.get("data_window") or {}
+        value = window.get("validation_max") if name == PROPENSITY else window.get("time_cut")
+        try:  # the recommender's cut is unix seconds
+            stamp = pd.Timestamp(value, unit="s") if isinstance(value, int | float) else \
+                pd.Timestamp(value) if value else None
+        except (TypeError, ValueError):
+            stamp = None
+        if stamp is not None and not pd.isna(stamp):
+            seen.append(stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC"))
+    return max(seen) if seen else None
+
+
+def snapshot(features: Path | str, work: Path, time_column: str, holdout_fraction: float,
+             not_before: pd.Timestamp | None = None, min_holdout_fraction: float = 0.02) -> dict[str, Any]:
+    """Write train/holdout copies of ``sessions`` and ``sequences`` split at one time cut.
+
+    The cut is the ``1 - holdout_fraction`` time quantile, moved later to ``not_before`` (the end
+    of what the champions trained on) so that the gates compare both models on sessions neither
+    saw, as long as at least ``min_holdout_fraction`` of the sessions stay in the holdout."""
     current = fs.resolve(str(features))  # the published version (a local symlink or an s3:// pointer)
     sessions = _read(fs.join(current, "sessions"))
     sequences = _read(fs.join(current, "sequences"))
@@ -51,6 +76,9 @@ def snapshot(features: Path | str, work: Path, time_column: str, holdout_fractio
         raise RetrainError(f"{features}: no sessions to train on")
     times = pd.to_datetime(sessions[time_column], utc=True)
     cut = times.quantile(1.0 - holdout_fraction)
+    moved = False
+    if not_before is not None and not_before > cut and (times > not_before).mean() >= min_holdout_fraction:
+        cut, moved = not_before, True
     out = work / "data"
     out.mkdir(parents=True, exist_ok=True)
     sessions = sessions.drop(columns=["date"], errors="ignore")
@@ -61,7 +89,7 @@ def snapshot(features: Path | str, work: Path, time_column: str, holdout_fractio
     (out / "train_sequences").mkdir(exist_ok=True)
     sequences[last < cut].to_parquet(out / "train_sequences" / "part-0.parquet")
     holdout_seq = sequences[last >= cut]
-    return {"cut": str(cut), "train_sessions": int((times < cut).sum()), "holdout_sessions": int((times >= cut).sum()),
+    return {"cut": str(cut), "cut_after_champions": moved, "train_sessions": int((times < cut).sum()), "holdout_sessions": int((times >= cut).sum()),
             "holdout_sequences": len(holdout_seq), "dir": str(out),
             "pairs": raw_next_item_pairs(holdout_seq["items"].tolist(), max_pairs=5000)}
 

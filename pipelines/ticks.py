@@ -146,7 +146,8 @@ def slow_tick(ctx: TickContext) -> None:
     cfg = ctx.cfg
     reg = Registry(cfg.registry)
     champions = {name: reg.champion(name) for name in ("propensity", "recommender")}
-    snap = retrain.snapshot(Path(cfg.features), ctx.work, cfg.time_column, cfg.holdout_fraction)
+    snap = retrain.snapshot(Path(cfg.features), ctx.work, cfg.time_column, cfg.holdout_fraction,
+                            not_before=retrain.champions_seen_until(reg, list(cfg.models)))
     ctx.report["snapshot"] = {k: v for k, v in snap.items() if k not in ("pairs", "dir")}
     trained = retrain.train(cfg, ctx.work, snap)
     ctx.report["trained"] = {n: {"version": t.get("version"), "seconds": t.get("_seconds")} for n, t in trained.items()}
