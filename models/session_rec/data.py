@@ -139,7 +139,9 @@ def read_sequences_parquet(path: str | Path) -> tuple[list[list[str]], np.ndarra
     df = table.select(["session_id", "items", "last_time"]).to_pandas()
     last_col = df["last_time"]
     if pd.api.types.is_datetime64_any_dtype(last_col):
-        last = last_col.astype("int64").to_numpy() / 1e9 if last_col.notna().all() else None
+        # seconds whatever the column's unit (ns, us or ms): astype("int64") counts in that unit
+        last = ((pd.to_datetime(last_col, utc=True) - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+                .to_numpy(dtype=np.float64) if last_col.notna().all() else None)
     else:
         last = pd.to_numeric(last_col, errors="coerce").to_numpy(dtype=np.float64)
     for row in range(len(df)):

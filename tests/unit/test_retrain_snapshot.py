@@ -46,3 +46,13 @@ def test_the_holdout_starts_after_what_the_champions_trained_on(tmp_path: Path) 
     assert all(len(p) >= 1 for p in moved["pairs"][0]) and len(moved["pairs"][1]) == 7
     too_late = snapshot(features, tmp_path / "c", "cutoff_time", 0.1, not_before=pd.Timestamp("2026-11-05T03:00Z"))
     assert not too_late["cut_after_champions"] and too_late["holdout_sessions"] == 10  # 1 % left: not enough
+
+
+def test_a_recommenders_time_cut_is_unix_seconds_whatever_the_parquet_unit(tmp_path: Path) -> None:
+    from models.session_rec.data import read_sequences_parquet
+
+    times = pd.Series(pd.date_range("2026-11-01", periods=3, freq="h", tz="UTC")).astype("datetime64[us, UTC]")
+    pd.DataFrame({"session_id": ["a", "b", "c"], "last_time": times,
+                  "items": [["i1"], ["i2"], ["i3"]]}).to_parquet(tmp_path / "seq.parquet")
+    _, last = read_sequences_parquet(tmp_path / "seq.parquet")
+    assert list(last) == [t.timestamp() for t in times]
