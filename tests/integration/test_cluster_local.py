@@ -101,7 +101,8 @@ def test_up_deploy_down_twice_leaves_nothing_behind(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", ["cluster.yaml", "cluster/runtime_env.yaml", "cluster/kuberay/raycluster.yaml",
-                                  "cluster/kuberay/rayservice.yaml", "cluster/kuberay/rayjob-refresh.yaml"])
+                                  "cluster/kuberay/rayservice.yaml", "cluster/kuberay/rayjob-refresh-fast.yaml",
+                                  "cluster/kuberay/raycronjob-refresh-slow.yaml"])
 def test_cluster_manifests_parse(path: str) -> None:
     doc = yaml.safe_load((ROOT / path).read_text())
     assert isinstance(doc, dict) and doc
