@@ -11,7 +11,12 @@ cap check is exact. A bid's life:
 2. ``win(campaign, bid_id, price)`` on the exchange's win notice: the hold is released and
    the paid (second) price, which is at most the bid, is added to ``spent``.
 3. ``lose(campaign, bid_id)`` on a loss notice: the hold is released.
-4. A hold whose deadline (``hold_ms``) passes without a notice is released by the next
+4. ``observe(campaign, seen, budget, expire_at_ms)`` by each serving replica every few tens
+   of milliseconds: adds the requests it saw since its last call to ``seen`` (the strategies'
+   auctions-left forecast), creates the budget when the campaign has none yet (a new pacing
+   period: ``HSETNX``, so a budget set by an operator is never overwritten), sets the keys'
+   expiry, and returns the state, all in one round trip.
+5. A hold whose deadline (``hold_ms``) passes without a notice is released by the next
    reserve on that campaign (exchanges often send no loss notice). A win that arrives after
    its hold expired (``late``), for a bid never held (``unheld``) or at a price above its
    hold (``over_hold``) is still counted, since the money was spent, and counted again in
@@ -24,7 +29,7 @@ repeated win or loss changes nothing. Bid records expire after ``record_ttl_s``.
 Keys, under the tenant like every ``store.keys`` key, and hash-tagged so that one
 campaign's keys share a cluster slot (the scripts touch the bid records they sweep)::
 
-    tandem:{tenant}:budget:{<campaign>}          hash: budget, spent, reserved, late_wins
+    tandem:{tenant}:budget:{<campaign>}          hash: budget, spent, reserved, late_wins, seen
     tandem:{tenant}:pending:{<campaign>}         zset: bid id -> hold deadline (ms)
     tandem:{tenant}:bid:{<campaign>}:<bid id>    hash: state (held|won|lost|expired), amount, paid
 """
@@ -117,6 +122,20 @@ redis.call('HSETNX', KEYS[1], 'reserved', 0)
 return 1
 """
 
+# KEYS: budget hash, pending zset. ARGV: requests seen since the last call, the period's budget (set
+# when the hash has none), expiry of both keys (Unix ms). Returns budget, spent, reserved, late_wins, seen.
+OBSERVE_LUA = """
+if redis.call('HSETNX', KEYS[1], 'budget', tonumber(ARGV[2])) == 1 then
+  redis.call('HSETNX', KEYS[1], 'spent', 0)
+  redis.call('HSETNX', KEYS[1], 'reserved', 0)
+end
+local seen = redis.call('HINCRBY', KEYS[1], 'seen', tonumber(ARGV[1]))
+redis.call('PEXPIREAT', KEYS[1], tonumber(ARGV[3]))
+redis.call('PEXPIREAT', KEYS[2], tonumber(ARGV[3]))
+local v = redis.call('HMGET', KEYS[1], 'budget', 'spent', 'reserved', 'late_wins')
+return {tonumber(v[1]) or 0, tonumber(v[2]) or 0, tonumber(v[3]) or 0, tonumber(v[4]) or 0, seen}
+"""
+
 
 _SAFE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
@@ -160,6 +179,7 @@ class BudgetState:
     spent: int
     reserved: int
     late_wins: int = 0
+    seen: int = 0
 
     @property
     def remaining(self) -> int:
@@ -194,7 +214,8 @@ def _state(raw: dict[Any, Any]) -> BudgetState | None:
     if not raw:
         return None
     d = {_text(k): int(_text(v)) for k, v in raw.items()}
-    return BudgetState(d.get("budget", 0), d.get("spent", 0), d.get("reserved", 0), d.get("late_wins", 0))
+    return BudgetState(d.get("budget", 0), d.get("spent", 0), d.get("reserved", 0), d.get("late_wins", 0),
+                       d.get("seen", 0))
 
 
 class _Base:
@@ -211,6 +232,7 @@ class _Base:
         self._win = client.register_script(WIN_LUA)
         self._lose = client.register_script(LOSE_LUA)
         self._set = client.register_script(SET_BUDGET_LUA)
+        self._observe = client.register_script(OBSERVE_LUA)
 
     def keys(self, campaign: str) -> BudgetKeys:
         return BudgetKeys(campaign, self.tenant)
@@ -229,6 +251,12 @@ class _Base:
     def _lose_args(self, campaign: str, bid_id: str) -> tuple[list[str], list[Any]]:
         k = self.keys(campaign)
         return [k.budget, k.pending, k.bid(bid_id)], [bid_id]
+
+    def _observe_args(self, campaign: str, seen: int, budget: int, expire_at_ms: int
+                      ) -> tuple[list[str], list[Any]]:
+        k = self.keys(campaign)
+        return [k.budget, k.pending], [_amount(seen, "seen"), _amount(budget, "budget"),
+                                       _amount(expire_at_ms, "expire_at_ms")]
 
 
 class BudgetStore(_Base):
@@ -253,6 +281,23 @@ class BudgetStore(_Base):
         keys, args = self._lose_args(campaign, bid_id)
         return _text(self._lose(keys=keys, args=args)[0])
 
+    def observe(self, campaign: str, seen: int, budget: int, expire_at_ms: int) -> BudgetState:
+        """Count ``seen`` more requests, create the budget at ``budget`` if it has none, and read it."""
+        keys, args = self._observe_args(campaign, seen, budget, expire_at_ms)
+        return BudgetState(*(int(v) for v in self._observe(keys=keys, args=args)))
+
+    def notices(self, items: list[tuple[str, str, int | None]]) -> list[str]:
+        """Win (price given) or loss (price None) notices ``(campaign, bid id, price)`` in one pipeline."""
+        pipe = self.client.pipeline(transaction=False)
+        for campaign, bid_id, price in items:
+            if price is None:
+                keys, args = self._lose_args(campaign, bid_id)
+                self._lose(keys=keys, args=args, client=pipe)
+            else:
+                keys, args = self._win_args(campaign, bid_id, price)
+                self._win(keys=keys, args=args, client=pipe)
+        return [_text(r[0]) for r in pipe.execute()]
+
 
 class AsyncBudgetStore(_Base):
     """Asynchronous client (``redis.asyncio.Redis``) for Serve replicas."""
@@ -275,3 +320,20 @@ class AsyncBudgetStore(_Base):
     async def lose(self, campaign: str, bid_id: str) -> str:
         keys, args = self._lose_args(campaign, bid_id)
         return _text((await self._lose(keys=keys, args=args))[0])
+
+    async def observe(self, campaign: str, seen: int, budget: int, expire_at_ms: int) -> BudgetState:
+        """Count ``seen`` more requests, create the budget at ``budget`` if it has none, and read it."""
+        keys, args = self._observe_args(campaign, seen, budget, expire_at_ms)
+        return BudgetState(*(int(v) for v in await self._observe(keys=keys, args=args)))
+
+    async def notices(self, items: list[tuple[str, str, int | None]]) -> list[str]:
+        """Win (price given) or loss (price None) notices ``(campaign, bid id, price)`` in one pipeline."""
+        pipe = self.client.pipeline(transaction=False)
+        for campaign, bid_id, price in items:
+            if price is None:
+                keys, args = self._lose_args(campaign, bid_id)
+                await self._lose(keys=keys, args=args, client=pipe)
+            else:
+                keys, args = self._win_args(campaign, bid_id, price)
+                await self._win(keys=keys, args=args, client=pipe)
+        return [_text(r[0]) for r in await pipe.execute()]

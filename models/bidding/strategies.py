@@ -180,6 +180,10 @@ class RlbBid:
 
     With ``fixed_ctr`` set, every impression is priced at that CTR instead of its pCTR: the
     SS-MDP baseline of rlb-dp (Yuan et al.), which plans the budget but ignores pCTR.
+
+    More auctions left than the table covers (a day of traffic against a table of 1,000) are
+    mapped onto its last row with the budget scaled alike, the large-scale rule of Cai et al.
+    (Sec. 4.3): ``a(n, b) ~ a(N0, b * N0 / n)`` for n > N0, so the budget per auction is kept.
     """
 
     def __init__(self, table: ValueTable, name: str = "rlb", fixed_ctr: float | None = None):
@@ -189,4 +193,9 @@ class RlbBid:
 
     def bid(self, pctr: float, state: AuctionState) -> float:
         theta = pctr if self.fixed_ctr is None else self.fixed_ctr
-        return float(self.table.bid(theta, state.n_left, state.budget_left))
+        n, b = state.n_left, state.budget_left
+        n0 = self.table.n_max
+        if n > n0:
+            b = b * n0 / n
+            n = n0
+        return float(self.table.bid(theta, n, b))

@@ -126,3 +126,49 @@ def test_async_clients_race_for_the_last_of_a_budget(redis_server: str) -> None:
 
     spent, paid = asyncio.run(main())
     assert spent == sum(paid) == 7 * (1_000 // 7)  # exactly 142 bids fit, none more
+
+
+def test_observe_creates_a_period_budget_once_counts_requests_and_expires(store: BudgetStore,
+                                                                         redis_client: Any) -> None:
+    expire_ms = int((time.time() + 3600) * 1000)
+    s = store.observe("camp.0", 5, 1_000, expire_ms)  # a new period: created at the config's budget
+    assert (s.budget, s.spent, s.reserved, s.seen) == (1_000, 0, 0, 5)
+    assert store.reserve("camp.0", "b1", 300).status == "held"
+    store.set_budget("camp.0", 800)  # an operator's change mid-period
+    s = store.observe("camp.0", 2, 1_000, expire_ms)  # never overwritten by a replica's config
+    assert (s.budget, s.reserved, s.seen) == (800, 300, 7)
+    assert store.state("camp.0").seen == 7
+    keys = store.keys("camp.0")
+    for key in (keys.budget, keys.pending):
+        assert 3500 < redis_client.pttl(key) / 1000 <= 3600  # the period's keys do not outlive it for long
+    with pytest.raises(ValueError, match="seen"):
+        store.observe("camp.0", -1, 1_000, expire_ms)
+
+
+def test_notices_in_one_pipeline_match_single_calls(store: BudgetStore) -> None:
+    store.set_budget("n", 100)
+    for bid_id in ("w1", "w2", "l1"):
+        assert store.reserve("n", bid_id, 20).status == "held"
+    out = store.notices([("n", "w1", 15), ("n", "l1", None), ("n", "w1", 15), ("n", "never", 3), ("n", "w2", 25)])
+    assert out == ["won", "lost", "duplicate", "unheld", "over_hold"]
+    s = store.state("n")
+    assert (s.spent, s.reserved, s.late_wins) == (15 + 3 + 25, 0, 2)
+
+
+def test_async_notices_and_observe(redis_server: str) -> None:
+    import redis.asyncio as aioredis
+
+    async def main() -> tuple[list[str], Any]:
+        client = aioredis.Redis.from_url(redis_server)
+        store = AsyncBudgetStore(client, tenant="anote", hold_ms=60_000)
+        await store.observe("c.3", 1, 50, int((time.time() + 60) * 1000))
+        assert (await store.reserve("c.3", "x", 30)).status == "held"
+        assert (await store.reserve("c.3", "y", 30, partial=True)).amount == 20
+        out = await store.notices([("c.3", "x", 12), ("c.3", "y", None)])
+        state = await store.state("c.3")
+        await client.aclose()
+        return out, state
+
+    out, state = asyncio.run(main())
+    assert out == ["won", "lost"]
+    assert (state.budget, state.spent, state.reserved, state.seen) == (50, 12, 0, 1)
