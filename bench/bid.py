@@ -1,6 +1,8 @@
 """Budgeted bidding on iPinYou campaign 2997 under the rlb-dp protocol, against rlb-dp's published numbers.
 
 ``python -m bench.bid [--data DIR] [--c0 0.03125 ...] [--no-rlb-dist]``
+``python -m bench.bid --target stack|live ...``: the log through the live ``/v1/bid`` endpoint under
+wrk load (``bench.bid_live``).
 
 Protocol (han-cai/rlb-dp ``bid_ss.py``, reproduced in ``models.bidding.simulate``): the test log
 ``test.theta.txt`` (rows ``click market_price pCTR``) in file order, episodes of N = 1,000
@@ -112,18 +114,38 @@ def _bid_latency_us(strategy: BidStrategy, pctrs: list[float], budget: float) ->
     return (time.perf_counter() - t0) / len(pctrs) * 1e6
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DATA, help="folder with test.theta.txt and info.json")
-    ap.add_argument("--c0", type=float, nargs="+", default=list(C0S))
+    ap.add_argument("--c0", type=float, nargs="+", default=None, help="budget ratios (replay: all five; "
+                    "live: 1/32)")
     ap.add_argument("--no-rlb-dist", action="store_true", help="skip the pCTR-distribution RLB (one more DP solve)")
-    args = ap.parse_args()
+    ap.add_argument("--target", choices=["replay", "stack", "live"], default="replay",
+                    help="replay: offline (rlb-dp protocol); stack: a private default deployment under wrk; "
+                         "live: the running app (make demo) under wrk")
+    ap.add_argument("--duration", type=int, default=60, help="live/stack: seconds per wrk point")
+    ap.add_argument("--connections", default="8,32", help="live/stack: wrk connections per point")
+    ap.add_argument("--url", default=os.environ.get("TANDEM_SERVE_URL", "http://127.0.0.1:8000"),
+                    help="live: the app's base URL (default $TANDEM_SERVE_URL)")
+    ap.add_argument("--api-key", default=os.environ.get("TANDEM_DEMO_API_KEY", "demo-key"),
+                    help="live: an API key of the default tenant (default $TANDEM_DEMO_API_KEY or demo-key)")
+    ap.add_argument("--redis", default=os.environ.get("TANDEM_REDIS_URL"),
+                    help="live: the app's Redis (default $TANDEM_REDIS_URL)")
+    ap.add_argument("--registry", default=str(ROOT / "artifacts" / "registry"),
+                    help="live: the app's registry, where the bench campaigns are published")
+    args = ap.parse_args(argv)
+    args.c0 = args.c0 or (list(C0S) if args.target == "replay" else [1 / 32])
     if not (args.data / "test.theta.txt").is_file():
         print(f"skipped: {args.data}/test.theta.txt not found (../shared/data is absent)")
         print(json.dumps({"bench": "bid", "skipped": f"{args.data} absent"}))
         return
     info = load_info(args.data / "info.json")
     log, quarantine = read_theta(args.data / "test.theta.txt")
+    if args.target != "replay":
+        from bench.bid_live import run_live
+
+        print(json.dumps(run_live(args, log, info)))
+        return
     market = info.market()
     b_max = max(episode_budget(info.cpm_train, c0, N) for c0 in args.c0)
     print(f"campaign 2997 test log: {len(log):,} auctions, {int(log.click.sum())} clicks, "

@@ -116,7 +116,7 @@ return {'lost', amount}
 # KEYS: budget hash. ARGV: budget, reset (0/1).
 SET_BUDGET_LUA = """
 redis.call('HSET', KEYS[1], 'budget', tonumber(ARGV[1]))
-if ARGV[2] == '1' then redis.call('HSET', KEYS[1], 'spent', 0, 'late_wins', 0) end
+if ARGV[2] == '1' then redis.call('HSET', KEYS[1], 'spent', 0, 'late_wins', 0, 'seen', 0) end
 redis.call('HSETNX', KEYS[1], 'spent', 0)
 redis.call('HSETNX', KEYS[1], 'reserved', 0)
 return 1

@@ -56,13 +56,15 @@ def write_book(folder: str | Path, campaigns: CampaignSet,
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     tables = tables or {}
+    solved: dict[str, ValueTable] = {}  # by table inputs: campaigns that differ only in name share one solve
     for cfg in campaigns.campaigns:
         if not isinstance(cfg.strategy, RlbConfig):
             continue
-        table = tables.get(cfg.campaign_id)
+        table = tables.get(cfg.campaign_id) or solved.get(table_inputs(cfg))
         if table is None:
             logger.info("solving the RLB table of campaign %s", cfg.campaign_id)
             table = solve_table(cfg)
+        solved[table_inputs(cfg)] = table
         build_strategy(cfg, table)  # the shape check, before anything is written
         table.save(out / TABLES_DIR / cfg.campaign_id)
         (out / TABLES_DIR / cfg.campaign_id / "inputs.json").write_text(table_inputs(cfg))

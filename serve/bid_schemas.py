@@ -1,0 +1,131 @@
+"""Typed requests and responses of ``POST /v1/bid`` and ``POST /v1/bid/notice``.
+
+Strict like every tandem request: unknown fields, a bool or a string where a number goes,
+NaN and infinities are 422s that name the field. Prices are whole numbers or decimals in the
+campaign's price unit (iPinYou: CPM in fen; see ``models.bidding.campaign``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from models.bidding.campaign import CAMPAIGN_ID
+
+ID_PATTERN = r"^[A-Za-z0-9][!-9;-~]{0,127}$"  # printable ASCII without ':' or spaces
+FEATURE_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+STRICT = ConfigDict(extra="forbid", strict=True)
+MAX_FEATURES = 100
+MAX_NOTICES = 1000
+
+BidId = Annotated[str, Field(min_length=1, max_length=128, pattern=ID_PATTERN,
+                             description="the exchange's id of this bid request (OpenRTB BidRequest.id/imp.id); "
+                                         "a retried request with the same id gets the same answer")]
+CampaignId = Annotated[str, Field(pattern=CAMPAIGN_ID, description="one of the tenant's published campaigns")]
+FeatureValue = Annotated[str, Field(max_length=256)] | Annotated[float, Field(allow_inf_nan=False)] | None
+NoBidReason = Literal["unknown_campaign", "campaign_inactive", "no_pctr_model", "pctr_error", "deadline",
+                      "budget_unavailable", "budget_exhausted", "below_floor", "zero_bid", "duplicate_bid"]
+
+
+class BidRequest(BaseModel):
+    """One impression offered by an exchange: either a pCTR or the features to compute it from."""
+
+    model_config = STRICT
+
+    campaign_id: CampaignId
+    bid_id: BidId
+    pctr: float | None = Field(None, ge=0, le=1, allow_inf_nan=False,
+                               description="a precomputed click probability; or send features")
+    features: dict[Annotated[str, Field(pattern=FEATURE_NAME)], FeatureValue] | None = Field(
+        None, max_length=MAX_FEATURES, description="impression fields for the tenant's pctr model (categorical "
+                                                   "values as strings, numbers as numbers, null for missing)")
+    floor: float = Field(0.0, ge=0, le=1e9, allow_inf_nan=False,
+                         description="the exchange's floor price (OpenRTB imp.bidfloor), in the campaign's unit")
+    deadline_ms: float | None = Field(None, gt=0, le=10_000, allow_inf_nan=False,
+                                      description="time budget in ms (default: the app's): a bid that would "
+                                                  "be late is a no-bid")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> BidRequest:
+        if (self.pctr is None) == (self.features is None):
+            raise ValueError("send exactly one of pctr and features")
+        return self
+
+
+class BidResponse(BaseModel):
+    """A bid (``bid`` true, ``price`` > 0, held against the budget until its notice) or a no-bid."""
+
+    bid_id: str
+    campaign_id: str
+    bid: bool
+    price: int = Field(description="the bid, a whole number in the campaign's price unit (0: no bid)")
+    reason: NoBidReason | None = Field(None, description="why there is no bid")
+    strategy: str | None = None
+    pctr: float | None = None
+    pctr_source: Literal["request", "model"] | None = None
+    model_version: str | None = Field(None, description="the pctr model version, when the model priced it")
+    campaign_version: str | None = Field(None, description="the version of the tenant's published campaigns")
+    period: int | None = Field(None, description="the budget period the bid is held in; echo it in the notice")
+    tenant: str
+
+
+class Notice(BaseModel):
+    """The outcome of one bid (OpenRTB win notice ``nurl`` with ${AUCTION_PRICE}, or a loss notice)."""
+
+    model_config = STRICT
+
+    campaign_id: CampaignId
+    bid_id: BidId
+    outcome: Literal["win", "loss"]
+    price: int | None = Field(None, ge=0, le=10**9, description="win: the price paid (clearing price)")
+    period: int | None = Field(None, ge=0, le=10**9, description="the bid's period (default: the current one)")
+
+    @model_validator(mode="after")
+    def _price(self) -> Notice:
+        if self.outcome == "win" and self.price is None:
+            raise ValueError("a win notice needs the price paid")
+        if self.outcome == "loss" and self.price is not None:
+            raise ValueError("a loss notice has no price")
+        return self
+
+
+class NoticeRequest(BaseModel):
+    model_config = STRICT
+
+    notices: list[Notice] = Field(min_length=1, max_length=MAX_NOTICES)
+
+
+NoticeStatus = Literal["won", "lost", "duplicate", "late", "unheld", "over_hold", "unknown_campaign"]
+
+
+class NoticeResult(BaseModel):
+    bid_id: str
+    status: NoticeStatus
+
+
+class NoticeResponse(BaseModel):
+    """200: every notice is stored (a retry of the same notices changes nothing); otherwise 503."""
+
+    results: list[NoticeResult]
+    tenant: str
+
+
+class BidSettings(BaseModel):
+    """The bid engine's Redis client and cache settings (``AppArgs.bid``); times in ms or s as named."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    refresh_ms: float = Field(25.0, ge=1, le=10_000, description="budget-state refresh interval per campaign")
+    idle_s: float = Field(30.0, gt=0, description="a campaign not bid on for this long leaves the refresh")
+    max_connections: int = Field(32, ge=1, le=1024)
+    pool_timeout_s: float = Field(0.005, gt=0, le=5)
+    call_timeout_s: float = Field(0.05, gt=0, le=5, description="socket timeout of one budget call")
+    notice_timeout_s: float = Field(0.5, gt=0, le=10, description="budget of one notice batch")
+    connect_timeout_s: float = Field(0.25, gt=0, le=5)
+    breaker_failures: int = Field(3, ge=1)
+    breaker_reset_s: float = Field(1.0, gt=0)
+    retention_s: int = Field(7 * 86_400, ge=60, description="a period's budget keys live this long after it ends")
+    record_ttl_s: int = Field(86_400, ge=60, description="how long a bid's record answers notices")
+    campaign_poll_s: float = Field(5.0, gt=0, le=3600, description="how often a replica looks for new "
+                                   "campaign and pctr versions in the registry")
