@@ -63,6 +63,8 @@ def flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--registry", help="registry URI (local dir or s3://)")
     p.add_argument("--tenant", help="train on this tenant's rows and register in its namespace (default: shared)")
+    p.add_argument("--name", choices=["propensity", "pctr"],
+                   help="registry name (default propensity; pctr: a click model for /v1/bid)")
     p.add_argument("--out", help="artifact directory (default: a temp dir)")
 
 

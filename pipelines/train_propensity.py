@@ -29,12 +29,13 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.evaluation.calibration import calibration_report
 from models.propensity.artifact import MODEL_FILES, save
 from models.propensity.auto import train_auto
 from models.propensity.baselines import baseline_scores
 from models.propensity.data import LABEL, prepare
 from models.propensity.model import PropensityConfig, fit_booster, raw_predict, to_matrix
-from models.propensity.predictor import REGISTRY_NAME, PropensityPredictor, load_booster
+from models.propensity.predictor import PropensityPredictor, load_booster
 from models.propensity.report import holdout_report
 from models.propensity.select import STRATEGIES
 from pipelines.drift import feature_quantiles
@@ -249,6 +250,9 @@ class TrainConfig(BaseModel):
     registry: str | None = None
     tenant: str | None = Field(None, description="train on this tenant's rows only and register the model in "
                                "its namespace of the registry (default: all rows, the shared default)")
+    name: Literal["propensity", "pctr"] = Field(
+        "propensity", description="registry name: propensity (purchases), or pctr (clicks on impressions, the "
+                                  "bidder's model)")
     out: str | None = None
 
 
@@ -313,15 +317,20 @@ def train_and_register(cfg: TrainConfig) -> dict[str, Any]:
         "selection": sel.as_dict(), **trainer,
         "columns": {"used": len(features), "categorical": encoding.categorical, "dropped": encoding.dropped},
         "artifact": str(out), "report": str(html), "seconds": round(time.perf_counter() - t0, 1)}
+    # calibration of the served scores on the test split: bids are priced from their level, not just their order
+    reliability = calibration_report(parts.test[LABEL].to_numpy(), np.clip(test_scores, 0.0, 1.0), bins=10)
+    result["reliability"] = reliability.as_dict()
+    name = cfg.name
     if cfg.registry:
         reg = Registry(tenant_uri(cfg.registry, cfg.tenant))
-        mv = reg.register(REGISTRY_NAME, out, {"metrics": art.metrics, "data_window": art.data_window,
-                                               "config": art.config, "kind": model.kind, "tenant": cfg.tenant})
+        mv = reg.register(name, out, {"metrics": art.metrics, "data_window": art.data_window,
+                                      "config": art.config, "kind": model.kind, "tenant": cfg.tenant,
+                                      "reliability": {k: v for k, v in result["reliability"].items() if k != "bins"}})
         result["registry"] = reg.uri
         result["version"] = mv.version
         result["registry_report"] = f"{mv.uri}/{MODEL_REPORT}"  # copied into the registry with the artifact
-        if reg.champion(REGISTRY_NAME) is None:
-            reg.set_champion(REGISTRY_NAME, mv.version, "first model of this registry")
+        if reg.champion(name) is None:
+            reg.set_champion(name, mv.version, "first model of this registry")
             result["champion"] = True
         else:
             result["champion"] = False
