@@ -17,6 +17,8 @@ from fastapi.security import APIKeyHeader
 from pydantic import BaseModel
 
 from serve import errors, hotpath
+from serve.bid import NoticesNotStored
+from serve.bid_schemas import BidRequest, BidResponse, NoticeRequest, NoticeResponse
 from serve.engine import EventsNotStored
 from serve.guard import TENANT, Gate, GuardMiddleware
 from serve.schemas import (
@@ -84,17 +86,19 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     422: _json(ValidationErrorResponse, "a field does not validate; each error names its field"),
     429: {"description": "overloaded: retry after Retry-After seconds", "headers": RETRY_AFTER,
           "content": {"text/plain": {"schema": {"type": "string"}}}},
-    503: {"description": "unavailable for now (starting, or events cannot be stored): retry after "
-                         "Retry-After seconds", "headers": RETRY_AFTER, "content": TEXT_OR_JSON},
+    503: {"description": "unavailable for now (starting, or events or bid notices cannot be stored): "
+                         "retry after Retry-After seconds", "headers": RETRY_AFTER, "content": TEXT_OR_JSON},
 }
 HEALTH_RESPONSES: dict[int | str, dict[str, Any]] = {k: RESPONSES[k] for k in (400, 401, 413, 429, 503)}
 
 api = FastAPI(title="tandem", version="1", description="Real-time purchase propensity and session "
-              "recommendations behind a cache, with fallbacks (model -> precomputed -> popular). "
+              "recommendations behind a cache, with fallbacks (model -> precomputed -> popular), and real-time "
+              "bidding under a budget held in Redis. "
               "Every endpoint but /v1/health needs an X-API-Key header.")
 api.add_middleware(hotpath.HotPathMiddleware,
                    routes={"/v1/score": hotpath.Route("score", ScoreRequest),
-                           "/v1/recommend": hotpath.Route("recommend", RecommendRequest)},
+                           "/v1/recommend": hotpath.Route("recommend", RecommendRequest),
+                           "/v1/bid": hotpath.Route("bid", BidRequest)},
                    service=_hot_service)
 api.add_middleware(GuardMiddleware, gate=_gate)  # added last: outermost
 errors.install(api)
@@ -102,6 +106,11 @@ errors.install(api)
 
 @api.exception_handler(EventsNotStored)
 async def _events_not_stored(request: Request, exc: EventsNotStored) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": str(exc.retry_after_s)})
+
+
+@api.exception_handler(NoticesNotStored)
+async def _notices_not_stored(request: Request, exc: NoticesNotStored) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": str(exc.retry_after_s)})
 
 
@@ -133,6 +142,19 @@ async def recommend(req: RecommendRequest, request: Request, _: Key = None) -> A
 async def events(req: EventsRequest, request: Request, _: Key = None) -> Any:
     """Record live events of a session: stored, or 503 + Retry-After (never dropped silently)."""
     return await bound().handle("events", req, tenant_of(request))
+
+
+@api.post("/v1/bid", response_model=BidResponse, responses=RESPONSES)
+async def bid(req: BidRequest, request: Request, _: Key = None) -> Any:
+    """A bid for one impression, held against the campaign's budget, or a no-bid with its reason
+    (every fault, and a bid that would be late, is a no-bid within the deadline)."""
+    return await bound().handle("bid", req, tenant_of(request))
+
+
+@api.post("/v1/bid/notice", response_model=NoticeResponse, responses=RESPONSES)
+async def bid_notice(req: NoticeRequest, request: Request, _: Key = None) -> Any:
+    """Win (with the price paid) and loss notices: stored (200, idempotent per bid id) or 503 + Retry-After."""
+    return await bound().handle("notice", req, tenant_of(request))
 
 
 @api.get("/v1/health", response_model=HealthResponse, response_model_exclude_none=True,

@@ -398,9 +398,11 @@ def redis_stores(url: str, settings: BidSettings) -> StoreFactory:
 async def answer(engine: BidEngine, models: BidModels, endpoint: str, req: BidRequest | NoticeRequest,
                  tenant: str) -> BidResponse | NoticeResponse:
     """``/v1/bid`` or ``/v1/bid/notice`` for an authenticated tenant (the deployment's one call)."""
-    if isinstance(req, NoticeRequest):
+    if endpoint == "notice":
+        assert isinstance(req, NoticeRequest)
         bidding = await models.get(tenant)
         return await engine.notice(req, tenant, bidding.campaign)
+    assert isinstance(req, BidRequest)
     dl = engine.deadline(req)  # loading a tenant's campaigns (its first request) counts against it
     bidding = await models.get(tenant)
     campaign = bidding.campaign(req.campaign_id)

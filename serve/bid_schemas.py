@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from models.bidding.campaign import CAMPAIGN_ID
+from serve.schemas import ID_PATTERN, STRICT, BidSettings, Deadline, Int
 
-ID_PATTERN = r"^[A-Za-z0-9][!-9;-~]{0,127}$"  # printable ASCII without ':' or spaces
+__all__ = ["BidRequest", "BidResponse", "BidSettings", "Notice", "NoticeRequest", "NoticeResponse", "NoticeResult"]
+
 FEATURE_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
-STRICT = ConfigDict(extra="forbid", strict=True)
 MAX_FEATURES = 100
 MAX_NOTICES = 1000
 
@@ -42,9 +43,7 @@ class BidRequest(BaseModel):
                                                    "values as strings, numbers as numbers, null for missing)")
     floor: float = Field(0.0, ge=0, le=1e9, allow_inf_nan=False,
                          description="the exchange's floor price (OpenRTB imp.bidfloor), in the campaign's unit")
-    deadline_ms: float | None = Field(None, gt=0, le=10_000, allow_inf_nan=False,
-                                      description="time budget in ms (default: the app's): a bid that would "
-                                                  "be late is a no-bid")
+    deadline_ms: Deadline = None  # a bid that would be late is a no-bid
 
     @model_validator(mode="after")
     def _one_source(self) -> BidRequest:
@@ -78,8 +77,8 @@ class Notice(BaseModel):
     campaign_id: CampaignId
     bid_id: BidId
     outcome: Literal["win", "loss"]
-    price: int | None = Field(None, ge=0, le=10**9, description="win: the price paid (clearing price)")
-    period: int | None = Field(None, ge=0, le=10**9, description="the bid's period (default: the current one)")
+    price: Int | None = Field(None, ge=0, le=10**9, description="win: the price paid (clearing price)")
+    period: Int | None = Field(None, ge=0, le=10**9, description="the bid's period (default: the current one)")
 
     @model_validator(mode="after")
     def _price(self) -> Notice:
@@ -109,23 +108,3 @@ class NoticeResponse(BaseModel):
 
     results: list[NoticeResult]
     tenant: str
-
-
-class BidSettings(BaseModel):
-    """The bid engine's Redis client and cache settings (``AppArgs.bid``); times in ms or s as named."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    refresh_ms: float = Field(25.0, ge=1, le=10_000, description="budget-state refresh interval per campaign")
-    idle_s: float = Field(30.0, gt=0, description="a campaign not bid on for this long leaves the refresh")
-    max_connections: int = Field(32, ge=1, le=1024)
-    pool_timeout_s: float = Field(0.005, gt=0, le=5)
-    call_timeout_s: float = Field(0.05, gt=0, le=5, description="socket timeout of one budget call")
-    notice_timeout_s: float = Field(0.5, gt=0, le=10, description="budget of one notice batch")
-    connect_timeout_s: float = Field(0.25, gt=0, le=5)
-    breaker_failures: int = Field(3, ge=1)
-    breaker_reset_s: float = Field(1.0, gt=0)
-    retention_s: int = Field(7 * 86_400, ge=60, description="a period's budget keys live this long after it ends")
-    record_ttl_s: int = Field(86_400, ge=60, description="how long a bid's record answers notices")
-    campaign_poll_s: float = Field(5.0, gt=0, le=3600, description="how often a replica looks for new "
-                                   "campaign and pctr versions in the registry")

@@ -16,6 +16,10 @@ from typing import Any, Literal
 from ray import serve
 
 from serve import api as http
+from serve.bid import BidEngine, redis_stores
+from serve.bid import answer as bid_answer
+from serve.bid_models import BidModels
+from serve.bid_schemas import BidResponse, NoticeResponse
 from serve.engine import Engine, ModelBundle
 from serve.experiments import Experiments
 from serve.exposures import ExposureLog
@@ -94,6 +98,11 @@ class TandemService:
         self.store = OnlineStore(self.args.redis_url, self.args.cache)
         self.metrics = ServeMetrics()
         self.engine = Engine(self.args, self.store, self.metrics)
+        self.bids = BidEngine(self.args.bid, redis_stores(self.args.redis_url, self.args.bid),
+                              default_deadline_ms=self.args.deadline_ms, metrics=self.metrics)
+        self.bid_models = BidModels(self.args.registry_uri, {t: c.registry_uri for t, c in self.args.tenants.items()
+                                                             if c.registry_uri}, self.args.bid.campaign_poll_s,
+                                    self.args.model_cache_dir)
         self.model_cfg = ModelConfig()
         self.generation = 0
         self._configs: dict[int, ModelConfig] = {0: self.model_cfg}   # generation -> the config it loads
@@ -222,8 +231,10 @@ class TandemService:
     async def handle(self, endpoint: str, req: Any, tenant: str) -> Any:
         """Score, recommend or record events for an authenticated tenant (both paths)."""
         start = time.perf_counter()
-        out: ScoreResponse | RecommendResponse | EventsResponse
-        if endpoint == "events":
+        out: ScoreResponse | RecommendResponse | EventsResponse | BidResponse | NoticeResponse
+        if endpoint in ("bid", "notice"):
+            out = await bid_answer(self.bids, self.bid_models, endpoint, req, tenant)
+        elif endpoint == "events":
             out = await self.engine.add_events(req, tenant)
         else:
             bundle = await self.models_for(tenant)

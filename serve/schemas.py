@@ -195,6 +195,26 @@ class TenantConfig(BaseModel):
     recommender_version: str | None = None
 
 
+class BidSettings(BaseModel):
+    """The bid engine's Redis client and cache settings (``AppArgs.bid``); times in ms or s as named."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    refresh_ms: float = Field(25.0, ge=1, le=10_000, description="budget-state refresh interval per campaign")
+    idle_s: float = Field(30.0, gt=0, description="a campaign not bid on for this long leaves the refresh")
+    max_connections: int = Field(32, ge=1, le=1024)
+    pool_timeout_s: float = Field(0.005, gt=0, le=5)
+    call_timeout_s: float = Field(0.05, gt=0, le=5, description="socket timeout of one budget call")
+    notice_timeout_s: float = Field(0.5, gt=0, le=10, description="budget of one notice batch")
+    connect_timeout_s: float = Field(0.25, gt=0, le=5)
+    breaker_failures: int = Field(3, ge=1)
+    breaker_reset_s: float = Field(1.0, gt=0)
+    retention_s: int = Field(7 * 86_400, ge=60, description="a period's budget keys live this long after it ends")
+    record_ttl_s: int = Field(86_400, ge=60, description="how long a bid's record answers notices")
+    campaign_poll_s: float = Field(5.0, gt=0, le=3600, description="how often a replica looks for new "
+                                   "campaign and pctr versions in the registry")
+
+
 class AppArgs(BaseModel):
     """Arguments of ``build_app``; secrets and URLs arrive here once, from the entrypoint."""
 
@@ -220,6 +240,8 @@ class AppArgs(BaseModel):
     docs: bool = Field(True, description="serve /docs, /redoc and /openapi.json")
     experiments_poll_s: float = Field(2.0, gt=0, le=600, description="how often replicas re-read the experiments")
     exposures: ExposureConfig = Field(default_factory=lambda: ExposureConfig.model_validate({}))
+    bid: BidSettings = Field(default_factory=lambda: BidSettings.model_validate({}),
+                             description="the bid engine's budget client and caches (/v1/bid)")
 
     @field_validator("api_keys")
     @classmethod
