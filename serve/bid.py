@@ -3,7 +3,9 @@
 Per request (``BidEngine.bid``):
 
 1. the campaign from the tenant's published ``CampaignBook`` (unknown: no-bid), its current
-   pacing period (none: no-bid), the pCTR (given, or the tenant's ``pctr`` model on the features);
+   pacing period (none: no-bid), the pCTR (given, or the tenant's ``pctr`` model on the features:
+   the campaign's pinned version, else the tenant's champion, else the shared default's; when no
+   model answers in time the campaign's ``pctr_prior`` if it has one, else a no-bid);
 2. the period's budget state from this replica's cache, refreshed from Redis every
    ``refresh_ms`` in the background (one ``observe`` round trip per live campaign, which also
    adds the requests this replica saw to the period's counter); a stale value is fine because
@@ -253,13 +255,16 @@ class BidEngine:
         if req.pctr is not None:
             out.pctr, out.pctr_source = req.pctr, "request"
         else:
-            if pctr_model is None:
-                return self._no_bid(out, "no_pctr_model")
-            out.model_version = pctr_model.version
-            pctr = self._predict(pctr_model, req.features or {}, dl)
-            if pctr is None:
-                return self._no_bid(out, "pctr_error" if not dl.expired() else "deadline")
-            out.pctr, out.pctr_source = pctr, "model"
+            pctr, why = (None, "no_pctr_model") if pctr_model is None else \
+                self._predict(pctr_model, req.features or {}, dl)
+            if pctr is not None:
+                assert pctr_model is not None
+                out.pctr, out.pctr_source, out.model_version = pctr, "model", pctr_model.version
+            else:
+                if cfg.pctr_prior is None or dl.expired():
+                    return self._no_bid(out, why)
+                out.pctr, out.pctr_source, out.fallback_reason = cfg.pctr_prior, "prior", why
+                self.metrics.fallback("pctr", why)
         if self.background:
             self.start()
         live = self._entry(tenant, cfg, period)
@@ -301,19 +306,29 @@ class BidEngine:
         out.bid, out.price = True, int(held.amount)
         return out
 
-    def _predict(self, model: CtrScorer, features: dict[str, str | float | None], dl: Deadline) -> float | None:
+    def _predict(self, model: CtrScorer, features: dict[str, str | float | None], dl: Deadline
+                 ) -> tuple[float | None, str]:
+        """``(pCTR, "")``, or ``(None, why)``: ``deadline`` (it would not fit, or did not) or ``pctr_error``."""
         est = self._model_latency.setdefault(model.version, LatencyEstimate())
         if not est.fits(dl.remaining_s()):
-            return None
+            return None, "deadline"
         start = self.perf()
         try:
             p = float(model.predict_one(features))
-        except Exception:  # noqa: BLE001 - a model failure is a no-bid, never a 5xx
+        except Exception:  # noqa: BLE001 - a model failure is a fallback or a no-bid, never a 5xx
             logger.exception("pctr model %s failed", model.version)
-            return None
+            return None, "pctr_error"
         finally:
             est.observe((self.perf() - start) * 1000.0)
-        return p if math.isfinite(p) and 0.0 <= p <= 1.0 else None
+        if dl.expired():
+            return None, "deadline"
+        return (p, "") if math.isfinite(p) and 0.0 <= p <= 1.0 else (None, "pctr_error")
+
+    def error_no_bid(self, req: BidRequest, tenant: str) -> BidResponse:
+        """The answer when the bid path itself failed: no-bid, reason ``error`` (a hold it may have
+        left is released by the store after the campaign's ``hold_ms``)."""
+        out = BidResponse(bid_id=req.bid_id, campaign_id=req.campaign_id, bid=False, price=0, tenant=tenant)
+        return self._no_bid(out, "error")
 
     def _no_bid(self, out: BidResponse, reason: str) -> BidResponse:
         out.bid, out.price, out.reason = False, 0, reason  # type: ignore[assignment]
@@ -404,8 +419,12 @@ async def answer(engine: BidEngine, models: BidModels, endpoint: str, req: BidRe
         return await engine.notice(req, tenant, bidding.campaign)
     assert isinstance(req, BidRequest)
     dl = engine.deadline(req)  # loading a tenant's campaigns (its first request) counts against it
-    bidding = await models.get(tenant)
-    campaign = bidding.campaign(req.campaign_id)
-    pctr = bidding.pctr_for(campaign) if campaign is not None and req.features is not None else None
-    version = bidding.book.version if bidding.book is not None else None
-    return await engine.bid(req, tenant, campaign, version, pctr, dl)
+    try:
+        bidding = await models.get(tenant)
+        campaign = bidding.campaign(req.campaign_id)
+        pctr = bidding.pctr_for(campaign) if campaign is not None and req.features is not None else None
+        version = bidding.book.version if bidding.book is not None else None
+        return await engine.bid(req, tenant, campaign, version, pctr, dl)
+    except Exception:  # noqa: BLE001 - a bug or fault the engine did not foresee is a no-bid, never a 5xx
+        logger.exception("bid %s of tenant %s failed", req.bid_id, tenant)
+        return engine.error_no_bid(req, tenant)

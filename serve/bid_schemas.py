@@ -26,7 +26,7 @@ BidId = Annotated[str, Field(min_length=1, max_length=128, pattern=ID_PATTERN,
 CampaignId = Annotated[str, Field(pattern=CAMPAIGN_ID, description="one of the tenant's published campaigns")]
 FeatureValue = Annotated[str, Field(max_length=256)] | Annotated[float, Field(allow_inf_nan=False)] | None
 NoBidReason = Literal["unknown_campaign", "campaign_inactive", "no_pctr_model", "pctr_error", "deadline",
-                      "budget_unavailable", "budget_exhausted", "below_floor", "zero_bid", "duplicate_bid"]
+                      "budget_unavailable", "budget_exhausted", "below_floor", "zero_bid", "duplicate_bid", "error"]
 
 
 class BidRequest(BaseModel):
@@ -62,7 +62,10 @@ class BidResponse(BaseModel):
     reason: NoBidReason | None = Field(None, description="why there is no bid")
     strategy: str | None = None
     pctr: float | None = None
-    pctr_source: Literal["request", "model"] | None = None
+    pctr_source: Literal["request", "model", "prior"] | None = Field(
+        None, description="request (sent), model (the tenant's pctr model on the features), or prior (the "
+                          "campaign's pctr_prior: no model answered in time, see fallback_reason)")
+    fallback_reason: str | None = Field(None, description="why the pctr model did not price this request")
     model_version: str | None = Field(None, description="the pctr model version, when the model priced it")
     campaign_version: str | None = Field(None, description="the version of the tenant's published campaigns")
     period: int | None = Field(None, description="the budget period the bid is held in; echo it in the notice")

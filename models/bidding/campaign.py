@@ -14,7 +14,8 @@ A ``CampaignConfig`` says what a campaign may spend and how it bids:
 * ``market``: the market-price histogram (counts per whole price) RLB is solved from.
 * ``max_bid``, ``hold_ms`` (how long a bid's budget is held waiting for its win/loss notice),
   and an optional pinned version of the tenant's ``pctr`` model, used when a request sends
-  features instead of a pCTR.
+  features instead of a pCTR; ``pctr_prior``, when set, prices such a request when no model
+  answers in time (the fallback chain's last step; unset: a no-bid).
 
 ``decide`` turns (strategy, pCTR, budget state, floor) into a whole price or a no-bid reason;
 the serving engine (``serve.bid``) adds I/O around it: the budget cache, the Redis hold, the
@@ -108,6 +109,9 @@ class CampaignConfig(_Config):
     hold_ms: int = Field(2000, ge=10, le=3_600_000, description="budget held per bid until its notice")
     pctr_version: str | None = Field(None, description="a pinned version of the tenant's pctr model "
                                      "(default: its champion)")
+    pctr_prior: float | None = Field(None, gt=0, le=1, description="the pCTR a request with features is priced "
+                                     "at when no pctr model answers in time (none loaded, an error, too slow): "
+                                     "the last step of the chain, like /v1/score's prior (default: no-bid)")
 
     @field_validator("start", "end")
     @classmethod

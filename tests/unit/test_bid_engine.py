@@ -297,6 +297,48 @@ def test_pctr_from_the_model_or_a_no_bid() -> None:
     assert run(e.bid(req("b3", features=feats), "t1", campaign(), None, Model(RuntimeError("x")))).reason \
         == "pctr_error"
     assert run(e.bid(req("b4", features=feats), "t1", campaign(), None, Model(math.nan))).reason == "pctr_error"
+    # with a prior the chain ends there instead of a no-bid, and says why; a sent pctr never uses it
+    e = engine(FakeBudget())
+    linear = campaign(strategy={"kind": "linear", "base": 30, "avg_ctr": 0.01}, pctr_prior=0.005, budget=1000)
+    for bid_id, model, why in (("p1", None, "no_pctr_model"), ("p2", Model(RuntimeError("x")), "pctr_error"),
+                               ("p3", Model(math.inf), "pctr_error")):
+        out = run(e.bid(req(bid_id, features=feats), "t1", linear, None, model))
+        assert (out.bid, out.price, out.pctr, out.pctr_source, out.fallback_reason, out.model_version) == \
+            (True, 15, 0.005, "prior", why, None), out
+    sent = run(e.bid(req("p4", pctr=0.02), "t1", linear, None, None))
+    assert (sent.price, sent.pctr_source, sent.fallback_reason) == (60, "request", None)
+
+
+def test_a_model_too_slow_for_the_deadline_falls_back_or_no_bids() -> None:
+    perf = Clock(0.0)
+
+    class Slow:
+        version = "vslow"
+
+        def predict_one(self, features: dict[str, Any]) -> float:
+            perf.t += 0.02  # 20 ms per impression against a 10 ms deadline
+            return 0.01
+
+    e = engine(FakeBudget(), perf=perf)
+    feats = {"domain": "d1"}
+    late = run(e.bid(req("s1", features=feats, deadline_ms=10), "t1", campaign(), None, Slow()))
+    assert (late.bid, late.reason) == (False, "deadline")
+    # the next one knows the model does not fit: it does not run it, and takes the prior in time
+    prior = campaign(pctr_prior=0.01)
+    out = run(e.bid(req("s2", features=feats, deadline_ms=10), "t1", prior, None, Slow()))
+    assert (out.bid, out.pctr_source, out.fallback_reason) == (True, "prior", "deadline"), out
+
+
+def test_any_failure_of_the_bid_path_is_a_no_bid_not_an_error() -> None:
+    from serve.bid import answer
+
+    class Broken:
+        async def get(self, tenant: str) -> Any:
+            raise KeyError("a bug")
+
+    e = engine(FakeBudget())
+    out = run(answer(e, Broken(), "bid", req("x1"), "t1"))  # type: ignore[arg-type]
+    assert (out.bid, out.price, out.reason, out.bid_id, out.tenant) == (False, 0, "error", "x1", "t1")
 
 
 def test_notices_settle_holds_and_fail_loudly_when_not_stored() -> None:
