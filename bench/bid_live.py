@@ -23,6 +23,11 @@ Per load point (wrk, one thread, ``c`` connections, ``--duration`` seconds):
   must never pass the budget; after the run, the spend in Redis is checked against the budget
   and against the wins wrk counted.
 
+The peer, in the same run: the same campaign deciding in process over the same rows in the same
+order (``offline_peer``: exact budget state, no HTTP or Redis); the ratio printed is live clicks /
+offline clicks (what serving costs the strategy: stale budget state, holds, concurrency), and
+live p99 over the in-process decision time.
+
 Latency and throughput are wrk's over all requests (bids, and notice batches: about 1 request
 in 60). The goal: some point with >= 1,000 bids/s, p99 <= 10 ms, 0 errors, spend never over budget.
 """
@@ -215,6 +220,34 @@ class Sampler(threading.Thread):
             time.sleep(self.interval_s)
 
 
+def offline_peer(cfg: CampaignConfig, log: AuctionLog, sent: int) -> dict[str, Any]:
+    """The peer: the same campaign's decisions in process on the rows wrk sent, in order, with exact state.
+
+    Row ``i`` of the run is log row ``i mod len(log)``; the strategy sees ``n_left = N - i``
+    (at least 1) and the budget left after the wins before it, with no HTTP, no Redis, no
+    staleness and no concurrency: what the live endpoint would win if it were one in-process
+    loop. Also times one decision (``decide``), the in-process cost of a bid."""
+    from models.bidding.campaign import build_strategy, decide, solve_table
+    from models.bidding.strategies import AuctionState
+
+    strategy = build_strategy(cfg, solve_table(cfg) if cfg.market is not None else None)
+    pctr, price, click = log.pctr.tolist(), log.price.tolist(), log.click.tolist()
+    rows, n, budget = len(pctr), cfg.auctions_per_period, cfg.budget
+    left, bids, wins, clicks, spend = budget, 0, 0, 0, 0
+    t0 = time.perf_counter()
+    for i in range(sent):
+        r = i % rows
+        d = decide(strategy, pctr[r], AuctionState(max(1, n - i), float(left), n, float(budget)), 0.0, cfg.max_bid)
+        if d.price <= 0:
+            continue
+        bids += 1
+        if d.price >= price[r]:
+            wins, clicks, spend, left = wins + 1, clicks + click[r], spend + price[r], left - price[r]
+    seconds = time.perf_counter() - t0
+    return {"sent": sent, "bids": bids, "wins": wins, "clicks": clicks, "spend": spend,
+            "decision_us": round(seconds / max(sent, 1) * 1e6, 2)}
+
+
 def run_point(url: str, key: str, redis_url: str, cfg: CampaignConfig, log_path: Path, conns: int,
               duration: int, tmp: Path) -> dict[str, Any]:
     import redis
@@ -245,7 +278,7 @@ def run_point(url: str, key: str, redis_url: str, cfg: CampaignConfig, log_path:
     res.update({
         "connections": conns, "campaign": cfg.campaign_id, "budget": cfg.budget,
         "bid_requests_per_s": round(bid_requests / seconds, 1) if seconds else 0.0,
-        "bids": stats.get("bids"), "wins": stats.get("wins"), "clicks": stats.get("clicks"),
+        "sent": stats.get("sent"), "bids": stats.get("bids"), "wins": stats.get("wins"), "clicks": stats.get("clicks"),
         "no_bid": stats.get("no_bid", {}), "notice_batches": stats.get("notice_batches"),
         "spend_wrk": stats.get("spend"), "unsent_notices": stats.get("unsent_notices"),
         "redis": None if state is None else {"budget": state.budget, "spent": state.spent,
@@ -304,15 +337,15 @@ def run_live(ns: argparse.Namespace, log: AuctionLog, info: CampaignInfo) -> dic
         campaigns = [bench_campaign(f"bench-2997-c{c}", info, auctions, ns.c0[0], now) for c in conns]
         if ns.target == "stack":
             with private_stack(tmp) as app:
-                return _drive(ns, app, campaigns, conns, log_path, tmp)
+                return _drive(ns, app, campaigns, conns, log, log_path, tmp)
         app = {"url": ns.url, "api_key": ns.api_key, "redis": ns.redis, "registry": ns.registry}
-        return _drive(ns, app, campaigns, conns, log_path, tmp)
+        return _drive(ns, app, campaigns, conns, log, log_path, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _drive(ns: argparse.Namespace, app: dict[str, str], campaigns: list[CampaignConfig], conns: list[int],
-           log_path: Path, tmp: Path) -> dict[str, Any]:
+           log: AuctionLog, log_path: Path, tmp: Path) -> dict[str, Any]:
     for name in ("url", "api_key", "redis", "registry"):
         if not app.get(name):
             raise SystemExit(f"--target live needs --{name.replace('_', '-')} (or the demo's .run/env)")
@@ -324,6 +357,15 @@ def _drive(ns: argparse.Namespace, app: dict[str, str], campaigns: list[Campaign
         load = os.getloadavg()[0]
         res = run_point(app["url"], app["api_key"], app["redis"], cfg, log_path, c, ns.duration, tmp)
         res["load_before"] = round(load, 2)
+        peer = res["offline_peer"] = offline_peer(cfg, log, res.get("sent") or 0)
+        res["clicks_ratio_live_over_offline"] = round((res["clicks"] or 0) / peer["clicks"], 3) \
+            if peer["clicks"] else None
+        res["p99_over_decision"] = round(res["p99_ms"] * 1000 / peer["decision_us"], 1) \
+            if res["p99_ms"] is not None and peer["decision_us"] else None
+        print(f"  peer (offline decisions on the same {peer['sent']} rows, in process): bids {peer['bids']} "
+              f"wins {peer['wins']} clicks {peer['clicks']} spend {peer['spend']} / {cfg.budget}, "
+              f"{peer['decision_us']} us per decision; live/offline clicks {res['clicks_ratio_live_over_offline']}, "
+              f"live p99 / decision time {res['p99_over_decision']}x", flush=True)
         points.append(res)
         redis_state = res["redis"] or {}
         print(f"live c={c:<3d} {res['bid_requests_per_s']:8.1f} bids/s  {res['rps']:8.1f} req/s  "
@@ -337,4 +379,5 @@ def _drive(ns: argparse.Namespace, app: dict[str, str], campaigns: list[Campaign
     return {"bench": "bid", "target": ns.target, "url": app["url"], "duration_s": ns.duration, "c0": ns.c0[0],
             "points": points, "goal_met_at_connections": met, "goal_met": bool(met),
             "spend_never_over_budget": all(p["spend_ok"] for p in points),
+            "clicks_ratio_live_over_offline": [p["clicks_ratio_live_over_offline"] for p in points],
             "loadavg": [round(x, 2) for x in os.getloadavg()]}
