@@ -7,7 +7,7 @@
 (budget per period, period, auctions forecast, strategy, market-price histogram for RLB, ...).
 RLB value tables are solved here, never on a serving replica, and stored with the configs as
 one registry version of ``campaigns``, which becomes the tenant's live version. Running
-replicas pick it up with ``python -m jobs.deploy ... --reload``. With ``--redis``, the budget
+replicas pick it up within the app's ``bid.campaign_poll_s`` (5 s), without a redeploy. With ``--redis``, the budget
 of each campaign's current period is set now (an edited budget applies at once;
 ``--reset-spend`` also zeroes what the period has spent).
 """
