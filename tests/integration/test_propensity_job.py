@@ -76,10 +76,21 @@ def test_generated_ctr_table_with_missing_values(ray_cluster: object, tmp_path: 
     table.to_csv(path, index=False)
     assert table["C1"].eq("").mean() > 0.1 and table["I1"].isna().mean() > 0.1
     rc, result, err = _run(capsys, "--features", str(path), "--label", "click", "--time-column", "hour",
-                           "--out", str(tmp_path / "m"))
+                           "--out", str(tmp_path / "m"), "--name", "pctr", "--registry", str(tmp_path / "reg"))
     assert rc == 0, err
     assert result is not None
     assert result["split"] == "time" and result["selection"]["folds"] == "time"
+    # registered as the bidder's pctr model, with its calibration on the test split reported
+    rel = result["reliability"]
+    assert rel["rows"] == sum(b["count"] for b in rel["bins"]) > 0 and 0 <= rel["ece"] <= rel["max_ce"] <= 1
+    assert abs(rel["mean_pred"] - rel["observed_ctr"]) < 0.05  # calibrated on validation: levels, not just order
+    from models.bidding.pctr import PctrPredictor
+    from store.registry import Registry, load_predictor
+
+    reg = Registry(str(tmp_path / "reg"))
+    assert reg.champion("pctr") == result["version"] and reg.champion("propensity") is None
+    served = load_predictor(PctrPredictor, reg.uri, None, str(tmp_path / "cache"))
+    assert 0 < served.predict_one({"C1": None, "site_category": "never-seen"}) < 1  # what /v1/bid calls
     assert "device_ip" in result["columns"]["dropped"] and "_p_true" not in json.dumps(result["columns"])
     assert {"C1", "site_category"} <= set(result["columns"]["categorical"])
     _check_report(result)
