@@ -72,9 +72,10 @@ for line in io.lines("%(log)s") do
   pctr[#pctr + 1] = p; price[#price + 1] = tonumber(m); click[#click + 1] = tonumber(c)
 end
 local rows = #pctr
-local sent, bids, wins, clicks, spend, losses, notices = 0, 0, 0, 0, 0, 0, 0
-local reasons = {}
-local pending = {}
+-- globals, not locals: done() reads them through thread:get, which sees only a thread's globals
+sent, bids, wins, clicks, spend, losses, notices = 0, 0, 0, 0, 0, 0, 0
+reasons = {}
+pending = {}
 local function notice_body()
   local body = '{"notices":[' .. table.concat(pending, ",") .. ']}'
   pending = {}
