@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="replay: offline (rlb-dp protocol); stack: a private default deployment under wrk; "
                          "live: the running app (make demo) under wrk")
     ap.add_argument("--duration", type=int, default=60, help="live/stack: seconds per wrk point")
-    ap.add_argument("--connections", default="8,32", help="live/stack: wrk connections per point")
+    ap.add_argument("--connections", default="4,8,16", help="live/stack: wrk connections per point "
+                    "(bench.serve met its 10 ms p99 at 2-8 on this box)")
     ap.add_argument("--url", default=os.environ.get("TANDEM_SERVE_URL", "http://127.0.0.1:8000"),
                     help="live: the app's base URL (default $TANDEM_SERVE_URL)")
     ap.add_argument("--api-key", default=os.environ.get("TANDEM_DEMO_API_KEY", "demo-key"),

@@ -1,6 +1,6 @@
 """The live mode of ``bench.bid``: the 2997 test log through ``POST /v1/bid`` under wrk load.
 
-    python -m bench.bid --target stack [--duration 60] [--connections 8,32]
+    python -m bench.bid --target stack [--duration 60] [--connections 4,8,16]
     python -m bench.bid --target live [--url URL] [--api-key KEY] [--redis URL] [--registry URI]
 
 ``stack`` starts a private copy of the default deployment (``cluster.local up`` with its own run
