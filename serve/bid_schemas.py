@@ -1,15 +1,18 @@
 """Typed requests and responses of ``POST /v1/bid`` and ``POST /v1/bid/notice``.
 
 Strict like every tandem request: unknown fields, a bool or a string where a number goes,
-NaN and infinities are 422s that name the field. Prices are whole numbers or decimals in the
+NaN and infinities are 422s that name the field. The OpenAPI schema says exactly what is
+accepted, cross-field rules included (``oneOf``: a bid sends ``pctr`` or ``features``, never
+both, neither or a null; a win notice has a price, a loss none), so a client generated from it
+(or a fuzzer) never sends a body that validates by the schema and is refused. Prices are whole numbers or decimals in the
 campaign's price unit (iPinYou: CPM in fen; see ``models.bidding.campaign``).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.bidding.campaign import CAMPAIGN_ID
 from serve.schemas import ID_PATTERN, STRICT, BidSettings, Deadline, Int
@@ -29,10 +32,19 @@ NoBidReason = Literal["unknown_campaign", "campaign_inactive", "no_pctr_model", 
                       "budget_unavailable", "budget_exhausted", "below_floor", "zero_bid", "duplicate_bid", "error"]
 
 
+def _bid_request_schema(schema: dict[str, Any]) -> None:
+    props = schema["properties"]
+    props["pctr"] = {**props["pctr"]["anyOf"][0], "description": props["pctr"]["description"]}
+    features = props["features"]
+    props["features"] = {**features["anyOf"][0], "additionalProperties": False,
+                         "description": features["description"]}
+    schema["oneOf"] = [{"required": ["pctr"]}, {"required": ["features"]}]
+
+
 class BidRequest(BaseModel):
     """One impression offered by an exchange: either a pCTR or the features to compute it from."""
 
-    model_config = STRICT
+    model_config = ConfigDict(**STRICT, json_schema_extra=_bid_request_schema)
 
     campaign_id: CampaignId
     bid_id: BidId
@@ -47,8 +59,9 @@ class BidRequest(BaseModel):
 
     @model_validator(mode="after")
     def _one_source(self) -> BidRequest:
-        if (self.pctr is None) == (self.features is None):
-            raise ValueError("send exactly one of pctr and features")
+        sent = {"pctr", "features"} & self.model_fields_set
+        if len(sent) != 1 or (self.pctr is None and self.features is None):
+            raise ValueError("send exactly one of pctr (a number) and features (an object)")
         return self
 
 
@@ -72,22 +85,36 @@ class BidResponse(BaseModel):
     tenant: str
 
 
+def _notice_schema(schema: dict[str, Any]) -> None:
+    props = schema["properties"]
+    whole = {"type": "integer", "minimum": 0, "maximum": 10**9}  # pydantic writes ge/le for an Annotated Int
+    props["price"] = {**whole, "description": props["price"]["description"]}
+    props["period"] = {"anyOf": [whole, {"type": "null"}], "default": None,
+                       "description": props["period"]["description"]}
+    schema["oneOf"] = [{"properties": {"outcome": {"const": "win"}}, "required": ["price"]},
+                       {"properties": {"outcome": {"const": "loss"}}, "not": {"required": ["price"]}}]
+
+
+Money = Annotated[Int, Field(ge=0, le=10**9)]
+
+
 class Notice(BaseModel):
     """The outcome of one bid (OpenRTB win notice ``nurl`` with ${AUCTION_PRICE}, or a loss notice)."""
 
-    model_config = STRICT
+    model_config = ConfigDict(**STRICT, json_schema_extra=_notice_schema)
 
     campaign_id: CampaignId
     bid_id: BidId
     outcome: Literal["win", "loss"]
-    price: Int | None = Field(None, ge=0, le=10**9, description="win: the price paid (clearing price)")
-    period: Int | None = Field(None, ge=0, le=10**9, description="the bid's period (default: the current one)")
+    price: Money | None = Field(None, description="win: the price paid (clearing price); a loss has none")
+    period: Annotated[Int, Field(ge=0, le=10**9)] | None = Field(
+        None, description="the bid's period (default: the current one)")
 
     @model_validator(mode="after")
     def _price(self) -> Notice:
         if self.outcome == "win" and self.price is None:
             raise ValueError("a win notice needs the price paid")
-        if self.outcome == "loss" and self.price is not None:
+        if self.outcome == "loss" and "price" in self.model_fields_set:
             raise ValueError("a loss notice has no price")
         return self
 

@@ -33,7 +33,7 @@ def test_schemathesis_all_checks_finds_nothing(stack: Stack, tmp_path: Path) -> 
     assert generated is not None, tail
     assert int(generated.group(1)) >= MIN_CASES, tail
     assert out.returncode == 0 and "No issues found" in out.stdout, tail
-    assert re.search(r"Operations:\s+4 selected / 4 total", out.stdout), tail
+    assert re.search(r"Operations:\s+6 selected / 6 total", out.stdout), tail  # + /v1/bid, /v1/bid/notice
 
 
 def _raw(stack: Stack, head: bytes, body: bytes, send_body: int | None = None) -> int:
@@ -87,12 +87,28 @@ HOSTILE_RECOMMEND = [
     b'{"session_id": "s1", "k": -1}', b'{"session_id": "s1", "items": "d1"}',
 ]
 
+HOSTILE_BID = [
+    b'{"campaign_id": "c1", "bid_id": "b1", "pctr": NaN}', b'{"campaign_id": "c1", "bid_id": "b1", "pctr": 1e999}',
+    b'{"campaign_id": "c1", "bid_id": "b1", "pctr": null}', b'{"campaign_id": "c1", "bid_id": "b1"}',
+    b'{"campaign_id": "c1", "bid_id": "b1", "pctr": 0.1, "features": {}}',
+    b'{"campaign_id": "c1.0", "bid_id": "b1", "pctr": 0.1}', b'{"campaign_id": "c1", "bid_id": "b 1", "pctr": 0.1}',
+    b'{"campaign_id": "c1", "bid_id": "b1", "features": {"a b": 1}}',
+    b'{"campaign_id": "c1", "bid_id": "b1", "pctr": 0.1, "floor": -Infinity}',
+]
+HOSTILE_NOTICE = [
+    b'{"notices": []}', b'{"notices": [{"campaign_id": "c1", "bid_id": "b1", "outcome": "win"}]}',
+    b'{"notices": [{"campaign_id": "c1", "bid_id": "b1", "outcome": "loss", "price": null}]}',
+    b'{"notices": [{"campaign_id": "c1", "bid_id": "b1", "outcome": "win", "price": 1e99}]}',
+    b'{"notices": [{"campaign_id": "c1", "bid_id": "b1", "outcome": "win", "price": true}]}',
+]
+
 
 def test_hostile_bodies_get_only_4xx(stack: Stack) -> None:
     codes: dict[tuple[str, bytes], int] = {}
     with httpx.Client(timeout=30) as c:
         for path, bodies in (("/v1/events", HOSTILE_EVENTS), ("/v1/score", HOSTILE_SCORE),
-                             ("/v1/recommend", HOSTILE_RECOMMEND)):
+                             ("/v1/recommend", HOSTILE_RECOMMEND), ("/v1/bid", HOSTILE_BID),
+                             ("/v1/bid/notice", HOSTILE_NOTICE)):
             for body in bodies:
                 for tenant in ("default", "acme"):
                     r = c.post(f"{stack.url}{path}", content=body, headers=stack.headers(tenant))

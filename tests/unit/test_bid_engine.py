@@ -366,12 +366,25 @@ def test_notices_settle_holds_and_fail_loudly_when_not_stored() -> None:
             {"campaign_id": "c1", "bid_id": "w", "outcome": "win", "price": 31}]}), "t1", lambda cid: c))
 
 
+def test_the_openapi_schema_says_exactly_what_is_accepted() -> None:
+    """What a generated client or a fuzzer reads: no null pctr/features/price, one source, a win's price."""
+    bid = BidRequest.model_json_schema()
+    assert bid["properties"]["pctr"]["type"] == "number" and "anyOf" not in bid["properties"]["pctr"]
+    assert bid["properties"]["features"]["additionalProperties"] is False
+    assert bid["oneOf"] == [{"required": ["pctr"]}, {"required": ["features"]}]
+    notice = NoticeRequest.model_json_schema()["$defs"]["Notice"]
+    assert notice["properties"]["price"] == {"type": "integer", "minimum": 0, "maximum": 10**9,
+                                             "description": notice["properties"]["price"]["description"]}
+    assert {"properties": {"outcome": {"const": "loss"}}, "not": {"required": ["price"]}} in notice["oneOf"]
+
+
 def test_requests_are_strict() -> None:
     from pydantic import ValidationError
 
     bad = [{"pctr": 0.1, "features": {"a": "x"}}, {}, {"pctr": True}, {"pctr": "0.1"}, {"pctr": 1.5},
            {"pctr": 0.1, "floor": -1}, {"pctr": 0.1, "deadline_ms": 0}, {"features": {"a": True}},
-           {"features": {"a": float("nan")}}, {"features": {"bad key": 1.0}}, {"pctr": 0.1, "extra": 1}]
+           {"features": {"a": float("nan")}}, {"features": {"bad key": 1.0}}, {"pctr": 0.1, "extra": 1},
+           {"pctr": None}, {"pctr": None, "features": {"a": "x"}}, {"pctr": 0.1, "features": None}]
     for extra in bad:
         with pytest.raises(ValidationError):
             BidRequest.model_validate({"campaign_id": "c1", "bid_id": "b1", **extra})
@@ -381,6 +394,7 @@ def test_requests_are_strict() -> None:
             BidRequest.model_validate(body)
     ok = BidRequest.model_validate_json('{"campaign_id": "c1", "bid_id": "b", "features": {"a": 1, "b": null}}')
     assert ok.features == {"a": 1.0, "b": None}
-    for notice in ({"outcome": "win"}, {"outcome": "loss", "price": 3}, {"outcome": "win", "price": 2.5}):
+    for notice in ({"outcome": "win"}, {"outcome": "loss", "price": 3}, {"outcome": "win", "price": 2.5},
+                   {"outcome": "win", "price": None}, {"outcome": "loss", "price": None}, {"outcome": "win", "price": -1}):
         with pytest.raises(ValidationError):
             NoticeRequest.model_validate({"notices": [{"campaign_id": "c1", "bid_id": "b", **notice}]})
