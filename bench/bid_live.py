@@ -221,6 +221,9 @@ class Sampler(threading.Thread):
             time.sleep(self.interval_s)
 
 
+_TABLES: dict[str, Any] = {}  # table_inputs -> solved RLB table (the load points share one)
+
+
 def offline_peer(cfg: CampaignConfig, log: AuctionLog, sent: int) -> dict[str, Any]:
     """The peer: the same campaign's decisions in process on the rows wrk sent, in order, with exact state.
 
@@ -228,10 +231,15 @@ def offline_peer(cfg: CampaignConfig, log: AuctionLog, sent: int) -> dict[str, A
     (at least 1) and the budget left after the wins before it, with no HTTP, no Redis, no
     staleness and no concurrency: what the live endpoint would win if it were one in-process
     loop. Also times one decision (``decide``), the in-process cost of a bid."""
+    from models.bidding.book import table_inputs
     from models.bidding.campaign import build_strategy, decide, solve_table
     from models.bidding.strategies import AuctionState
 
-    strategy = build_strategy(cfg, solve_table(cfg) if cfg.market is not None else None)
+    table = None
+    if cfg.market is not None:
+        key = table_inputs(cfg)
+        table = _TABLES[key] = _TABLES.get(key) or solve_table(cfg)
+    strategy = build_strategy(cfg, table)
     pctr, price, click = log.pctr.tolist(), log.price.tolist(), log.click.tolist()
     rows, n, budget = len(pctr), cfg.auctions_per_period, cfg.budget
     left, bids, wins, clicks, spend = budget, 0, 0, 0, 0
