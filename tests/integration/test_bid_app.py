@@ -192,7 +192,7 @@ def test_replicas_never_spend_past_the_budget_together(bidder: dict[str, Any]) -
     import redis
 
     async def go() -> list[dict[str, Any]]:
-        limits = httpx.Limits(max_connections=64)
+        limits = httpx.Limits(max_connections=16)  # concurrent, under the deployment's queue cap (503s)
         async with httpx.AsyncClient(limits=limits, timeout=60) as c:
             async def one(i: int) -> dict[str, Any]:
                 r = await c.post(f"{bidder['url']}/v1/bid", headers={"X-API-Key": KEY},
