@@ -10,12 +10,15 @@ per *content* under one directory::
 ``key`` is the version's ``content_sha256`` (written into ``meta.json`` by the registry) or,
 for versions registered before that, a hash of (registry, name, version, registered_at):
 versions are immutable, so either names the same bytes. An entry's mtime is touched on each
-use; after every new entry the cache evicts the least recently used ones beyond ``cap_bytes``,
-but never an entry used within ``min_age_s`` (a process on this node may be loading it).
+use; after every new entry the cache keeps at most ``versions`` entries per model (registry and
+name: the live one and the previous, by default) and evicts the least recently used ones beyond
+``cap_bytes``, but never an entry used within ``min_age_s`` (a process on this node may be loading
+it). So the cache's size follows the models in use, not the number of promotions.
 Predictors read their files into memory when built, so evicting a loaded model is safe.
 
 Root: ``TANDEM_MODEL_CACHE_DIR``, else ``$XDG_CACHE_HOME/tandem/models`` (``~/.cache``);
-cap: ``TANDEM_MODEL_CACHE_BYTES`` (default 2 GiB).
+cap: ``TANDEM_MODEL_CACHE_BYTES`` (default 2 GiB); versions per model:
+``TANDEM_MODEL_CACHE_VERSIONS`` (default 2).
 """
 
 from __future__ import annotations
@@ -32,8 +35,10 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 DEFAULT_CAP_BYTES = 2 * 1024**3
-DEFAULT_MIN_AGE_S = 300.0
+DEFAULT_VERSIONS = 2
+DEFAULT_MIN_AGE_S = 60.0
 META = "meta.json"
+ORIGIN = ".origin"  # "<registry uri>\n<name>": the model an entry belongs to
 _TMP = ".tmp-"
 
 
@@ -78,10 +83,12 @@ class ModelCache:
     """Content-addressed copies of registry versions under one directory, with a size cap."""
 
     def __init__(self, root: str | os.PathLike[str] | None = None, cap_bytes: int | None = None,
-                 min_age_s: float = DEFAULT_MIN_AGE_S):
+                 min_age_s: float = DEFAULT_MIN_AGE_S, versions: int | None = None):
         self.root = Path(root) if root else default_root()
         env_cap = os.environ.get("TANDEM_MODEL_CACHE_BYTES")
         self.cap_bytes = int(cap_bytes if cap_bytes is not None else (env_cap or DEFAULT_CAP_BYTES))
+        env_versions = os.environ.get("TANDEM_MODEL_CACHE_VERSIONS")
+        self.versions = max(1, int(versions if versions is not None else (env_versions or DEFAULT_VERSIONS)))
         self.min_age_s = min_age_s
 
     # -- use -----------------------------------------------------------------
@@ -97,6 +104,7 @@ class ModelCache:
         tmp = self.root / f"{_TMP}{key}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         try:
             registry.copy_version(name, mv.version, tmp)
+            (tmp / ORIGIN).write_text(f"{registry.uri}\n{name}")
             try:
                 tmp.rename(entry)
             except OSError:  # another process on this node fetched it first
@@ -105,6 +113,7 @@ class ModelCache:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         logger.info("model cache: %s/%s -> %s", name, mv.version, entry)
+        self.enforce_versions(keep={key})
         self.enforce_cap(keep={key})
         return entry, mv.version
 
@@ -138,7 +147,31 @@ class ModelCache:
             elif not (p / META).exists():
                 shutil.rmtree(p, ignore_errors=True)
                 removed += 1
-        return removed + self.enforce_cap()
+        return removed + self.enforce_versions() + self.enforce_cap()
+
+    def enforce_versions(self, keep: set[str] | None = None) -> int:
+        """Keep the ``versions`` most recently used entries of each model; returns how many were evicted."""
+        keep = keep or set()
+        by_model: dict[str, list[tuple[float, Path]]] = {}
+        for p in self.entries():
+            try:
+                origin = (p / ORIGIN).read_text() if (p / ORIGIN).exists() else ""
+                by_model.setdefault(origin, []).append((p.stat().st_mtime, p))
+            except OSError:
+                continue
+        evicted = 0
+        now = time.time()
+        for origin, group in by_model.items():
+            if not origin:  # entries from before origins were written: the byte cap handles them
+                continue
+            for mtime, p in sorted(group, key=lambda t: t[0], reverse=True)[self.versions:]:
+                if p.name in keep or now - mtime < self.min_age_s:
+                    continue
+                shutil.rmtree(p, ignore_errors=True)
+                evicted += 1
+                logger.info("model cache: evicted %s (more than %d versions of %s)", p.name, self.versions,
+                            origin.replace("\n", " "))
+        return evicted
 
     def enforce_cap(self, keep: set[str] | None = None) -> int:
         """Evict least recently used entries until the cache fits ``cap_bytes``; returns how many."""

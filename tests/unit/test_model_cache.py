@@ -57,3 +57,19 @@ def test_clean_on_start_removes_dead_copies_and_incomplete_entries(tmp_path: Pat
     cache = ModelCache(root)
     assert cache.clean() == 2
     assert sorted(p.name for p in root.iterdir()) == [f".tmp-def-{os.getpid()}-x2"]
+
+
+def test_each_model_keeps_its_latest_versions_however_many_are_promoted(tmp_path: Path) -> None:
+    reg = Registry(str(tmp_path / "registry"))
+    cache = ModelCache(tmp_path / "cache", min_age_s=0)  # default: 2 versions a model
+    other = _register(reg, tmp_path, "propensity", 100)
+    cache.fetch(reg, "propensity", other)
+    kept = []
+    for _ in range(5):  # five promotions of the recommender
+        v = _register(reg, tmp_path, "recommender", 100)
+        kept.append(cache.fetch(reg, "recommender", v)[0])
+        time.sleep(0.02)
+    assert [p.exists() for p in kept] == [False, False, False, True, True]
+    assert len(cache.entries()) == 3  # the recommender's last two and the propensity model
+    recent = ModelCache(tmp_path / "cache", min_age_s=3600, versions=1)
+    assert recent.enforce_versions() == 0  # an entry used within min_age_s is never evicted
