@@ -200,9 +200,14 @@ def test_replicas_never_spend_past_the_budget_together(bidder: dict[str, Any]) -
                 assert r.status_code == 200, r.text
                 out: dict[str, Any] = r.json()
                 if out["bid"]:
-                    n = await c.post(f"{bidder['url']}/v1/bid/notice", headers={"X-API-Key": KEY}, json={
-                        "notices": [{"campaign_id": "c-race", "bid_id": f"race-{i}", "outcome": "win",
-                                     "price": out["price"], "period": out["period"]}]})
+                    notice = {"notices": [{"campaign_id": "c-race", "bid_id": f"race-{i}", "outcome": "win",
+                                           "price": out["price"], "period": out["period"]}]}
+                    for _ in range(30):  # as an exchange does: a 503 with Retry-After is retried
+                        n = await c.post(f"{bidder['url']}/v1/bid/notice", headers={"X-API-Key": KEY}, json=notice)
+                        if n.status_code != 503:
+                            break
+                        assert "retry-after" in n.headers, n.headers
+                        await asyncio.sleep(0.2)
                     assert n.status_code == 200, n.text
                 return out
 
