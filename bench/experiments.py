@@ -21,6 +21,10 @@ sequence, ``guardrails.breach_ticks``). Steps:
    "conversion must not drop more than 2 % at 95 %" guardrail; the tick it is rolled back
    against the tick at which the harm is detectable (80 % power of the guardrail's own
    always-valid interval).
+6. Live guardrail (``--live-runs``, 2 by default; ``bench.experiments_live``): the real HTTP app
+   on a private Ray/Serve/Redis stack with 2 replicas, simulated visitors, a harmful variant, the
+   refresh loop's per-tick check every 3 s: rollback tick vs detectable tick, seconds until every
+   replica served control, and the 5xx answered during the switch.
 
 Rates are printed with their binomial standard error. The last line is one JSON object.
 """
@@ -136,6 +140,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=20261201)
     ap.add_argument("--quick", action="store_true", help="100/100/50/50 experiments (a smoke run)")
     ap.add_argument("--report", type=Path, default=None, help="write the pilot's HTML KPI report here")
+    ap.add_argument("--live-runs", type=int, default=2, help="guardrail runs against the live HTTP app "
+                    "(bench.experiments_live: private Ray, Serve, Redis); 0 skips them")
     args = ap.parse_args()
     if args.quick:
         args.aa, args.power, args.srm, args.guardrail = 100, 100, 50, 50
@@ -225,6 +231,11 @@ def main() -> None:
     print(f"  detectable (80 % power) at tick {detect_tick} ({n_detect:,.0f} sessions); rolled back in "
           f"{rolled.mean():.1%} of runs, median tick {rb_med:.0f}, 90th percentile {rb_p90:.0f}")
     line("rolled back within 3 ticks of the detectable tick", on_time, on_time_se, "all but noise")
+    live: dict[str, object] = {}
+    if args.live_runs:
+        from bench.experiments_live import run_live
+
+        live = run_live(args.live_runs)
     runtime = time.time() - t_start
     load1 = os.getloadavg()[0]
     print(f"runtime {runtime:.0f} s, load average {load0:.1f} -> {load1:.1f}")
@@ -246,7 +257,7 @@ def main() -> None:
         "guardrail_detectable_tick": detect_tick, "guardrail_rollback_tick_median": rb_med,
         "guardrail_rollback_tick_p90": rb_p90, "guardrail_on_time_rate": round(on_time, 4),
         "guardrail_false_rollback_rate": round(false_rb, 4),
-        "assign_us": round(assign_us, 3), "runtime_s": round(runtime, 1), "load_avg": [round(load0, 1), round(load1, 1)],
+        **live, "assign_us": round(assign_us, 3), "runtime_s": round(runtime, 1), "load_avg": [round(load0, 1), round(load1, 1)],
     }
     print(json.dumps(result))
 
