@@ -63,17 +63,23 @@ def health(url: str, api_key: str) -> dict[str, Any]:
     return httpx.get(f"{url}/v1/health", headers={"X-API-Key": api_key}, timeout=10).json()  # type: ignore[no-any-return]
 
 
-def wait_state(url: str, api_key: str, experiment: str, state: str, timeout_s: float = 30.0) -> dict[str, Any]:
-    """Until /v1/health names the experiment in ``state`` (every replica polls the store)."""
+def wait_state(url: str, api_key: str, experiment: str, state: str, timeout_s: float = 30.0,
+               in_a_row: int = 10) -> dict[str, Any]:
+    """Until ``in_a_row`` consecutive ``/v1/health`` answers name the experiment in ``state`` (each
+    replica polls the store on its own; with 2 replicas behind the proxy, 10 answers in a row miss
+    one with probability 2**-9)."""
     deadline = time.monotonic() + timeout_s
+    seen = 0
     while True:
         h = health(url, api_key)
         exp = h.get("experiment") or {}
-        if exp.get("experiment") == experiment and exp.get("state") == state:
+        seen = seen + 1 if exp.get("experiment") == experiment and exp.get("state") == state else 0
+        if seen >= in_a_row:
             return h
         if time.monotonic() > deadline:
             raise TimeoutError(f"experiment {experiment} not {state} after {timeout_s:.0f} s: {h}")
-        time.sleep(0.2)
+        if not seen:
+            time.sleep(0.1)
 
 
 def guardrail_run(url: str, api_key: str, tenant: str, registry: str, logs: str, redis_url: str, *,
