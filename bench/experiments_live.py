@@ -125,6 +125,7 @@ def guardrail_run(url: str, api_key: str, tenant: str, registry: str, logs: str,
         client.close()
     result = box["result"]
     in_switch = [e for e in result.timeline if rolled_at is not None and window_start <= e[0] <= window_end]
+    reads_5xx = [e for e in in_switch if e[1] != "events"]  # score/recommend: what the switch could break
     analysis = experiments.analyse(logs, cfg)
     p = analysis.report.values["conversion"]["control"][0] if analysis.report is not None else conversion
     need = detectable_units(p, harm, cfg.guardrails[0], cfg.sequential.tau)
@@ -134,7 +135,7 @@ def guardrail_run(url: str, api_key: str, tenant: str, registry: str, logs: str,
             "detectable_units": round(need), "p_control": round(p, 4), "switch_s": switch_s,
             "units_per_tick": round(sum(last["n_units"].values()) / (last["tick"] + 1), 1),
             "statuses": result.statuses, "server_errors_5xx": result.server_errors,
-            "switch_5xx": len(in_switch),
+            "switch_5xx": len(reads_5xx), "switch_events_503": len(in_switch) - len(reads_5xx),
             "transport_errors": result.transport_errors, "reason": (final if rolled_at is not None else {})
             .get("experiment", {}).get("reason"), "ticks": ticks}
 
@@ -217,8 +218,9 @@ def run_live(runs: int = 2, tick_s: float = 3.0, rps: float = 40.0, harm: float 
             switch = f"{run['switch_s']:.2f} s" if run["switch_s"] is not None else "-"
             print(f"live run {i}: rolled back at tick {run['rolled_back_tick']}, detectable at tick "
                   f"{run['detectable_tick']} ({run['detectable_units']} units at conversion {run['p_control']}); "
-                  f"every replica switched in {switch}; 5xx in the switch {run['switch_5xx']}, in the run "
-                  f"{run['server_errors_5xx']}, transport errors {run['transport_errors']}; statuses {run['statuses']}")
+                  f"every replica switched in {switch}; /v1/recommend 5xx in the switch {run['switch_5xx']} "
+                  f"(/v1/events 503 in the switch {run['switch_events_503']}, in the run {run['server_errors_5xx']}: "
+                  f"retryable, retried); transport errors {run['transport_errors']}; statuses {run['statuses']}")
     finally:
         try:
             serve.shutdown()
@@ -227,23 +229,27 @@ def run_live(runs: int = 2, tick_s: float = 3.0, rps: float = 40.0, harm: float 
         ray.shutdown()
         stop_group(tmp / "redis.pid", "bench redis-server")
         shutil.rmtree(tmp, ignore_errors=True)
-    lags = [r["rolled_back_tick"] - r["detectable_tick"] for r in done
-            if r["rolled_back_tick"] is not None and r["detectable_tick"] is not None]
-    rolled = sum(r["rolled_back_tick"] is not None for r in done)
-    on_time = float(np.mean([lag <= 3 for lag in lags])) if lags else 0.0
+    # lag in ticks after the detectable tick; None: rolled back before the run reached the detectable size
+    lags = [r["rolled_back_tick"] - r["detectable_tick"] if r["detectable_tick"] is not None else None
+            for r in done if r["rolled_back_tick"] is not None]
+    rolled = len(lags)
+    on_time = float(np.mean([lag is None or lag <= 3 for lag in lags] + [False] * (len(done) - rolled))) if done else 0.0
     per_tick = float(np.median([r["units_per_tick"] for r in done])) if done else 1.0
     peer = offline_peer(float(np.mean([r["p_control"] for r in done])), harm, max(per_tick, 1.0),
                         40, peer_runs, np.random.default_rng(7))
     ratio = on_time / peer["on_time_rate"] if peer["on_time_rate"] else float("nan")
     errors = sum(r["switch_5xx"] for r in done)
     print(f"live guardrail ({replicas} replicas, {rps:.0f} new sessions/s, true {harm:+.0%} conversion, check every "
-          f"{tick_s:.0f} s): {rolled}/{len(done)} rolled back; ticks after the detectable tick {lags}; on time "
-          f"(<= 3) {on_time:.0%}; 5xx during the switches: {errors}")
+          f"{tick_s:.0f} s): {rolled}/{len(done)} rolled back; ticks after the detectable tick {lags} (None: before "
+          f"it); on time "
+          f"(<= 3) {on_time:.0%}; /v1/recommend 5xx during the switches: {errors}; /v1/events 503 (retryable, "
+          f"retried) during them {sum(r['switch_events_503'] for r in done)}")
     print(f"  peer (offline, same units per tick, {peer_runs} runs): on time {peer['on_time_rate']:.1%}, median "
           f"lag {peer['median_lag']:.0f} ticks; live / offline on-time ratio {ratio:.2f}")
     load1 = os.getloadavg()[0]
     return {"live_runs": len(done), "live_rolled_back": rolled, "live_lags_ticks": lags,
             "live_on_time_rate": on_time, "live_switch_5xx": errors,
+            "live_switch_events_503": sum(r["switch_events_503"] for r in done),
             "live_server_errors_5xx": sum(r["server_errors_5xx"] for r in done),
             "live_events_503": sum(r["statuses"].get("events 503", 0) for r in done),
             "live_transport_errors": sum(r["transport_errors"] for r in done),
