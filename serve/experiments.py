@@ -126,6 +126,8 @@ class Experiments:
         self.errors: dict[str, str] = {}  # tenant -> why its latest revision is not live
         self.last_poll: float = 0.0
         self._revisions: dict[str, int] = {}
+        self._retry: dict[str, tuple[int, float]] = {}  # tenant -> (revision that failed, monotonic time to retry)
+        self.retry_s = 30.0  # a revision that failed to apply (a broken challenger) is retried this often, not every poll
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._bundles: dict[tuple[str, str], tuple[Any, Any]] = {}  # (tenant, variant) -> (champions, variant's)
@@ -194,6 +196,9 @@ class Experiments:
                     continue
                 if self._revisions.get(tenant) == cur.revision:
                     continue
+                failed = self._retry.get(tenant)
+                if failed is not None and failed[0] == cur.revision and time.monotonic() < failed[1]:
+                    continue
                 try:
                     live = await asyncio.to_thread(self._build, tenant, cur)
                 except Exception as exc:  # noqa: BLE001 - the old revision stays live; health says why; retried
@@ -202,6 +207,7 @@ class Experiments:
                         logger.error("tenant %s: experiment not applied, the previous one stays live: %s", tenant,
                                      error)
                     self.errors[tenant] = error
+                    self._retry[tenant] = (cur.revision, time.monotonic() + self.retry_s)
                     continue
                 self.live[tenant] = live  # the swap: one reference, seen by the next request
                 self._revisions[tenant] = cur.revision

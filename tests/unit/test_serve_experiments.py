@@ -97,7 +97,10 @@ def test_visitor_unit_uses_the_visitor_id(registry: tuple[str, str]) -> None:
 def test_a_revision_that_cannot_load_keeps_the_previous_one_live(registry: tuple[str, str]) -> None:
     uri, version = registry
 
+    calls: list[str] = []
+
     def broken(tenant: str, model: str, v: str) -> object:
+        calls.append(v)
         raise OSError("disk full")
 
     async def go() -> None:
@@ -109,6 +112,10 @@ def test_a_revision_that_cannot_load_keeps_the_previous_one_live(registry: tuple
         store.put(_cfg(version, salt="s2"), reason="challenger", by="t")
         assert await exps.refresh() == []
         assert exps.get("acme") is first  # still the first revision
+        attempts = len(calls)
+        assert await exps.refresh() == [] and len(calls) == attempts  # not retried on every poll
+        exps._retry["acme"] = (2, 0.0)  # the retry interval has passed
+        assert await exps.refresh() == [] and len(calls) == attempts + 1
         health = exps.health("acme")
         assert health is not None and "disk full" in health["error"] and health["revision"] == 1
         store.put(_cfg(salt="s3"), reason="without the challenger", by="t")
