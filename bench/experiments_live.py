@@ -228,7 +228,11 @@ def run_live(runs: int = 2, tick_s: float = 3.0, rps: float = 40.0, harm: float 
             pass
         ray.shutdown()
         stop_group(tmp / "redis.pid", "bench redis-server")
-        shutil.rmtree(tmp, ignore_errors=True)
+        if any(r["statuses"].get(k, 0) for r in done for k in r["statuses"] if not k.startswith("events")
+               and not k.endswith((" 200", " 429"))):
+            print(f"a /v1/recommend answer was neither 200 nor 429: replica logs kept in {tmp}/ray")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     # lag in ticks after the detectable tick; None: rolled back before the run reached the detectable size
     lags = [r["rolled_back_tick"] - r["detectable_tick"] if r["detectable_tick"] is not None else None
             for r in done if r["rolled_back_tick"] is not None]
