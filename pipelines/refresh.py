@@ -43,7 +43,7 @@ from pipelines.loop_metrics import NullLoopMetrics, loop_metrics
 from pipelines.precompute import Predictors
 from store import keys, publish
 from store.lease import Lease, LeaseError
-from store.modelcache import ModelCache
+from store.modelcache import ModelCache, pid_alive
 
 logger = logging.getLogger(__name__)
 
@@ -240,7 +240,7 @@ class RefreshLoop:
                 owner = int(stale.name.split("-")[2])
             except (IndexError, ValueError):
                 continue
-            if not _pid_alive(owner):
+            if not pid_alive(owner):
                 shutil.rmtree(stale, ignore_errors=True)
 
     # -- one tick --------------------------------------------------------------
@@ -332,15 +332,3 @@ def _pid() -> int:
     import os
 
     return os.getpid()
-
-
-def _pid_alive(pid: int) -> bool:
-    import os
-
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

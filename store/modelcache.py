@@ -69,7 +69,8 @@ def dir_bytes(path: Path) -> int:
     return total
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this node (one we may not signal counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -141,7 +142,7 @@ class ModelCache:
                     pid = int(p.name.rsplit("-", 2)[-2])
                 except (ValueError, IndexError):
                     pid = -1
-                if pid != os.getpid() and not _pid_alive(pid):
+                if pid != os.getpid() and not pid_alive(pid):
                     shutil.rmtree(p, ignore_errors=True)
                     removed += 1
             elif not (p / META).exists():
