@@ -13,7 +13,7 @@ entries, what batch features read), or not at all, and then the request fails wi
 and sends it again. There is no buffer in the replica: a replica that dies holds nothing
 that was acknowledged. A retry of a batch whose first attempt did land (the answer was
 lost) would store it twice; a ``batch_id`` makes it idempotent (remembered for
-``events_batch_ttl_s``). Writes have their own connections and ``write_timeout_s`` (250 ms),
+``events_batch_ttl_s``). Writes have their own connections, breaker and ``write_timeout_s`` (250 ms),
 not the read path's 20 ms: a slow write is better than a retry. Durability across a Redis
 restart is Redis's (AOF); an acknowledged batch is in Redis.
 """

@@ -99,6 +99,9 @@ class OnlineStore:
         self.url = url
         self.config = config or OnlineStoreConfig.model_validate({})
         self.breaker = CircuitBreaker(self.config.breaker_failures, self.config.breaker_reset_s)
+        # live-event writes have their own breaker: a read that missed its 20 ms on a busy replica
+        # says nothing about whether a 250 ms write can land, and must not turn events into 503s
+        self.write_breaker = CircuitBreaker(self.config.breaker_failures, self.config.breaker_reset_s)
         self.lru = LRU(self.config.lru_size, self.config.lru_ttl_s)
         self._client: Any = None
         self._write_client: Any = None
@@ -108,22 +111,29 @@ class OnlineStore:
     def _redis(self) -> Any:
         """Created lazily, in the event loop that uses it (no connection at import or init)."""
         if self._client is None:
-            self._client = self._make_client(self.config.max_connections, self.config.call_timeout_s)
+            self._client = self._make_client(self.config.max_connections, self.config.call_timeout_s,
+                                             self.config.pool_timeout_s)
         return self._client
 
     def _writer(self) -> Any:
-        """The client for live-event writes: its own pool, with ``write_timeout_s`` socket timeouts."""
+        """The client for live-event writes: its own pool, with ``write_timeout_s`` socket timeouts.
+
+        A write waits for a free connection within its own budget too (not the read path's
+        ``pool_timeout_s``): a burst of event batches queues for a few milliseconds instead of
+        being answered 503 because this replica's pool was busy for 5 ms. Half the budget, so a
+        pool that stays full ends as ``pool`` (this replica is busy), not as a Redis timeout."""
         if self._write_client is None:
-            self._write_client = self._make_client(self.config.write_connections, self.config.write_timeout_s)
+            self._write_client = self._make_client(self.config.write_connections, self.config.write_timeout_s,
+                                                   self.config.write_timeout_s / 2)
         return self._write_client
 
-    def _make_client(self, max_connections: int, socket_timeout_s: float) -> Any:
+    def _make_client(self, max_connections: int, socket_timeout_s: float, pool_timeout_s: float) -> Any:
         import redis.asyncio as aioredis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
         pool = aioredis.BlockingConnectionPool.from_url(
-            self.url, max_connections=max_connections, timeout=self.config.pool_timeout_s,
+            self.url, max_connections=max_connections, timeout=pool_timeout_s,
             socket_timeout=socket_timeout_s, socket_connect_timeout=self.config.connect_timeout_s,
             retry=Retry(NoBackoff(), 0), health_check_interval=0,
         )
@@ -134,8 +144,9 @@ class OnlineStore:
         from the server or the connection, or no answer within ``call_timeout_s``. A call cut
         short by its caller (a deadline tighter than ``call_timeout_s``, a cancelled request) or
         by this replica's own full pool says nothing about Redis and only frees the probe slot."""
-        probe = self.breaker.state != CLOSED
-        if not self.breaker.allow():
+        breaker = self.write_breaker if write else self.breaker
+        probe = breaker.state != CLOSED
+        if not breaker.allow():
             raise StoreUnavailable("breaker_open")
         budget = self.config.call_timeout_s if timeout_s is None else \
             (min(timeout_s, self.config.call_timeout_s) if cap else timeout_s)
@@ -147,13 +158,13 @@ class OnlineStore:
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for wraps the call in a new Task
             async with asyncio.timeout(budget):
                 result = await coro_factory(self._writer() if write else self._redis())
-            self.breaker.record_success()
+            breaker.record_success()
             settled = True
             return result
         except TimeoutError as exc:
             if callers_deadline:
                 raise StoreUnavailable("deadline") from exc
-            self.breaker.record_failure()
+            breaker.record_failure()
             settled = True
             raise StoreUnavailable("timeout") from exc
         except StoreUnavailable:
@@ -161,12 +172,12 @@ class OnlineStore:
         except Exception as exc:  # noqa: BLE001 - any client error means "no cache", never a 5xx
             if _pool_exhausted(exc):
                 raise StoreUnavailable("pool", type(exc).__name__) from exc
-            self.breaker.record_failure()
+            breaker.record_failure()
             settled = True
             raise StoreUnavailable("error", type(exc).__name__) from exc
         finally:
             if probe and not settled:   # cancelled, or cut by the caller: free the half-open slot
-                self.breaker.release()
+                breaker.release()
 
     @property
     def breaker_state(self) -> str:

@@ -91,7 +91,7 @@ def test_events_are_refused_with_a_retry_while_redis_is_hung_and_a_retry_stores_
             except EventsNotStored as exc:
                 refused.append((exc.reason, exc.retry_after_s))
         out["hung"] = refused
-        out["breaker"] = engine.store.breaker_state
+        out["breaker"] = (engine.store.write_breaker.state, engine.store.breaker_state)
         _stop(pid_file, signal.SIGCONT)
         await asyncio.sleep(0.6)                                              # the breaker probes again
         out["retries"] = [(await engine.add_events(_req("s", 1, f"b{i}"), "t")).stored for i in (1, 2, 3)]
@@ -109,7 +109,7 @@ def test_events_are_refused_with_a_retry_while_redis_is_hung_and_a_retry_stores_
         stop_group(pid_file, "test redis (events)")
     assert out["ok"] is True
     assert out["hung"] == [("timeout", 1), ("timeout", 1), ("breaker_open", 1)], out
-    assert out["breaker"] == "open"
+    assert out["breaker"] == ("open", "closed")   # the writes' own breaker; reads have not failed yet
     assert out["retries"] == [True, True, True]
     assert len(stream) == 4                  # b0..b3 once each, whether the first try of b1/b2 landed or not
 
@@ -157,3 +157,29 @@ def test_tiny_client_deadlines_never_open_the_breaker_but_a_hung_redis_does(tmp_
     assert out["tiny"] <= {"deadline", "ok"} and out["after_tiny"] == "closed", out
     assert out["hung"] == ["timeout", "timeout", "timeout", "breaker_open"] and out["after_hung"] == "open"
     assert out["after_cancel"] == "ok" and out["closed"] == "closed", out
+
+
+def test_a_burst_of_batches_waits_for_a_write_connection_and_a_failing_read_path_never_refuses_events(
+        redis_server: str, redis_client) -> None:
+    """Two write connections, 40 batches at once: each waits for a connection within the write
+    budget (not the read path's 5 ms pool wait) and all are stored. Reads that keep timing out
+    open the read breaker only: events still land."""
+    async def go() -> tuple[list[bool], str, str, bool]:
+        engine = _engine(redis_server, write_connections=2, write_timeout_s=1.0, pool_timeout_s=0.001,
+                         breaker_failures=3)
+        await engine.store.append_events("t", "warm", ["{}"], None, 60, 5, 1000, 60)
+        burst = await asyncio.gather(*(engine.add_events(_req(f"burst-{i}", 3), "pool") for i in range(40)))
+        for _ in range(3):   # the read path's own faults: a server error on every read
+            try:
+                await engine.store._run(lambda r: r.execute_command("NO-SUCH-COMMAND"), None)
+            except StoreUnavailable:
+                pass
+        read_state = engine.store.breaker_state
+        after = await engine.add_events(_req("after", 2), "pool")
+        await engine.store.close()
+        return [r.stored for r in burst], read_state, engine.store.write_breaker.state, after.stored
+
+    stored, read_state, write_state, after = asyncio.run(go())
+    assert stored == [True] * 40
+    assert redis_client.xlen(keys.events_stream_key("pool")) == 40 * 3 + 2
+    assert (read_state, write_state, after) == ("open", "closed", True)
