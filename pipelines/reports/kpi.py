@@ -19,6 +19,16 @@ logger = logging.getLogger(__name__)
 COLORS = ("#1565c0", "#c62828", "#2e7d32", "#6a1b9a", "#ef6c00", "#00838f")
 
 
+def _frame_time(ax, t: pd.DatetimeIndex) -> None:  # noqa: ANN001 - a matplotlib Axes
+    """Frame the x axis on the ticks: with one tick (or a few close ones) matplotlib's automatic
+    date range spans days to years; half a tick of margin on each side, at least a minute."""
+    if not len(t):
+        return
+    step = (t[1:] - t[:-1]).min() if len(t) > 1 else pd.Timedelta(minutes=5)
+    pad = max(step / 2, (t[-1] - t[0]) * 0.02, pd.Timedelta(minutes=1))
+    ax.set_xlim(t[0] - pad, t[-1] + pad)
+
+
 def _lift_figure(report: KpiReport, config: ExperimentConfig, metrics: list[str]):  # noqa: ANN202
     fig = figure(10.0, 3.2 * len(metrics))
     axes = fig.subplots(len(metrics), 1, squeeze=False, sharex=True)[:, 0]
@@ -49,6 +59,7 @@ def _lift_figure(report: KpiReport, config: ExperimentConfig, metrics: list[str]
         ax.set_ylabel(f"{metric}\nrelative lift (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper right", ncol=2)
+    _frame_time(axes[-1], t)
     axes[-1].set_xlabel("time (UTC), cumulative by entry tick")
     fig.suptitle(f"Lift against control ({report.control}) with 95 % intervals")
     return fig
@@ -71,6 +82,7 @@ def _srm_figure(report: KpiReport, config: ExperimentConfig):  # noqa: ANN202
     ax2.semilogy(t, np.maximum(report.srm_p_history, 1e-300), color="#1565c0")
     ax2.axhline(config.srm_alpha, color="#c62828", ls=":", label=f"alarm p < {config.srm_alpha:g}")
     ax2.set_ylim(min(1e-6, float(np.nanmin(np.maximum(report.srm_p_history, 1e-300)))) / 2, 1.5)
+    _frame_time(ax2, t)
     ax2.set_title("SRM p-value over time")
     ax2.legend(fontsize=8)
     ax2.tick_params(axis="x", labelrotation=30, labelsize=7)
@@ -101,6 +113,7 @@ def _guardrail_figure(report: KpiReport, config: ExperimentConfig):  # noqa: ANN
         lo, hi = float(np.min(vals)), float(np.max(vals))
         pad = max(2.0, 0.15 * (hi - lo))
         ax.set_ylim(lo - pad, hi + pad)
+    _frame_time(ax, t)
     ax.set_ylabel("relative lift (%)")
     ax.set_title("Guardrails: breached once the whole always-valid interval is past the bound")
     ax.grid(alpha=0.3)

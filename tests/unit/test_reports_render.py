@@ -78,3 +78,31 @@ def test_write_page_is_atomic_and_readable(tmp_path: Path) -> None:
     assert dest.read_text() == "<html>two</html>"
     assert dest.stat().st_mode & 0o777 == 0o644
     assert [p.name for p in dest.parent.iterdir()] == ["r.html"]  # no temp file left behind
+
+
+@pytest.mark.parametrize("ticks", [1, 12])
+def test_kpi_time_axes_frame_the_ticks_even_with_one_tick(ticks: int) -> None:
+    """One tick of data used to leave matplotlib's automatic date range spanning days to years."""
+    import matplotlib.dates as mdates
+
+    from models.experiments.config import ExperimentConfig
+    from models.experiments.report import kpi_report
+    from models.experiments.simulator import Arm, VisitorModel, simulate_experiment, to_logs
+    from pipelines.reports.kpi import _guardrail_figure, _lift_figure, _srm_figure
+
+    rng = np.random.default_rng(1)
+    sim = simulate_experiment(VisitorModel(), (Arm("control", 0.5), Arm("model", 0.5)), 4_000, ticks, rng)
+    exp, out, pre = to_logs(sim, tenant="t1", experiment_id="e1", start=pd.Timestamp("2026-12-01", tz="UTC"),
+                            tick_seconds=300, rng=rng)
+    cfg = ExperimentConfig.model_validate({
+        "tenant": "t1", "experiment_id": "e1", "salt": "s",
+        "variants": [{"name": "control", "policy": "popular", "share": 0.5},
+                     {"name": "model", "policy": "model", "share": 0.5}],
+        "guardrails": [{"metric": "conversion"}]})
+    report = kpi_report(exp, out, cfg, pre_period=pre)
+    t = report.tick_times.tz_convert(None)
+    figs = [_lift_figure(report, cfg, ["conversion"]), _srm_figure(report, cfg), _guardrail_figure(report, cfg)]
+    for ax in [a for f in figs for a in f.axes if a.get_xlabel() or a.get_title().startswith(("SRM", "Guard"))]:
+        lo, hi = (pd.Timestamp(mdates.num2date(x)).tz_localize(None) for x in ax.get_xlim())
+        assert lo <= t[0] and t[-1] <= hi
+        assert hi - lo <= (t[-1] - t[0]) * 1.1 + pd.Timedelta(minutes=10), (lo, hi)
