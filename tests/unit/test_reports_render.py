@@ -50,14 +50,15 @@ def test_model_reports_inline_their_plots() -> None:
     assert "R@20" in rec
 
 
-def test_kpi_report_page_has_every_section() -> None:
+def _simulated_report(seed: int, sessions: int, ticks: int, *arm_args: float):  # noqa: ANN202
+    """A KPI report over a simulated control / model experiment, and its config."""
     from models.experiments.config import ExperimentConfig
     from models.experiments.report import kpi_report
     from models.experiments.simulator import Arm, VisitorModel, simulate_experiment, to_logs
-    from pipelines.reports.kpi import render_kpi_report
 
-    rng = np.random.default_rng(0)
-    sim = simulate_experiment(VisitorModel(), (Arm("control", 0.5), Arm("model", 0.5, 0.6)), 20_000, 12, rng)
+    rng = np.random.default_rng(seed)
+    sim = simulate_experiment(VisitorModel(), (Arm("control", 0.5), Arm("model", 0.5, *arm_args)), sessions, ticks,
+                              rng)
     exp, out, pre = to_logs(sim, tenant="t1", experiment_id="e1", start=pd.Timestamp("2026-12-01", tz="UTC"),
                             tick_seconds=300, rng=rng)
     cfg = ExperimentConfig.model_validate({
@@ -65,7 +66,13 @@ def test_kpi_report_page_has_every_section() -> None:
         "variants": [{"name": "control", "policy": "popular", "share": 0.5},
                      {"name": "model", "policy": "model", "share": 0.5}],
         "guardrails": [{"metric": "conversion"}]})
-    html = render_kpi_report(kpi_report(exp, out, cfg, pre_period=pre), cfg)
+    return kpi_report(exp, out, cfg, pre_period=pre), cfg
+
+
+def test_kpi_report_page_has_every_section() -> None:
+    from pipelines.reports.kpi import render_kpi_report
+
+    html = render_kpi_report(*_simulated_report(0, 20_000, 12, 0.6))
     assert PLOT.findall(html) == ["lift", "lift_other", "srm", "guardrails"]
     for text in ("ROLLBACK", "Sample ratio mismatch", "Guardrails", "always-valid", "needs"):
         assert text in html
@@ -85,21 +92,9 @@ def test_kpi_time_axes_frame_the_ticks_even_with_one_tick(ticks: int) -> None:
     """One tick of data used to leave matplotlib's automatic date range spanning days to years."""
     import matplotlib.dates as mdates
 
-    from models.experiments.config import ExperimentConfig
-    from models.experiments.report import kpi_report
-    from models.experiments.simulator import Arm, VisitorModel, simulate_experiment, to_logs
     from pipelines.reports.kpi import _guardrail_figure, _lift_figure, _srm_figure
 
-    rng = np.random.default_rng(1)
-    sim = simulate_experiment(VisitorModel(), (Arm("control", 0.5), Arm("model", 0.5)), 4_000, ticks, rng)
-    exp, out, pre = to_logs(sim, tenant="t1", experiment_id="e1", start=pd.Timestamp("2026-12-01", tz="UTC"),
-                            tick_seconds=300, rng=rng)
-    cfg = ExperimentConfig.model_validate({
-        "tenant": "t1", "experiment_id": "e1", "salt": "s",
-        "variants": [{"name": "control", "policy": "popular", "share": 0.5},
-                     {"name": "model", "policy": "model", "share": 0.5}],
-        "guardrails": [{"metric": "conversion"}]})
-    report = kpi_report(exp, out, cfg, pre_period=pre)
+    report, cfg = _simulated_report(1, 4_000, ticks)
     t = report.tick_times.tz_convert(None)
     figs = [_lift_figure(report, cfg, ["conversion"]), _srm_figure(report, cfg), _guardrail_figure(report, cfg)]
     for ax in [a for f in figs for a in f.axes if a.get_xlabel() or a.get_title().startswith(("SRM", "Guard"))]:
