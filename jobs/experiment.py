@@ -1,6 +1,6 @@
 """A tenant's A/B experiment by hand: create, show, kill, resume, end (the kill switch).
 
-    python -m jobs.experiment create --registry URI --experiment FILE [--reason TEXT]
+    python -m jobs.experiment create --registry URI --experiment FILE [--tenant-registry URI] [--reason TEXT]
     python -m jobs.experiment show   --registry URI --tenant T
     python -m jobs.experiment kill   --registry URI --tenant T --reason TEXT
     python -m jobs.experiment resume --registry URI --tenant T --reason TEXT
@@ -12,7 +12,8 @@ that records who made it and why. The serving replicas re-read it every few seco
 loop's guardrails take. ``resume`` lets the same experiment (id, salt, shares) run again;
 start a clean one with ``create`` and a new ``experiment_id`` or ``salt``. ``FILE`` is a YAML
 or JSON ``models.experiments.config.ExperimentConfig``; a pinned ``model_version`` must exist
-in the registry (as a recommender or a propensity version).
+(as a recommender or a propensity version) in the tenant's own registry (``--tenant-registry``),
+its namespace in ``--registry`` or ``--registry`` itself: where serving looks for it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from models.experiments.config import load_config
 from pipelines import entrypoint
 from pipelines.experiments import read_experiment_file
 from store.experiments import ExperimentStore, ExperimentStoreError, StoredExperiment, pinned_models
+from store.registry import pin_lookup
 
 Action = Literal["create", "show", "kill", "resume", "end"]
 
@@ -37,6 +39,8 @@ class Config(BaseModel, extra="forbid"):
     action: Action
     registry: str = Field(description="registry URI (local dir or s3://) the app serves from")
     tenant: str | None = Field(None, description="default: the experiment file's tenant, else 'default'")
+    tenant_registry: str | None = Field(None, description="create: the tenant's own registry, when the app's "
+                                        "tenant config gives it one (pins are looked up there first)")
     experiment: str | None = Field(None, description="experiment config file (YAML or JSON), for create")
     reason: str = Field("", max_length=500)
     by: str = Field(default_factory=lambda: f"cli:{_user()}", max_length=100)
@@ -76,7 +80,8 @@ def run(cfg: Config) -> dict[str, Any]:
     if cfg.action == "create":
         assert cfg.experiment is not None
         exp = read_experiment_file(cfg.experiment, cfg.tenant)
-        pins = pinned_models(cfg.registry, exp)  # refuses a version the registry does not have
+        # refuses a version none of the tenant's registries has (the order serving looks them up in)
+        pins = pinned_models(pin_lookup(cfg.registry, exp.tenant, cfg.tenant_registry), exp)
         stored = store.put(exp, reason=cfg.reason or f"created from {cfg.experiment}", by=cfg.by)
         return {"action": "create", **describe(stored, exp.tenant), "pinned": pins}
     tenant = cfg.tenant or "default"
@@ -100,6 +105,7 @@ def flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["create", "show", "kill", "resume", "end"])
     p.add_argument("--registry", help="registry URI (local dir or s3://)")
     p.add_argument("--tenant", help="tenant (default: the file's, else 'default')")
+    p.add_argument("--tenant-registry", help="create: the tenant's own registry URI, if it has one")
     p.add_argument("--experiment", help="experiment config file (YAML/JSON), for create")
     p.add_argument("--reason", help="why (recorded; required for kill, resume, end)")
     p.add_argument("--by", help="who (default cli:$USER)")

@@ -40,9 +40,9 @@ def _recommender(registry_uri: str, version: str | None, cache_dir: str | None) 
 def pinned_registries(tenant: str, registry_uri: str, own_registry: str | None = None) -> list[str]:
     """Where an A/B variant's pinned version of ``tenant`` is looked up, in order: the tenant's
     configured registry, its namespace in the shared one, the shared one."""
-    from store.registry import tenant_uri
+    from store.registry import pin_lookup
 
-    return list(dict.fromkeys(u for u in (own_registry, tenant_uri(registry_uri, tenant), registry_uri) if u))
+    return pin_lookup(registry_uri, tenant, own_registry)
 
 
 def load_pinned(tenant: str, registries: list[str], name: str, version: str, cache_dir: str | None) -> Any:

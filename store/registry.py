@@ -207,6 +207,13 @@ def tenant_uri(uri: str, tenant: str | None) -> str:
     return f"{uri.rstrip('/')}/{TENANTS_DIR}/{check_tenant(tenant)}"
 
 
+
+def pin_lookup(uri: str, tenant: str, own_registry: str | None = None) -> list[str]:
+    """Where an A/B variant's pinned version for ``tenant`` is looked up, in order: the tenant's own
+    registry (its ``registry_uri`` in the app's tenant config), its namespace in the shared registry
+    at ``uri``, the shared registry. Serving and ``jobs.experiment create`` use the same order."""
+    return list(dict.fromkeys(u for u in (own_registry, tenant_uri(uri, tenant), uri) if u))
+
 def resolve(uri: str, name: str, tenant: str | None, version: str | None = None) -> tuple[str, str | None]:
     """(registry URI, version) that serve model ``name`` to ``tenant``.
 

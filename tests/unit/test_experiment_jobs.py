@@ -77,3 +77,31 @@ def test_kpi_report_without_logs_says_so(tmp_path: Path, capsys: pytest.CaptureF
     assert "nothing to report" in out["error"] and "no exposures logged" in out["error"]
     out = _run(capsys, kpi_report.main, "--logs", str(tmp_path / "none"), code=2)
     assert "--registry" in out["error"]
+
+
+def test_create_finds_pins_where_serving_does(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A challenger registered in the tenant's namespace of the shared registry, or in the tenant's
+    own registry (given with --tenant-registry), can be pinned; elsewhere it is refused by name."""
+    from store.registry import Registry, tenant_uri
+
+    reg, own = str(tmp_path / "reg"), str(tmp_path / "own")
+    art = tmp_path / "art"
+    art.mkdir()
+    (art / "m.txt").write_text("x")
+    in_namespace = Registry(tenant_uri(reg, "acme")).register("recommender", art, {}).version
+    in_own = Registry(own).register("propensity", art, {}).version
+    file = tmp_path / "exp.yaml"
+
+    def pinning(version: str) -> str:
+        file.write_text(yaml.safe_dump({**experiment.SMOKE_EXPERIMENT, "tenant": "acme", "variants": [
+            {"name": "control", "policy": "popular", "share": 0.5},
+            {"name": "chal", "policy": "version", "model_version": version, "share": 0.5}]}))
+        return str(file)
+
+    made = _run(capsys, experiment.main, "create", "--registry", reg, "--experiment", pinning(in_namespace))
+    assert made["pinned"] == {"chal": {"recommender": in_namespace}}
+    refused = _run(capsys, experiment.main, "create", "--registry", reg, "--experiment", pinning(in_own), code=2)
+    assert "chal" in refused["error"] and in_own in refused["error"]
+    made = _run(capsys, experiment.main, "create", "--registry", reg, "--tenant-registry", own,
+                "--experiment", pinning(in_own))
+    assert made["pinned"] == {"chal": {"propensity": in_own}} and made["revision"] == 2
