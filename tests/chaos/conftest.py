@@ -11,13 +11,17 @@ here is stopped by ``cluster.local.down`` (pid files, then the stack's tag).
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -42,6 +46,59 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.chaos)
 
 
+# one HAProxy httplog line: ... server timers status bytes cookies termination-state conns queues "METHOD PATH"
+_HTTPLOG = re.compile(r"\] \S+ (?P<server>\S+) (?P<timers>\S+) (?P<status>\d{3}) \d+ \S+ \S+ (?P<term>\S{4}) "
+                      r"(?P<conns>\S+) \S+ \"(?P<method>\S+) (?P<path>\S+)")
+
+
+@dataclass
+class IngressLog:
+    """HAProxy's access log for the chaos stack (syslog over UDP on loopback), kept in memory.
+
+    Serve's HAProxy logs every request to ``RAY_SERVE_HAPROXY_LOG_TARGET``; with nothing listening
+    there (the default) a request HAProxy answered itself leaves no trace. Here the 5xx lines and
+    the retried ones are kept, so a failing fault test says which side produced a 5xx and how the
+    connection ended (HAProxy's termination state: ``S`` = the server aborted, ``C`` = the client).
+    """
+
+    sock: socket.socket = field(default_factory=lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    kept: deque = field(default_factory=lambda: deque(maxlen=5000))
+    lines: int = 0
+
+    def start(self) -> str:
+        self.sock.bind(("127.0.0.1", 0))
+        threading.Thread(target=self._read, name="haproxy-log", daemon=True).start()
+        return f"127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(65535)
+            except OSError:
+                return
+            self.lines += 1
+            m = _HTTPLOG.search(data.decode(errors="replace"))
+            if m and (int(m["status"]) >= 500 or not m["conns"].endswith("/0") or m["term"] != "----"):
+                self.kept.append((time.time(), data.decode(errors="replace").strip()))
+
+    def retried(self, t0: float) -> int:
+        """Requests logged after ``t0`` that HAProxy sent again (to another replica) before answering."""
+        return sum(1 for t, line in list(self.kept) if t >= t0 and (m := _HTTPLOG.search(line))
+                   and not m["conns"].endswith("/0"))
+
+    def since(self, t0: float, min_status: int = 500) -> list[str]:
+        """Kept lines logged after ``t0`` with a status of at least ``min_status``."""
+        out = []
+        for t, line in list(self.kept):
+            m = _HTTPLOG.search(line)
+            if t >= t0 and m and int(m["status"]) >= min_status:
+                out.append(line[line.find("]: ") + 3:])
+        return out
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 @dataclass
 class Stack:
     cfg: LocalConfig
@@ -49,6 +106,7 @@ class Stack:
     registry: str
     env: dict[str, str]
     tmp: Path
+    ingress_log: IngressLog | None = None
 
     def headers(self, tenant: str = "default") -> dict[str, str]:
         return {"X-API-Key": KEY_OF[tenant], "Content-Type": "application/json"}
@@ -102,11 +160,15 @@ def stack() -> Iterator[Stack]:
     env.update({"RAY_ADDRESS": cfg.dashboard_url, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(cfg.token_path),
                 "PYTHONPATH": str(ROOT)})
     registry = str(tmp / "registry")
+    ingress_log = IngressLog()
     try:
-        up(cfg)
+        with pytest.MonkeyPatch.context() as mp:   # HAProxy's access log comes here, for failure messages
+            mp.setenv("RAY_SERVE_HAPROXY_LOG_TARGET", ingress_log.start())
+            up(cfg)
         _register_catalogues(registry, tmp)
         _publish_popular(cfg.redis_url)
-        stack = Stack(cfg=cfg, url=f"http://127.0.0.1:{cfg.serve_port}", registry=registry, env=env, tmp=tmp)
+        stack = Stack(cfg=cfg, url=f"http://127.0.0.1:{cfg.serve_port}", registry=registry, env=env, tmp=tmp,
+                      ingress_log=ingress_log)
         stack.deploy()
         deadline = time.time() + 60
         while time.time() < deadline:   # both replicas answer through HAProxy
@@ -116,4 +178,5 @@ def stack() -> Iterator[Stack]:
         yield stack
     finally:
         down(cfg)
+        ingress_log.close()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -39,6 +39,7 @@ class Load:
     errors: list[str] = field(default_factory=list)           # what each failure was, for the message
     seq: Iterator[int] = field(default_factory=itertools.count)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    started: float = field(default_factory=time.time)
 
     def reads(self, path: str, tenant: str) -> None:
         with httpx.Client(timeout=10) as c:
@@ -128,6 +129,14 @@ def _failures(state: Load) -> dict:
             (isinstance(k[1], int) and k[1] >= 500 and not (k[0] == "/v1/events" and k[1] == 503))}
 
 
+def _explain(state: Load) -> str:
+    """The answers, the first client-side failures and HAProxy's own log of every 5xx (which side sent it)."""
+    log = state.stack.ingress_log
+    proxy = log.since(state.started) if log is not None else ["(no HAProxy log)"]
+    return (f"{dict(state.codes)}\nclient: {[e for e in state.errors if 'not stored' not in e][:10]}\n"
+            f"HAProxy 5xx (status, termination state; S = the server side ended it): {proxy[:20]}")
+
+
 def test_redis_hung_killed_and_restarted_under_load(stack: Stack) -> None:
     from cluster.local import STACK_ENV, stack_id, start_redis
 
@@ -147,7 +156,7 @@ def test_redis_hung_killed_and_restarted_under_load(stack: Stack) -> None:
         _publish_popular(stack.cfg.redis_url)
         time.sleep(6)
     print(f"\nredis hung/killed/restarted: {dict(state.codes)}")
-    assert _failures(state) == {}, (state.codes, [e for e in state.errors if "not stored" not in e][:10])
+    assert _failures(state) == {}, _explain(state)
     assert state.unretryable == []
     assert state.codes[("/v1/events", 503)] > 0, state.codes    # the fault was felt, and said so
     assert state.codes[("/v1/score", 200)] > 0 and state.codes[("/v1/recommend", 200)] > 0
@@ -177,8 +186,10 @@ def test_a_replica_killed_under_load(stack: Stack) -> None:
         killed_at = time.time()
         print(f"killed replica {replicas[0]} at {killed_at:.2f}")
         time.sleep(15)                                          # Serve replaces it meanwhile
-    print(f"\nreplica killed: {dict(state.codes)}")
-    assert _failures(state) == {}, (state.codes, [e for e in state.errors if "not stored" not in e][:10])
+    assert stack.ingress_log is not None and stack.ingress_log.lines > 0   # HAProxy's log reached the test
+    print(f"\nreplica killed: {dict(state.codes)}; HAProxy sent {stack.ingress_log.retried(killed_at - 1)} "
+          "requests again to the other replica")
+    assert _failures(state) == {}, _explain(state)
     assert state.unretryable == []
     assert state.codes[("/v1/score", 200)] > 0 and state.codes[("/v1/events", 200)] > 0
     stream = _stream_batches(stack)
