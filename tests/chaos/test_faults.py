@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 
@@ -133,8 +134,13 @@ def _explain(state: Load) -> str:
     """The answers, the first client-side failures and HAProxy's own log of every 5xx (which side sent it)."""
     log = state.stack.ingress_log
     proxy = log.since(state.started) if log is not None else ["(no HAProxy log)"]
+    replica_errors = []   # and what the replicas logged as errors (an app 500 leaves a traceback there)
+    for f in sorted(Path(state.stack.cfg.ray_temp_dir).glob("session_latest/logs/serve/replica_*.log")):
+        replica_errors += [f"{f.name}: {line.strip()[:300]}" for line in f.read_text(errors="replace").splitlines()
+                           if " ERROR " in line or "Traceback" in line]
     return (f"{dict(state.codes)}\nclient: {[e for e in state.errors if 'not stored' not in e][:10]}\n"
-            f"HAProxy 5xx (status, termination state; S = the server side ended it): {proxy[:20]}")
+            f"HAProxy 5xx (status, termination state; S = the server side ended it): {proxy[:20]}\n"
+            f"replica errors: {replica_errors[-20:]}")
 
 
 def test_redis_hung_killed_and_restarted_under_load(stack: Stack) -> None:
@@ -171,8 +177,6 @@ def test_redis_hung_killed_and_restarted_under_load(stack: Stack) -> None:
 
 
 def test_a_replica_killed_under_load(stack: Stack) -> None:
-    from pathlib import Path
-
     from cluster.local import HAPROXY_RETRY_ON, stack_id, tagged_pids
 
     configs = list(Path(stack.cfg.haproxy_dir).rglob("*.cfg"))
