@@ -86,9 +86,12 @@ class FoldBooster:
                 self.fobj, params["objective"] = params["objective"], "none"
             params["metric"] = "average_precision"  # rank-based: the same on margins and probabilities
             self.threads = int(params.get("num_threads", 0))
+            # LightGBM keeps one thread count for the whole process, set by every call from its params
+            # (0 = all cores): a Dataset built without it while a side-by-side fold predicts on one
+            # thread can give that prediction a second OpenMP thread with no buffer (a segfault)
             self.booster = lgb.Booster(params=params, train_set=lgb.Dataset(
                 x, label=y, feature_name=feature_names, categorical_feature=list(categorical) or "auto",
-                params={"verbose": -1}))
+                params={"verbose": -1, **({"num_threads": self.threads} if self.threads else {})}))
             # held-out margins kept incrementally (a LightGBM validation set would do the same, but its
             # score updates ignore num_threads: OpenMP on every core, which crawls on a busy machine)
             self.held_margin, self.scored = np.zeros(len(y_held)), 0

@@ -86,3 +86,20 @@ def test_patience_stops_and_out_of_fold_margins_come_from_the_best_round() -> No
     np.testing.assert_allclose(oof[held], raw_margin(booster, "lightgbm", x[held]), rtol=1e-9, atol=1e-9)
     means = [np.mean([pr_auc(y[h], oof[h]) for _, h in splits])]
     assert res["best_pr_auc"] == pytest.approx(means[0], abs=1e-9)
+
+
+@pytest.mark.parametrize("threads", [1, 0])
+def test_a_fold_says_its_thread_count_in_every_lightgbm_call(threads: int) -> None:
+    """LightGBM keeps one thread count per process, reset by each call from its own params (0 = all
+    cores). Side-by-side folds run on one thread each, so the training Dataset must carry that count
+    too: one built without it resets the count under a fold that is predicting (a segfault in CI)."""
+    from models.propensity.cv import FoldBooster
+
+    x, y = _data(400)
+    fold = FoldBooster(PropensityConfig(num_boost_round=2, num_threads=threads), x[:300], y[:300],
+                       ["a", "b", "c"], x[300:], y[300:])
+    dataset_params = fold.booster.train_set.params   # what the Dataset was constructed with
+    if threads:
+        assert dataset_params["num_threads"] == threads and fold.booster.params["num_threads"] == threads
+    else:   # the library default throughout
+        assert "num_threads" not in dataset_params
