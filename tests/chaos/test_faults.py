@@ -181,6 +181,8 @@ def test_a_replica_killed_under_load(stack: Stack) -> None:
 
     configs = list(Path(stack.cfg.haproxy_dir).rglob("*.cfg"))
     assert configs and all(f"retry-on {HAPROXY_RETRY_ON}" in c.read_text() for c in configs), configs
+    running = list(Path(stack.cfg.haproxy_dir).rglob("*.cfg.tandem"))    # what HAProxy runs (the launcher's)
+    assert running and all("option http-buffer-request" in c.read_text() for c in running), running
     replicas = [p for p in tagged_pids(stack_id(stack.cfg))
                 if open(f"/proc/{p}/comm").read().strip().startswith("ray::ServeRepli")]
     assert len(replicas) == 2, replicas

@@ -114,6 +114,17 @@ def test_secrets_and_s3_settings_come_from_secrets(name: str, doc: dict[str, Any
         assert "tandem-s3" in secret_refs, f"{name}: container {c.get('name')} gets no S3 settings (envFrom tandem-s3)"
 
 
+def test_rayservice_haproxy_replays_as_the_local_stack_does() -> None:
+    from cluster.local import HAPROXY_RETRY_ON
+
+    [doc] = [d for n, d in documents() if n.startswith("rayservice.yaml:RayService/")]
+    for c in containers(doc):
+        env = {e["name"]: e.get("value") for e in c.get("env", [])}
+        assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1", c.get("name")
+        assert env["RAY_SERVE_HAPROXY_RETRY_ON"] == HAPROXY_RETRY_ON, c.get("name")
+        assert env["RAY_SERVE_HAPROXY_BINARY_PATH"].endswith("/cluster/haproxy_launch.py"), c.get("name")
+
+
 @pytest.mark.parametrize("name,doc", documents(), ids=[n for n, _ in documents()])
 def test_job_entrypoints_use_object_storage_only(name: str, doc: dict[str, Any]) -> None:
     for entry in entrypoints(doc):
