@@ -114,7 +114,7 @@ def test_secrets_and_s3_settings_come_from_secrets(name: str, doc: dict[str, Any
         assert "tandem-s3" in secret_refs, f"{name}: container {c.get('name')} gets no S3 settings (envFrom tandem-s3)"
 
 
-def test_rayservice_haproxy_replays_as_the_local_stack_does() -> None:
+def test_rayservice_and_cluster_yaml_start_haproxy_as_the_local_stack_does() -> None:
     from cluster.local import HAPROXY_RETRY_ON
 
     [doc] = [d for n, d in documents() if n.startswith("rayservice.yaml:RayService/")]
@@ -123,6 +123,9 @@ def test_rayservice_haproxy_replays_as_the_local_stack_does() -> None:
         assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1", c.get("name")
         assert env["RAY_SERVE_HAPROXY_RETRY_ON"] == HAPROXY_RETRY_ON, c.get("name")
         assert env["RAY_SERVE_HAPROXY_BINARY_PATH"].endswith("/cluster/haproxy_launch.py"), c.get("name")
+    text = (ROOT / "cluster.yaml").read_text()      # and `ray up cluster.yaml`
+    assert f'RAY_SERVE_HAPROXY_RETRY_ON="{HAPROXY_RETRY_ON}"' in text and "RAY_SERVE_ENABLE_HA_PROXY=1" in text
+    assert "RAY_SERVE_HAPROXY_BINARY_PATH=/home/ubuntu/tandem/cluster/haproxy_launch.py" in text
 
 
 @pytest.mark.parametrize("name,doc", documents(), ids=[n for n, _ in documents()])
