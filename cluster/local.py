@@ -253,7 +253,20 @@ def start_redis(port: int, workdir: Path, pid_file: Path, env: dict[str, str] | 
            *redis_settings(maxmemory), "--protected-mode", "yes", "--daemonize", "no"]
     pid = spawn(cmd, workdir / "redis.log", pid_file, env=env)
     wait_for(lambda: port_open(port), f"redis-server on 127.0.0.1:{port}", 20)
+    # a restarted server accepts connections while it replays its AOF, and answers every command
+    # with -LOADING until it is done: it is up only when it answers PING
+    wait_for(lambda: redis_ready(port), f"redis-server on 127.0.0.1:{port} to load its data ({workdir})", 300)
     return pid
+
+
+def redis_ready(port: int) -> bool:
+    """redis-server on 127.0.0.1:``port`` answers ``PING`` (not ``-LOADING``: its data is loaded)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+            conn.sendall(b"PING\r\n")
+            return conn.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
 
 
 # -- ray ---------------------------------------------------------------------

@@ -106,3 +106,29 @@ def test_up_deploy_down_twice_leaves_nothing_behind(tmp_path: Path) -> None:
 def test_cluster_manifests_parse(path: str) -> None:
     doc = yaml.safe_load((ROOT / path).read_text())
     assert isinstance(doc, dict) and doc
+
+
+def test_redis_is_ready_only_when_it_answers_ping_not_while_loading() -> None:
+    import socket
+    import threading
+
+    from cluster.local import free_port, redis_ready
+
+    replies = [b"-LOADING Redis is loading the dataset in memory\r\n", b"+PONG\r\n"]
+    port = free_port()
+    srv = socket.create_server(("127.0.0.1", port))
+
+    def answer() -> None:
+        for reply in replies:
+            conn, _ = srv.accept()
+            with conn:
+                assert conn.recv(64) == b"PING\r\n"
+                conn.sendall(reply)
+
+    t = threading.Thread(target=answer, daemon=True)
+    t.start()
+    assert redis_ready(port) is False          # a restarted server replaying its AOF
+    assert redis_ready(port) is True
+    t.join(5)
+    srv.close()
+    assert redis_ready(port) is False          # nothing listening
