@@ -53,7 +53,7 @@ down: ## Stop everything `make up` started: pid files in .run/, then every proce
 status: venv ## Show the local cluster's state
 	$(PY) -m cluster.local status
 
-demo: up ## Run the whole pipeline on synthetic data, deploy the endpoints, curl them, 10 s of wrk
+demo: up ## Run the whole pipeline on synthetic data, deploy the endpoints, curl them, 10 s of wrk at 2 and 4 connections
 	bash cluster/demo.sh
 
 test: venv system-deps chromium ## Run the test suite (unit + integration)

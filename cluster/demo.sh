@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole tandem pipeline on synthetic data, each step a Ray job on the local head
 # started by `make up`: generate -> features -> train (propensity + recommender)
-# -> precompute to Redis -> deploy the Serve app -> curl it -> 10 s of wrk against it
+# -> precompute to Redis -> deploy the Serve app -> curl it -> 10 s of wrk against it (2 and 4 connections)
 # -> an A/B experiment with simulated visitors and its KPI report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -81,9 +81,9 @@ show "curl -s -o /dev/null -w '%{http_code}\n' -X POST $TANDEM_SERVE_URL/v1/scor
 show "curl -s $TANDEM_SERVE_URL/v1/health"
 show "curl -s $TANDEM_SERVE_URL/v1/health -H 'X-API-Key: $API_KEY'"
 
-step "load: 10 s of wrk on /v1/score (4 connections, random known sessions)"
+step "load: 10 s of wrk on /v1/score at 2 and at 4 connections (random known sessions)"
 python -m bench.serve --target live --url "$TANDEM_SERVE_URL" --api-key "$API_KEY" --endpoints score \
-  --connections 4 --duration 10 --warmup 2 --sessions-from "$DATA/features/sessions" | grep -v '^{'
+  --connections 2,4 --duration 10 --warmup 2 --sessions-from "$DATA/features/sessions" | grep -v '^{'
 
 step "A/B experiment: popular (control) vs the models, simulated visitors with a known +30 % lift, KPI report"
 # Stored next to the models; every replica re-reads it within 2 s. Responses name the variant, each
